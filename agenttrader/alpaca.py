@@ -1,0 +1,178 @@
+"""Alpaca access for one tenant: keys, a client built for those keys only, error translation.
+
+The client is alpaca-py's ``TradingClient`` (the real code path), with three changes that one
+tenant's sync needs: a timeout on every request, no redirects followed, and no built-in retry
+(alpaca-py sleeps 3 s and retries 429/504 three times by default; Pub/Sub owns retries here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+
+from agenttrader.errors import (
+    AgentTraderError,
+    AlpacaAuthError,
+    AlpacaConnectionError,
+    AlpacaRateLimited,
+    AlpacaRequestError,
+    AlpacaTimeout,
+    AlpacaUnavailable,
+    InvalidKeys,
+    MissingKeys,
+)
+from agenttrader.logs import secret_scope
+from agenttrader.urls import check_base_url
+
+T = TypeVar("T")
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_\-]{8,128}$")
+_SECRET = re.compile(r"^[\x21-\x7e]{8,256}$")
+"""Printable ASCII without spaces: anything else could not travel in an HTTP header."""
+LIVE_HOST = "api.alpaca.markets"
+
+
+@dataclass(frozen=True)
+class AlpacaKeys:
+    """One tenant's Alpaca credentials. ``repr`` never shows the key values."""
+
+    key_id: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    base_url: str
+
+    @classmethod
+    def from_document(cls, data: Mapping[str, Any] | None) -> AlpacaKeys:
+        """Validate the shape of a ``secrets/alpaca`` document (not yet the base URL's host)."""
+        if not data:
+            raise MissingKeys("no Alpaca keys stored")
+        key_id, secret, base_url = data.get("key_id"), data.get("secret_key"), data.get("base_url")
+        if key_id is None or secret is None:
+            raise MissingKeys("Alpaca keys are incomplete: key_id and secret_key are required")
+        if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+            raise InvalidKeys("key_id must be 8-128 characters of letters, digits, '-' or '_'")
+        if not isinstance(secret, str) or not _SECRET.fullmatch(secret):
+            raise InvalidKeys("secret_key must be 8-256 printable characters without spaces")
+        if not isinstance(base_url, str) or not base_url:
+            raise InvalidKeys("base_url must be a non-empty string")
+        return cls(key_id=key_id, secret_key=secret, base_url=base_url)
+
+    @property
+    def key_id_hint(self) -> str:
+        """The last 4 characters of the key id: enough to tell keys apart in an audit entry."""
+        return f"…{self.key_id[-4:]}"
+
+
+class _GuardedSession(requests.Session):
+    """A session that always applies the timeout and never follows a redirect."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+        self.max_redirects = 0
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["timeout"] = self._timeout
+        kwargs["allow_redirects"] = False
+        response = super().request(method, url, *args, **kwargs)
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise AlpacaRequestError(
+                f"Alpaca answered a redirect ({response.status_code}); redirects are not followed"
+            )
+        return response
+
+
+class AlpacaClientFactory:
+    """Builds one ``TradingClient`` per tenant, refusing base URLs outside the allowlist."""
+
+    def __init__(self, allowed_base_urls: tuple[str, ...], timeout_seconds: float) -> None:
+        self._allowed = allowed_base_urls
+        self._timeout = timeout_seconds
+
+    def origin_for(self, keys: AlpacaKeys) -> str:
+        """The allowed origin the client will call (``DisallowedBaseUrl`` otherwise)."""
+        return check_base_url(keys.base_url, self._allowed)
+
+    def for_user(self, keys: AlpacaKeys) -> TradingClient:
+        origin = self.origin_for(keys)
+        client = TradingClient(
+            api_key=keys.key_id,
+            secret_key=keys.secret_key,
+            paper=urlsplit(origin).hostname != LIVE_HOST,
+            url_override=origin,
+        )
+        # alpaca-py has no public switch for these; tests/unit/test_alpaca.py pins that they hold.
+        client._retry = 0
+        client._session = _GuardedSession(self._timeout)
+        return client
+
+
+def translate(exc: BaseException) -> AgentTraderError:
+    """Map an alpaca-py / requests exception to the retry contract, without its message text
+    (which could echo request headers or URLs)."""
+    if isinstance(exc, AgentTraderError):
+        return exc
+    if isinstance(exc, APIError):
+        status = exc.status_code or 0
+        if status in (401, 403):
+            return AlpacaAuthError(f"Alpaca refused the keys (HTTP {status})")
+        if status == 429:
+            return AlpacaRateLimited("Alpaca rate limit reached (HTTP 429)")
+        if status >= 500:
+            return AlpacaUnavailable(f"Alpaca is unavailable (HTTP {status})")
+        return AlpacaRequestError(f"Alpaca refused the request (HTTP {status})")
+    if isinstance(exc, requests.Timeout):
+        return AlpacaTimeout("Alpaca did not answer in time")
+    if isinstance(exc, requests.ConnectionError):
+        return AlpacaConnectionError("Alpaca could not be reached")
+    if isinstance(exc, ValueError | KeyError | TypeError):
+        return AlpacaRequestError(
+            f"Alpaca sent a response that does not parse ({type(exc).__name__})"
+        )
+    if isinstance(exc, requests.RequestException):
+        return AlpacaConnectionError(f"Alpaca request failed ({type(exc).__name__})")
+    raise exc
+
+
+@contextmanager
+def alpaca_errors(keys: AlpacaKeys) -> Iterator[None]:
+    """Translate failures of the calls inside, with the keys redacted from anything logged."""
+    with secret_scope(keys.key_id, keys.secret_key):
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - translate() re-raises what it does not know
+            raise translate(exc) from None
+
+
+def _plain(value: Any) -> Any:
+    """Model values as Firestore-friendly plain data (enums → str, UUID → str, Decimal → str)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "value") and isinstance(value.value, str):  # enums
+        return value.value
+    if hasattr(value, "isoformat"):
+        return value
+    return str(value)
+
+
+def fetch_account_state(client: TradingClient, keys: AlpacaKeys) -> dict[str, Any]:
+    """Account and open positions of one tenant, as plain data (2 Alpaca calls)."""
+    with alpaca_errors(keys):
+        account = client.get_account()
+        positions = client.get_all_positions()
+        account_map = _plain(account.model_dump())  # type: ignore[union-attr]
+        return {
+            "account": account_map,
+            "positions": [_plain(p.model_dump()) for p in positions],  # type: ignore[union-attr]
+        }

@@ -1,0 +1,94 @@
+"""Runtime settings, read once from the environment (names fixed by DESIGN.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+OFFICIAL_ALPACA_BASE_URLS: tuple[str, ...] = (
+    "https://paper-api.alpaca.markets",
+    "https://api.alpaca.markets",
+)
+"""Always allowed; ``ALPACA_ALLOWED_BASE_URLS`` can only add to these."""
+
+DEFAULT_PROJECT = "demo-agenttrader"
+"""The ``demo-`` prefix marks an emulator-only project, as the Firebase tools do."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from err
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from err
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the functions read from their environment."""
+
+    project: str
+    """``GOOGLE_CLOUD_PROJECT``."""
+    pubsub_emulator_host: str | None = None
+    firestore_emulator_host: str | None = None
+    firebase_auth_emulator_host: str | None = None
+    extra_alpaca_base_urls: tuple[str, ...] = ()
+    """``ALPACA_ALLOWED_BASE_URLS``, in addition to :data:`OFFICIAL_ALPACA_BASE_URLS`."""
+    vertex_ai_location: str = "us-central1"
+    vertex_ai_model: str = "gemini-2.5-flash"
+    vertex_ai_base_url: str | None = None
+    alpaca_timeout_seconds: float = 10.0
+    """Connect and read timeout of one Alpaca request (``ALPACA_TIMEOUT_SECONDS``)."""
+    signal_daily_quota: int = 20
+    """Trading signals one user may generate per UTC day (``SIGNAL_DAILY_QUOTA``)."""
+
+    @property
+    def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
+        return OFFICIAL_ALPACA_BASE_URLS + self.extra_alpaca_base_urls
+
+    @property
+    def uses_emulators(self) -> bool:
+        return bool(self.pubsub_emulator_host or self.firestore_emulator_host)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; a malformed value raises ``ValueError`` naming the variable."""
+        env = os.environ if env is None else env
+        extra = tuple(
+            url.strip() for url in env.get("ALPACA_ALLOWED_BASE_URLS", "").split(",") if url.strip()
+        )
+        return cls(
+            project=_optional(env, "GOOGLE_CLOUD_PROJECT") or DEFAULT_PROJECT,
+            pubsub_emulator_host=_optional(env, "PUBSUB_EMULATOR_HOST"),
+            firestore_emulator_host=_optional(env, "FIRESTORE_EMULATOR_HOST"),
+            firebase_auth_emulator_host=_optional(env, "FIREBASE_AUTH_EMULATOR_HOST"),
+            extra_alpaca_base_urls=extra,
+            vertex_ai_location=_optional(env, "VERTEX_AI_LOCATION") or "us-central1",
+            vertex_ai_model=_optional(env, "VERTEX_AI_MODEL") or "gemini-2.5-flash",
+            vertex_ai_base_url=_optional(env, "VERTEX_AI_BASE_URL"),
+            alpaca_timeout_seconds=_float(env, "ALPACA_TIMEOUT_SECONDS", 10.0),
+            signal_daily_quota=_int(env, "SIGNAL_DAILY_QUOTA", 20),
+        )

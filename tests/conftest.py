@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated environment per test, one pair of emulators per session,
+a unique project per test (so the fixed topic names never collide between tests)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from agenttrader import emulators
+from agenttrader.deps import set_deps
+
+_EMULATOR_VARS = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts from the same environment and cannot leak changes into the next."""
+    saved = dict(os.environ)
+    for name in (*_EMULATOR_VARS, "GOOGLE_CLOUD_PROJECT", "ALPACA_ALLOWED_BASE_URLS"):
+        monkeypatch.delenv(name, raising=False)
+    set_deps(None)
+    yield
+    set_deps(None)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def emulator_hosts() -> Iterator[dict[str, str]]:
+    """The Pub/Sub and Firestore emulators, started once for the whole run and always stopped."""
+    with emulators.running(emulators.PUBSUB, emulators.FIRESTORE, project="demo-test") as hosts:
+        yield hosts
+
+
+@pytest.fixture
+def project() -> str:
+    """A project id of its own for this test: data and topics never collide between tests."""
+    return f"demo-t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def emulator_env(
+    emulator_hosts: dict[str, str], project: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """Point every client in this process at the emulators and this test's project; the
+    project's Firestore data is cleared afterwards."""
+    for name, value in emulator_hosts.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", project)
+    yield {**emulator_hosts, "GOOGLE_CLOUD_PROJECT": project}
+    emulators.clear_firestore(emulator_hosts["FIRESTORE_EMULATOR_HOST"], project)
