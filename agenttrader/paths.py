@@ -45,6 +45,12 @@ def last_sync_error_doc(uid: str) -> str:
     return f"{user_doc(uid)}/status/last_sync_error"
 
 
+def sync_state_doc(uid: str) -> str:
+    """Outcome of the user's latest sync (``pulse_id``, ``outcome``): pulses are counted from
+    these documents with aggregation queries, so no counter document takes every write."""
+    return f"{user_doc(uid)}/status/sync"
+
+
 def snapshot_doc(uid: str) -> str:
     return f"{user_doc(uid)}/data/snapshot"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError as err:
         raise ValueError(f"{name} must be a number, got {raw!r}") from err
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {raw!r}")
     return value
 
 
@@ -64,6 +65,9 @@ class Settings:
     """Connect and read timeout of one Alpaca request (``ALPACA_TIMEOUT_SECONDS``)."""
     signal_daily_quota: int = 20
     """Trading signals one user may generate per UTC day (``SIGNAL_DAILY_QUOTA``)."""
+    pulse_rollup_delay_seconds: float = 5.0
+    """How long a worker instance gathers results before it refreshes ``ops/last_pulse``
+    (``PULSE_ROLLUP_DELAY_SECONDS``): at most one refresh per instance per delay."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -91,4 +95,5 @@ class Settings:
             vertex_ai_base_url=_optional(env, "VERTEX_AI_BASE_URL"),
             alpaca_timeout_seconds=_float(env, "ALPACA_TIMEOUT_SECONDS", 10.0),
             signal_daily_quota=_int(env, "SIGNAL_DAILY_QUOTA", 20),
+            pulse_rollup_delay_seconds=_float(env, "PULSE_ROLLUP_DELAY_SECONDS", 5.0),
         )

@@ -1,0 +1,67 @@
+"""The audit trail: server-written, owner-readable entries under ``users/{uid}/audit``.
+
+Entries record who did what to a tenant (key changes, kill-switch toggles, migrations, admin
+actions). They never hold a secret value: at most the last 4 characters of a key id and the
+host of a base URL.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from agenttrader.paths import audit_collection
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+
+class AuditAction(StrEnum):
+    """What happened."""
+
+    KEYS_CREATED = "keys_created"
+    KEYS_ROTATED = "keys_rotated"
+    KEYS_DELETED = "keys_deleted"
+    KEYS_REJECTED = "keys_rejected"
+    KILL_SWITCH_TOGGLED = "kill_switch_toggled"
+    ONBOARDED = "onboarded"
+    LEGACY_DATA_MIGRATED = "legacy_data_migrated"
+    ADMIN_ACTION = "admin_action"
+
+
+SYSTEM_ACTOR = "system"
+"""Actor of entries the backend writes on its own (triggers, scheduler)."""
+
+
+def entry(action: AuditAction, actor: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document body of one audit entry."""
+    from google.cloud import firestore
+
+    return {
+        "action": action.value,
+        "actor": actor,
+        "at": firestore.SERVER_TIMESTAMP,
+        "details": details or {},
+    }
+
+
+def record(
+    db: firestore.Client,
+    uid: str,
+    action: AuditAction,
+    actor: str,
+    details: dict[str, Any] | None = None,
+    *,
+    batch: firestore.WriteBatch | firestore.Transaction | None = None,
+    entry_id: str | None = None,
+) -> None:
+    """Append one entry (inside ``batch`` when given, so it commits with the change it audits).
+
+    ``entry_id`` makes the entry idempotent: a redelivered event writes the same document.
+    """
+    ref = db.collection(audit_collection(uid)).document(entry_id)
+    body = entry(action, actor, details)
+    if batch is not None:
+        batch.set(ref, body)
+    else:
+        ref.set(body)

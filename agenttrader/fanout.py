@@ -1,0 +1,142 @@
+"""``publish_user_syncs``: one ``user-sync`` message per eligible user, once per tick.
+
+Eligible (DESIGN.md): ``config/alpaca.configured == true`` and ``status/trading.enabled ==
+true``, read from those documents whoever wrote them. Two collection-group queries that return
+document names only: a tick costs one read per configured and per enabled user, never a read of
+the users that are neither, and one aggregation read per 1,000 users to count the rest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from agenttrader import pulses
+from agenttrader.errors import DependencyUnavailable
+from agenttrader.events import PubsubDelivery
+from agenttrader.logs import get_logger
+from agenttrader.messages import Reason, SyncRequest
+from agenttrader.paths import LAST_PULSE_DOC, USERS, pulse_doc
+from agenttrader.topology import USER_SYNC
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+    from agenttrader.deps import Deps
+
+log = get_logger(__name__)
+
+STALE_TICK_AFTER = timedelta(minutes=5)
+"""A tick delivered later than this is dropped: a newer one has superseded it."""
+PUBLISH_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    """What one tick did."""
+
+    pulse_id: str
+    published: int = 0
+    ineligible: int = 0
+    skipped_tick: str | None = None
+    """Why the tick published nothing (``duplicate``, ``stale``), else ``None``."""
+
+
+def _uids(docs: Iterable[Any], collection: str, doc_id: str) -> set[str]:
+    """uids of documents named ``users/{uid}/{collection}/{doc_id}`` among ``docs``."""
+    uids = set()
+    for doc in docs:
+        parts = doc.reference.path.split("/")
+        if len(parts) == 4 and parts[0] == USERS and parts[2:] == [collection, doc_id]:
+            uids.add(parts[1])
+    return uids
+
+
+def eligible_uids(db: firestore.Client) -> list[str]:
+    """Users whose keys are configured and whose kill-switch is on, sorted."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    def names(group: str, field: str) -> Iterable[Any]:
+        query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
+        return cast(Iterable[Any], query.select([]).stream())
+
+    configured = _uids(names("config", "configured"), "config", "alpaca")
+    enabled = _uids(names("status", "enabled"), "status", "trading")
+    return sorted(configured & enabled)
+
+
+def count_users(db: firestore.Client) -> int:
+    result: Any = cast(Any, db.collection(USERS)).count().get()
+    return int(result[0][0].value)
+
+
+def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> FanoutResult:
+    """Publish the pulse of ``tick``; safe to call again for the same tick."""
+    now = now or datetime.now(UTC)
+    db = deps.firestore
+    pulse_id = pulses.pulse_id_for(tick.message_id, tick.publish_time)
+    if now - tick.publish_time > STALE_TICK_AFTER:
+        log.warning("dropping a stale tick", pulse_id=pulse_id, message_id=tick.message_id)
+        return FanoutResult(pulse_id, skipped_tick="stale")
+    ref = db.document(pulse_doc(pulse_id))
+    existing = ref.get()
+    if existing.exists and (existing.to_dict() or {}).get("state") == "published":
+        log.info("tick already published", pulse_id=pulse_id, message_id=tick.message_id)
+        return FanoutResult(pulse_id, skipped_tick="duplicate")
+    started = time.monotonic()
+    ref.set(
+        {
+            "pulse_id": pulse_id,
+            "tick_message_id": tick.message_id,
+            "timestamp": tick.publish_time,
+            "started_at": now,
+            "state": "publishing",
+        }
+    )
+    uids = eligible_uids(db)
+    ineligible = max(count_users(db) - len(uids), 0)
+    _publish(deps, uids, pulse_id, tick.publish_time)
+    ref.update(
+        {
+            "state": "published",
+            "published_count": len(uids),
+            "ineligible_count": ineligible,
+            "published_at": datetime.now(UTC),
+            "publish_seconds": round(time.monotonic() - started, 3),
+        }
+    )
+    _finish_previous(db, pulse_id)
+    pulses.rollup(db, pulse_id)
+    log.info(
+        "pulse published",
+        pulse_id=pulse_id,
+        fields={"published": len(uids), "ineligible": ineligible},
+    )
+    return FanoutResult(pulse_id, published=len(uids), ineligible=ineligible)
+
+
+def _publish(deps: Deps, uids: list[str], pulse_id: str, requested_at: datetime) -> None:
+    """Publish one message per uid (batched, flow-controlled by the client); all or raise."""
+    topic = deps.topic_path(USER_SYNC)
+    futures = []
+    for uid in uids:
+        request = SyncRequest(uid, Reason.SCHEDULE, requested_at, pulse_id=pulse_id)
+        futures.append(deps.publisher.publish(topic, request.to_bytes(), **request.attributes()))
+    done, not_done = concurrent.futures.wait(futures, timeout=PUBLISH_TIMEOUT_SECONDS)
+    failed = len(not_done) + sum(1 for f in done if f.exception() is not None)
+    if failed:
+        # The pulse stays "publishing": the redelivered tick publishes it again, and the
+        # worker ignores the duplicates of what did go out.
+        raise DependencyUnavailable(f"{failed} of {len(uids)} user-sync messages not published")
+
+
+def _finish_previous(db: firestore.Client, pulse_id: str) -> None:
+    """Give the pulse that ``ops/last_pulse`` still shows its final counts before it is
+    replaced (a worker's trailing rollup may not have run yet)."""
+    previous = (db.document(LAST_PULSE_DOC).get().to_dict() or {}).get("pulse_id")
+    if isinstance(previous, str) and previous != pulse_id:
+        pulses.rollup(db, previous)

@@ -1,0 +1,113 @@
+"""Eventarc's Firestore trigger, played locally: listen to a collection group and POST each
+change to a function as the binary-mode CloudEvent Eventarc sends (protobuf
+``DocumentEventData`` with old and new values).
+
+Changes present when the listener starts are not delivered (Eventarc fires on writes, not on
+existing documents). Non-2xx answers are retried with backoff, as Eventarc does with retries on.
+The bridge holds document values in memory to supply ``old_value``; it never logs them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from agenttrader.events import encode_document_event, firestore_event_headers
+from agenttrader.logs import get_logger
+
+log = get_logger(__name__)
+
+MAX_ATTEMPTS = 8
+
+
+class EventarcBridge:
+    """Delivers writes of documents in ``collection_group`` accepted by ``matches``."""
+
+    def __init__(
+        self,
+        project: str,
+        db: Any,
+        collection_group: str,
+        endpoint: str,
+        matches: Callable[[str], bool],
+        *,
+        backoff_seconds: float = 0.5,
+    ) -> None:
+        self._project = project
+        self._db = db
+        self._group = collection_group
+        self.endpoint = endpoint
+        self._matches = matches
+        self._backoff = backoff_seconds
+        self._values: dict[str, dict[str, Any]] = {}
+        self._queue: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue()
+        self._primed = threading.Event()
+        self._watch: Any = None
+        self._sender = threading.Thread(target=self._send_loop, name="eventarc-bridge", daemon=True)
+        self._stopping = threading.Event()
+        self.delivered = 0
+        self.failed = 0
+
+    def _on_snapshot(self, docs: list[Any], changes: list[Any], read_time: Any) -> None:
+        first = not self._primed.is_set()
+        for change in changes:
+            path = change.document.reference.path
+            if not self._matches(path):
+                continue
+            old = self._values.get(path)
+            if change.type.name == "REMOVED":
+                new = None
+                self._values.pop(path, None)
+            else:
+                new = change.document.to_dict() or {}
+                self._values[path] = new
+            if not first:
+                self._queue.put((path, old, new))
+        self._primed.set()
+
+    def _send_loop(self) -> None:
+        session = requests.Session()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            path, old, new = item
+            now = datetime.now(UTC)
+            body = encode_document_event(self._project, path, old, new, now)
+            headers = firestore_event_headers(self._project, path, uuid.uuid4().hex, now)
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    response = session.post(self.endpoint, data=body, headers=headers, timeout=60)
+                    if 200 <= response.status_code < 300:
+                        self.delivered += 1
+                        break
+                except requests.RequestException:
+                    pass
+                if self._stopping.wait(self._backoff * 2 ** (attempt - 1)):
+                    return
+            else:
+                self.failed += 1
+                log.error("Firestore event not delivered after retries", document=path)
+
+    def start(self, timeout: float = 30.0) -> EventarcBridge:
+        self._sender.start()
+        self._watch = self._db.collection_group(self._group).on_snapshot(self._on_snapshot)
+        if not self._primed.wait(timeout):
+            raise TimeoutError(f"Firestore listener on {self._group!r} did not start")
+        return self
+
+    def idle(self) -> bool:
+        return self._queue.empty()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watch is not None:
+            self._watch.unsubscribe()
+        self._queue.put(None)
+        self._sender.join(timeout=5)

@@ -1,0 +1,117 @@
+"""The local stack in one object: functions, topology, push bridge, Eventarc bridge, ticker.
+
+Used by ``make run`` (functions as ``functions-framework`` processes), the end-to-end tests and
+the benchmarks (functions served in this process). The emulators and the Alpaca simulator are
+started by the caller and passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from agenttrader import topology
+from agenttrader.key_changes import secret_owner
+from agenttrader.localstack.eventarc_bridge import EventarcBridge
+from agenttrader.localstack.functions import ServedFunction, serve_in_process, serve_in_thread
+from agenttrader.localstack.push_bridge import PushBridge
+from agenttrader.localstack.ticker import Ticker
+
+FUNCTIONS = ("publish_user_syncs", "sync_user", "on_alpaca_secret_written")
+
+
+class LocalStack:
+    """Starts in :meth:`start`, stops everything it started in :meth:`stop` (or ``with``)."""
+
+    def __init__(
+        self,
+        project: str,
+        env: dict[str, str],
+        *,
+        in_process: bool = True,
+        tick_seconds: float | None = None,
+        push_concurrency: int = 32,
+        retry_override: topology.RetryPolicy | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.project = project
+        self.env = {**env, "GOOGLE_CLOUD_PROJECT": project}
+        self._in_process = in_process
+        self._tick_seconds = tick_seconds
+        self._push_concurrency = push_concurrency
+        self._retry_override = retry_override
+        self._log_dir = log_dir
+        self.functions: dict[str, ServedFunction] = {}
+        self.push_bridge: PushBridge | None = None
+        self.eventarc_bridge: EventarcBridge | None = None
+        self.ticker: Ticker | None = None
+        self._stops: list[Any] = []
+
+    def start(self) -> LocalStack:
+        from google.cloud import firestore, pubsub_v1
+
+        # The clients of this process (bridges, in-process functions) read the standard vars.
+        os.environ.update(self.env)
+        try:
+            for target in FUNCTIONS:
+                served = (
+                    serve_in_thread(target)
+                    if self._in_process
+                    else serve_in_process(target, self.env, log_dir=self._log_dir)
+                )
+                self.functions[target] = served
+                self._stops.append(served.stop)
+            publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+            try:
+                topology.apply(
+                    self.project,
+                    publisher,
+                    subscriber,
+                    # sync-tick goes through the emulator's own push; user-sync through the
+                    # bridge (the emulator pushes at most 2 requests at a time).
+                    push_endpoints={"publish_user_syncs": self.url("publish_user_syncs")},
+                    retry_override=self._retry_override,
+                )
+            finally:
+                subscriber.close()
+            self.push_bridge = PushBridge(
+                self.project,
+                topology.USER_SYNC_WORKER,
+                self.url("sync_user"),
+                concurrency=self._push_concurrency,
+            ).start()
+            self._stops.append(self.push_bridge.stop)
+            self.eventarc_bridge = EventarcBridge(
+                self.project,
+                firestore.Client(project=self.project),
+                "secrets",
+                self.url("on_alpaca_secret_written"),
+                lambda path: secret_owner(path) is not None,
+            ).start()
+            self._stops.append(self.eventarc_bridge.stop)
+            self.ticker = Ticker(self.project, self._tick_seconds or 60.0)
+            if self._tick_seconds:
+                self.ticker.start()
+            self._stops.append(self.ticker.stop)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def url(self, target: str) -> str:
+        return self.functions[target].url
+
+    def stop(self) -> None:
+        while self._stops:
+            stop = self._stops.pop()
+            # Stop the rest whatever one of them did.
+            with contextlib.suppress(Exception):
+                stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,192 @@
+"""Pulses: one scheduler tick's fan-out, and how its results are counted.
+
+Counting without a hot document: each worker writes the outcome of its own user's sync to
+``users/{uid}/status/sync`` (``pulse_id``, ``outcome``), a document it writes anyway. A rollup
+counts those documents with aggregation queries (one read per 1,000 matches) and writes the
+totals to ``ops/pulses/history/{pulse_id}`` and ``ops/last_pulse``. Each worker instance rolls
+up at most once per ``pulse_rollup_delay_seconds`` (trailing edge, so the last result is always
+counted), and only when ``ops/last_pulse`` was not refreshed within that delay by another.
+Duplicated deliveries cannot double-count: a user has one outcome per pulse.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, cast
+
+from agenttrader.logs import get_logger
+from agenttrader.paths import LAST_PULSE_DOC, pulse_doc
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+log = get_logger(__name__)
+
+STATUS_COLLECTION_GROUP = "status"
+"""Collection group of ``users/{uid}/status/sync``, where outcomes are counted."""
+
+
+class Outcome(StrEnum):
+    """How one user's sync in a pulse ended."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+def pulse_id_for(tick_message_id: str, tick_time: datetime) -> str:
+    """A pulse id derived from the tick, so a redelivered tick maps to the same pulse.
+
+    The time prefix makes ids sort in tick order (``ops/last_pulse`` never goes backwards).
+    """
+    safe_id = "".join(c for c in tick_message_id if c.isalnum() or c in "-_")[:64] or "tick"
+    return f"{tick_time.astimezone(UTC):%Y%m%dT%H%M%S}Z-{safe_id}"
+
+
+@dataclass(frozen=True)
+class PulseTotals:
+    """What a pulse did: published by the publisher, outcomes reported by workers."""
+
+    pulse_id: str
+    timestamp: datetime
+    published: int
+    ineligible: int
+    success: int
+    error: int
+    worker_skipped: int
+
+    @property
+    def skipped(self) -> int:
+        return self.ineligible + self.worker_skipped
+
+    @property
+    def complete(self) -> bool:
+        return self.success + self.error + self.worker_skipped >= self.published
+
+    def last_pulse_doc(self, now: datetime) -> dict[str, Any]:
+        """The body of ``ops/last_pulse`` (DESIGN.md fields plus ours)."""
+        return {
+            "pulse_id": self.pulse_id,
+            "timestamp": self.timestamp,
+            "success_count": self.success,
+            "error_count": self.error,
+            "skipped_count": self.skipped,
+            "published_count": self.published,
+            "complete": self.complete,
+            "updated_at": now,
+        }
+
+
+def count_outcomes(db: firestore.Client, pulse_id: str) -> dict[Outcome, int]:
+    """Outcomes recorded for ``pulse_id``, by aggregation queries (no documents read)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    counts: dict[Outcome, int] = {}
+    for outcome in Outcome:
+        query = (
+            db.collection_group(STATUS_COLLECTION_GROUP)
+            .where(filter=FieldFilter("pulse_id", "==", pulse_id))
+            .where(filter=FieldFilter("outcome", "==", outcome.value))
+        )
+        result: Any = cast(Any, query).count().get()
+        counts[outcome] = int(result[0][0].value)
+    return counts
+
+
+CLOCK_SKEW = timedelta(seconds=1)
+
+
+def rollup(
+    db: firestore.Client, pulse_id: str, counted_after: datetime | None = None
+) -> PulseTotals | None:
+    """Count ``pulse_id``'s outcomes; store them in its history document and in
+    ``ops/last_pulse`` unless a newer pulse started there, or another rollup that began after
+    ``counted_after`` (the caller's last result) already wrote them. Returns the totals
+    (``None`` for an unknown pulse)."""
+    from google.cloud import firestore
+
+    now = datetime.now(UTC)  # before counting: a rollup stamped T counted everything before T
+    snapshot = db.document(pulse_doc(pulse_id)).get()
+    if not snapshot.exists:
+        return None
+    data = snapshot.to_dict() or {}
+    counts = count_outcomes(db, pulse_id)
+    totals = PulseTotals(
+        pulse_id=pulse_id,
+        timestamp=data.get("timestamp") or datetime.now(UTC),
+        published=int(data.get("published_count", 0)),
+        ineligible=int(data.get("ineligible_count", 0)),
+        success=counts[Outcome.SUCCESS],
+        error=counts[Outcome.ERROR],
+        worker_skipped=counts[Outcome.SKIPPED],
+    )
+    history_update: dict[str, Any] = {
+        "success_count": totals.success,
+        "error_count": totals.error,
+        "worker_skipped_count": totals.worker_skipped,
+        "skipped_count": totals.skipped,
+        "complete": totals.complete,
+        "updated_at": now,
+    }
+    if totals.complete and not data.get("completed_at"):
+        history_update["completed_at"] = now
+    db.document(pulse_doc(pulse_id)).update(history_update)
+
+    @firestore.transactional
+    def publish_last(transaction: firestore.Transaction) -> None:
+        ref = db.document(LAST_PULSE_DOC)
+        current = ref.get(transaction=transaction).to_dict() or {}
+        if str(current.get("pulse_id", "")) > pulse_id:
+            return
+        updated = current.get("updated_at")
+        if (
+            counted_after is not None
+            and current.get("pulse_id") == pulse_id
+            and isinstance(updated, datetime)
+            and updated > counted_after + CLOCK_SKEW
+        ):
+            return
+        transaction.set(ref, totals.last_pulse_doc(now))
+
+    publish_last(db.transaction())
+    return totals
+
+
+class RollupScheduler:
+    """Per-instance trailing-edge throttle for :func:`rollup`.
+
+    ``request(pulse_id)`` after each result; the rollup runs ``delay`` seconds later, once for
+    all the results of that window. Runs on a daemon thread, outside the request's latency.
+    """
+
+    def __init__(self, db_factory: Callable[[], firestore.Client], delay: float) -> None:
+        self._db_factory = db_factory
+        self._delay = delay
+        self._pending: set[str] = set()
+        self._last_result: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def request(self, pulse_id: str | None) -> None:
+        if not pulse_id:
+            return
+        with self._lock:
+            self._last_result[pulse_id] = datetime.now(UTC)
+            if pulse_id in self._pending:
+                return
+            self._pending.add(pulse_id)
+        timer = threading.Timer(self._delay, self._run, args=(pulse_id,))
+        timer.daemon = True
+        timer.start()
+
+    def _run(self, pulse_id: str) -> None:
+        with self._lock:
+            self._pending.discard(pulse_id)
+            counted_after = self._last_result.pop(pulse_id)
+        try:
+            rollup(self._db_factory(), pulse_id, counted_after)
+        except Exception:
+            log.exception("pulse rollup failed", pulse_id=pulse_id)

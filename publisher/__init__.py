@@ -1,0 +1,1 @@
+"""Adapters of the functions that publish ``user-sync`` messages."""

@@ -1,0 +1,40 @@
+"""``publish_user_syncs`` (Pub/Sub ``sync-tick``) and ``on_alpaca_secret_written`` (Firestore
+``document.v1.written`` on ``users/{uid}/secrets/alpaca``): decode, then call the core."""
+
+from __future__ import annotations
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from agenttrader import runtime
+from agenttrader.events import document_change, pubsub_delivery
+from agenttrader.fanout import fan_out
+from agenttrader.key_changes import handle_key_change
+from agenttrader.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@functions_framework.cloud_event
+def publish_user_syncs(event: CloudEvent) -> None:
+    """Publish one ``user-sync`` message per eligible user for this tick."""
+    try:
+        tick = pubsub_delivery(event)
+    except ValueError as err:
+        log.error(f"sync-tick event ignored: {err}", message_id=event["id"])
+        return
+    fan_out(runtime.deps(), tick)
+
+
+@functions_framework.cloud_event
+def on_alpaca_secret_written(event: CloudEvent) -> None:
+    """Validate newly written keys, mark them configured and request the first sync.
+
+    The event payload holds the keys: it is decoded, never logged.
+    """
+    try:
+        change = document_change(event)
+    except ValueError as err:
+        log.error(f"secrets event ignored: {err}", event_id=event["id"])
+        return
+    handle_key_change(runtime.deps(), change, event["id"])

@@ -1,0 +1,99 @@
+"""Helpers for pipeline tests: seeding tenants as the server would, waiting for outcomes,
+reading dead letters. Imported by the integration tests that need them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.cloud import firestore, pubsub_v1
+
+from agenttrader import paths, topology
+from agenttrader.simulator import AlpacaSimulator, Scenario
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    uid: str
+    key_id: str
+    secret_key: str
+
+
+def seed_user(
+    db: firestore.Client,
+    uid: str,
+    *,
+    enabled: bool = True,
+    configured: bool = True,
+    keys: dict[str, str] | None = None,
+) -> None:
+    """The Firestore structure of an onboarded user (DESIGN.md), written as the server."""
+    now = firestore.SERVER_TIMESTAMP
+    batch = db.batch()
+    batch.set(db.document(paths.user_doc(uid)), {"onboarded": True, "onboardedAt": now, "email": f"{uid}@example.com"})
+    batch.set(db.document(paths.alpaca_config_doc(uid)), {"configured": configured, "createdAt": now, "instructions": "write your keys"})
+    batch.set(db.document(paths.trading_status_doc(uid)), {"enabled": enabled, "message": "", "createdAt": now})
+    if keys is not None:
+        batch.set(db.document(paths.alpaca_secret_doc(uid)), keys)
+    batch.commit()
+
+
+def sim_tenant(
+    sim: AlpacaSimulator, db: firestore.Client, uid: str, scenario: Scenario, **seed: Any
+) -> Tenant:
+    """A simulator tenant whose keys are stored for ``uid``."""
+    t = sim.add_tenant(scenario=scenario)
+    seed_user(
+        db,
+        uid,
+        keys={"key_id": t.key_id, "secret_key": t.secret_key, "base_url": sim.base_url},
+        **seed,
+    )
+    return Tenant(uid, t.key_id, t.secret_key)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.25) -> T:
+    """Poll until ``predicate`` returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value: {value!r})")
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def doc(db: firestore.Client, path: str) -> dict[str, Any] | None:
+    snapshot = db.document(path).get()
+    return snapshot.to_dict() if snapshot.exists else None
+
+
+def drain_dead_letters(project: str, expect: int, timeout: float = 60.0) -> list[Any]:
+    """Pull (and ack) dead letters until ``expect`` arrived or the time is up."""
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(project, topology.USER_SYNC_DEAD_LETTER_HOLD)
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            response = subscriber.pull(
+                request={"subscription": path, "max_messages": 100}, timeout=5
+            )
+            if response.received_messages:
+                subscriber.acknowledge(
+                    request={
+                        "subscription": path,
+                        "ack_ids": [m.ack_id for m in response.received_messages],
+                    }
+                )
+                got.extend(m.message for m in response.received_messages)
+            else:
+                time.sleep(0.2)
+    finally:
+        subscriber.close()
+    return got
