@@ -34,9 +34,18 @@ def seed_user(
     """The Firestore structure of an onboarded user (DESIGN.md), written as the server."""
     now = firestore.SERVER_TIMESTAMP
     batch = db.batch()
-    batch.set(db.document(paths.user_doc(uid)), {"onboarded": True, "onboardedAt": now, "email": f"{uid}@example.com"})
-    batch.set(db.document(paths.alpaca_config_doc(uid)), {"configured": configured, "createdAt": now, "instructions": "write your keys"})
-    batch.set(db.document(paths.trading_status_doc(uid)), {"enabled": enabled, "message": "", "createdAt": now})
+    batch.set(
+        db.document(paths.user_doc(uid)),
+        {"onboarded": True, "onboardedAt": now, "email": f"{uid}@example.com"},
+    )
+    batch.set(
+        db.document(paths.alpaca_config_doc(uid)),
+        {"configured": configured, "createdAt": now, "instructions": "write your keys"},
+    )
+    batch.set(
+        db.document(paths.trading_status_doc(uid)),
+        {"enabled": enabled, "message": "", "createdAt": now},
+    )
     if keys is not None:
         batch.set(db.document(paths.alpaca_secret_doc(uid)), keys)
     batch.commit()

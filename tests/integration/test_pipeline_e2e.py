@@ -47,7 +47,10 @@ def test_one_pulse_with_mixed_tenants(
     bad_keys = sim_tenant(simulator, db, "bad-keys", Scenario(kind="bad_keys"))
     forbidden = sim_tenant(simulator, db, "forbidden", Scenario(kind="forbidden"))
     limited = sim_tenant(
-        simulator, db, "limited-then-ok", Scenario(kind="fail_then_ok", fail_count=1, fail_status=429)
+        simulator,
+        db,
+        "limited-then-ok",
+        Scenario(kind="fail_then_ok", fail_count=1, fail_status=429),
     )
     broken = sim_tenant(simulator, db, "server-error", Scenario(kind="server_error", status=503))
     hanging = sim_tenant(simulator, db, "timeout", Scenario(kind="timeout", hang_seconds=5))
@@ -56,7 +59,11 @@ def test_one_pulse_with_mixed_tenants(
     seed_user(
         db,
         "bad-base-url",
-        keys={"key_id": "PKAAAAAAAAAAAAAAAAAA", "secret_key": "s" * 40, "base_url": "https://evil.example"},
+        keys={
+            "key_id": "PKAAAAAAAAAAAAAAAAAA",
+            "secret_key": "s" * 40,
+            "base_url": "https://evil.example",
+        },
     )
     seed_user(db, "not-configured", configured=False)
 

@@ -1,0 +1,249 @@
+"""The worker against the real Firestore and Pub/Sub emulators and the Alpaca simulator:
+ordering, duplicates, kill-switch, malformed and unknown messages, retry contract, and the
+functions-framework adapter with a golden push body."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import functions_framework
+import pytest
+from google.cloud import firestore
+
+from agenttrader import errors, paths, topology
+from agenttrader.deps import Deps, set_deps
+from agenttrader.events import PubsubDelivery
+from agenttrader.messages import Reason, SyncRequest
+from agenttrader.settings import Settings
+from agenttrader.simulator import AlpacaSimulator, Scenario
+from agenttrader.sync import MAX_DELIVERY_ATTEMPTS, Result, SyncWorker
+from tests.pipeline_fixtures import Tenant, doc, drain_dead_letters, seed_user, sim_tenant
+
+pytestmark = pytest.mark.integration
+GOLDEN_PUSH = Path(__file__).parent.parent / "data" / "user_sync_push.json"
+REPO_ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def simulator() -> Iterator[AlpacaSimulator]:
+    with AlpacaSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def deps(
+    emulator_env: dict[str, str],
+    simulator: AlpacaSimulator,
+    project: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Deps]:
+    monkeypatch.setenv("ALPACA_ALLOWED_BASE_URLS", simulator.base_url)
+    monkeypatch.setenv("ALPACA_TIMEOUT_SECONDS", "1")
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topology.apply(project, publisher, subscriber)
+    subscriber.close()
+    container = Deps(Settings.from_env(), publisher=publisher)
+    set_deps(container)
+    yield container
+
+
+@pytest.fixture
+def db(deps: Deps) -> firestore.Client:
+    return deps.firestore
+
+
+def delivery(
+    request: SyncRequest | bytes, attempt: int = 1, attributes: dict[str, str] | None = None
+) -> PubsubDelivery:
+    data = request if isinstance(request, bytes) else request.to_bytes()
+    attrs = (
+        attributes
+        if attributes is not None
+        else ({} if isinstance(request, bytes) else request.attributes())
+    )
+    return PubsubDelivery(
+        message_id=f"m-{datetime.now(UTC).timestamp()}",
+        data=data,
+        attributes=attrs,
+        publish_time=datetime.now(UTC),
+        delivery_attempt=attempt,
+    )
+
+
+def test_sync_writes_snapshot_and_clears_error(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    tenant = sim_tenant(simulator, db, "u-ok", Scenario(kind="normal"))
+    db.document(paths.last_sync_error_doc("u-ok")).set(
+        {"error": "old", "timestamp": datetime.now(UTC)}
+    )
+    result = SyncWorker(deps).handle(delivery(SyncRequest.now("u-ok", Reason.MANUAL)))
+    assert result is Result.SYNCED
+    snapshot = doc(db, paths.snapshot_doc("u-ok"))
+    assert snapshot is not None
+    assert snapshot["account"]["id"] and snapshot["equity"] == snapshot["account"]["equity"]
+    assert snapshot["positions_count"] == len(snapshot["positions"])
+    assert doc(db, paths.last_sync_error_doc("u-ok")) is None
+    assert doc(db, paths.sync_state_doc("u-ok"))["outcome"] == "success"  # type: ignore[index]
+    assert simulator.requests_for(tenant.key_id) == 2  # account + positions
+
+
+def test_duplicate_message_does_no_harm(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    tenant = sim_tenant(simulator, db, "u-dup", Scenario(kind="normal"))
+    request = SyncRequest.now("u-dup", Reason.SCHEDULE, pulse_id="p1")
+    worker = SyncWorker(deps)
+    assert worker.handle(delivery(request)) is Result.SYNCED
+    first = db.document(paths.snapshot_doc("u-dup")).get()
+    assert worker.handle(delivery(request)) is Result.DUPLICATE
+    second = db.document(paths.snapshot_doc("u-dup")).get()
+    assert second.update_time == first.update_time
+    assert simulator.requests_for(tenant.key_id) == 2  # the duplicate never called Alpaca
+
+
+def test_older_message_never_overwrites_newer_snapshot(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-order", Scenario(kind="normal"))
+    now = datetime.now(UTC)
+    newer = SyncRequest("u-order", Reason.SCHEDULE, now, pulse_id="p2")
+    older = SyncRequest("u-order", Reason.SCHEDULE, now - timedelta(minutes=1), pulse_id="p1")
+    worker = SyncWorker(deps)
+    assert worker.handle(delivery(newer)) is Result.SYNCED
+    assert worker.handle(delivery(older)) is Result.SUPERSEDED
+    snapshot = doc(db, paths.snapshot_doc("u-order"))
+    assert snapshot is not None and snapshot["pulseId"] == "p2"
+    assert snapshot["requestedAt"] == now
+
+
+def test_kill_switch_off_skips_schedule_but_not_first_sync(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-off", Scenario(kind="normal"), enabled=True)
+    request = SyncRequest.now("u-off", Reason.SCHEDULE, pulse_id="p1")
+    # Turned off between publish and delivery.
+    db.document(paths.trading_status_doc("u-off")).update({"enabled": False})
+    worker = SyncWorker(deps)
+    assert worker.handle(delivery(request)) is Result.SKIPPED
+    assert doc(db, paths.snapshot_doc("u-off")) is None
+    assert doc(db, paths.last_sync_error_doc("u-off")) is None
+    assert doc(db, paths.sync_state_doc("u-off"))["outcome"] == "skipped"  # type: ignore[index]
+    assert worker.handle(delivery(SyncRequest.now("u-off", Reason.FIRST_SYNC))) is Result.SYNCED
+    replayed_schedule = SyncRequest.now(
+        "u-off", Reason.REPLAY, original_reason=Reason.SCHEDULE, replay_count=1
+    )
+    assert worker.handle(delivery(replayed_schedule)) is Result.SKIPPED
+
+
+@pytest.mark.parametrize(
+    ("data", "attributes", "expected_uid"),
+    [
+        (b"not json", {"uid": "u-mal"}, "u-mal"),
+        (b'{"uid": "u-mal", "reason": "sometimes"}', {}, None),
+        (
+            b'{"uid": "../etc", "reason": "manual", "requested_at": "2026-01-01T00:00:00Z"}',
+            {"uid": "../x"},
+            None,
+        ),
+        (b"\xff\xfe", {}, None),
+    ],
+    ids=["not-json", "bad-fields", "bad-uid", "not-utf8"],
+)
+def test_malformed_message_is_dead_lettered_not_retried(
+    deps: Deps, project: str, data: bytes, attributes: dict[str, str], expected_uid: str | None
+) -> None:
+    assert SyncWorker(deps).handle(delivery(data, attributes=attributes)) is Result.DEAD_LETTERED
+    [letter] = drain_dead_letters(project, expect=1, timeout=20)
+    assert letter.data == data
+    assert letter.attributes["error_class"] == "MalformedMessage"
+    assert letter.attributes.get("uid") == expected_uid
+    assert letter.attributes["source"] == "worker"
+
+
+def test_unknown_user_is_dead_lettered_and_creates_nothing(
+    deps: Deps, db: firestore.Client, project: str
+) -> None:
+    result = SyncWorker(deps).handle(delivery(SyncRequest.now("nobody", Reason.MANUAL)))
+    assert result is Result.DEAD_LETTERED
+    [letter] = drain_dead_letters(project, expect=1, timeout=20)
+    assert letter.attributes["error_class"] == "UnknownUser"
+    assert letter.attributes["uid"] == "nobody"
+    assert letter.attributes["reason"] == "manual"
+    assert list(db.document(paths.user_doc("nobody")).collections()) == []
+
+
+def test_transient_failure_raises_and_records_until_final(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-5xx", Scenario(kind="server_error", status=502))
+    request = SyncRequest.now("u-5xx", Reason.SCHEDULE, pulse_id="p1")
+    worker = SyncWorker(deps)
+    with pytest.raises(errors.AlpacaUnavailable):
+        worker.handle(delivery(request, attempt=1))
+    error = doc(db, paths.last_sync_error_doc("u-5xx"))
+    assert error is not None and error["error_class"] == "AlpacaUnavailable"
+    assert error["final"] is False and error["delivery_attempt"] == 1
+    assert doc(db, paths.sync_state_doc("u-5xx")) is None  # not counted while retries remain
+    with pytest.raises(errors.AlpacaUnavailable):
+        worker.handle(delivery(request, attempt=MAX_DELIVERY_ATTEMPTS))
+    assert doc(db, paths.sync_state_doc("u-5xx"))["outcome"] == "error"  # type: ignore[index]
+
+
+def test_permanent_failure_records_and_dead_letters(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, project: str
+) -> None:
+    tenant: Tenant = sim_tenant(simulator, db, "u-401", Scenario(kind="bad_keys"))
+    assert (
+        SyncWorker(deps).handle(delivery(SyncRequest.now("u-401", Reason.FIRST_SYNC)))
+        is Result.DEAD_LETTERED
+    )
+    error = doc(db, paths.last_sync_error_doc("u-401"))
+    assert error is not None and error["error_class"] == "AlpacaAuthError" and error["permanent"]
+    [letter] = drain_dead_letters(project, expect=1, timeout=20)
+    assert letter.attributes["reason"] == "first_sync"
+    assert json.loads(letter.data)["uid"] == "u-401"
+    for value in (tenant.key_id, tenant.secret_key):
+        assert value not in repr(error) and value not in repr(dict(letter.attributes))
+
+
+def _client() -> object:
+    app = functions_framework.create_app(target="sync_user", source=str(REPO_ROOT / "main.py"))
+    return app.test_client()
+
+
+def test_adapter_golden_push_body(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "golden-user", Scenario(kind="normal"))
+    body = json.loads(GOLDEN_PUSH.read_text())
+    response = _client().post("/", json=body)  # type: ignore[attr-defined]
+    assert response.status_code == 200
+    snapshot = doc(db, paths.snapshot_doc("golden-user"))
+    assert snapshot is not None and snapshot["reason"] == "manual"
+
+
+def test_adapter_answers_500_on_transient_failure_so_pubsub_retries(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "golden-user", Scenario(kind="rate_limited"))
+    body = json.loads(GOLDEN_PUSH.read_text())
+    body["deliveryAttempt"] = 2
+    response = _client().post("/", json=body)  # type: ignore[attr-defined]
+    assert response.status_code == 500
+    error = doc(db, paths.last_sync_error_doc("golden-user"))
+    assert error is not None and error["error_class"] == "AlpacaRateLimited"
+    assert error["delivery_attempt"] == 2
+
+
+def test_adapter_acknowledges_a_message_without_data(deps: Deps) -> None:
+    body = json.loads(GOLDEN_PUSH.read_text())
+    body["message"]["data"] = base64.b64encode(b"{}").decode()
+    response = _client().post("/", json=body)  # type: ignore[attr-defined]
+    assert response.status_code == 200  # dead-lettered by the worker, not retried
