@@ -7,6 +7,7 @@ optional fields, and the attribute ``uid``. A message never carries a secret.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,16 +46,10 @@ def parse_timestamp(value: object, field: str) -> datetime:
         raise ValueError(f"{field} is not an RFC 3339 timestamp: {value[:40]!r}") from err
     if parsed.tzinfo is None:
         raise ValueError(f"{field} must carry a timezone: {value[:40]!r}")
-    return parsed.astimezone(UTC)
-
-
-def _optional_str(payload: dict[str, Any], field: str, max_len: int = 128) -> str | None:
-    value = payload.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise ValueError(f"{field} must be a non-empty string of at most {max_len} characters")
-    return value
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as err:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise ValueError(f"{field} is out of range: {value[:40]!r}") from err
 
 
 @dataclass(frozen=True)
@@ -80,6 +75,7 @@ class SyncRequest:
             raise ValueError("requested_at must be timezone-aware")
         if self.replay_count < 0:
             raise ValueError("replay_count must not be negative")
+        _pulse_id(self.pulse_id)
 
     @property
     def effective_reason(self) -> Reason:
@@ -131,7 +127,7 @@ class SyncRequest:
             uid=uid,
             reason=reason,
             requested_at=parse_timestamp(payload["requested_at"], "requested_at"),
-            pulse_id=_optional_str(payload, "pulse_id"),
+            pulse_id=_pulse_id(payload.get("pulse_id")),
             replay_count=replay_count,
             original_reason=None if original is None else _reason(original, "original_reason"),
         )
@@ -151,6 +147,8 @@ class SyncRequest:
             raise ValueError("message is not UTF-8") from err
         except json.JSONDecodeError as err:
             raise ValueError(f"message is not JSON: {err.msg} at position {err.pos}") from err
+        except RecursionError as err:  # ``[[[[…`` fits in MAX_MESSAGE_BYTES and nests too deep
+            raise ValueError("message is not JSON: nested too deeply") from err
         request = cls.from_dict(payload)
         attr_uid = (attributes or {}).get("uid")
         if attr_uid is not None and attr_uid != request.uid:
@@ -167,3 +165,15 @@ def _reason(value: object, field: str) -> Reason:
         return Reason(value)
     allowed = ", ".join(r.value for r in Reason)
     raise ValueError(f"{field} must be one of {allowed}; got {str(value)[:40]!r}")
+
+
+_PULSE_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+
+
+def _pulse_id(value: object) -> str | None:
+    """A pulse id names a Firestore document: no ``/`` or anything else that changes a path."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _PULSE_ID.fullmatch(value):
+        raise ValueError("pulse_id must be 1-128 characters of [A-Za-z0-9_-]")
+    return value

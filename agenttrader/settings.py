@@ -43,6 +43,18 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _check_allowlist(urls: tuple[str, ...]) -> None:
+    """A malformed allowlist entry fails at start-up, not as every tenant's permanent error."""
+    from agenttrader.errors import DisallowedBaseUrl
+    from agenttrader.urls import origin_of
+
+    for url in urls:
+        try:
+            origin_of(url)
+        except DisallowedBaseUrl as err:
+            raise ValueError(f"ALPACA_ALLOWED_BASE_URLS entry {url[:80]!r}: {err}") from None
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
@@ -84,6 +96,7 @@ class Settings:
         extra = tuple(
             url.strip() for url in env.get("ALPACA_ALLOWED_BASE_URLS", "").split(",") if url.strip()
         )
+        _check_allowlist(extra)
         return cls(
             project=_optional(env, "GOOGLE_CLOUD_PROJECT") or DEFAULT_PROJECT,
             pubsub_emulator_host=_optional(env, "PUBSUB_EMULATOR_HOST"),
