@@ -71,12 +71,22 @@ class AlpacaKeys:
 
 
 class _GuardedSession(requests.Session):
-    """A session that always applies the timeout and never follows a redirect."""
+    """A session that always applies the timeout and never follows a redirect.
 
-    def __init__(self, timeout: float) -> None:
+    One session per tenant (cookies never cross tenants), over the factory's shared connection
+    pool: credentials travel in each request's headers, so reusing a kept-alive connection
+    (and its TLS handshake) across tenants shares nothing of theirs. Proxy and netrc lookups
+    in the environment are skipped (``trust_env``): they cost more than the request itself.
+    """
+
+    def __init__(self, timeout: float, adapter: requests.adapters.HTTPAdapter) -> None:
         super().__init__()
         self._timeout = timeout
-        self.max_redirects = 0
+        self.trust_env = False
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+        # Not ``max_redirects = 0``: requests would then raise TooManyRedirects (a retryable
+        # RequestException) for any 3xx before the permanent check below could see it.
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["timeout"] = self._timeout
@@ -92,9 +102,14 @@ class _GuardedSession(requests.Session):
 class AlpacaClientFactory:
     """Builds one ``TradingClient`` per tenant, refusing base URLs outside the allowlist."""
 
-    def __init__(self, allowed_base_urls: tuple[str, ...], timeout_seconds: float) -> None:
+    def __init__(
+        self, allowed_base_urls: tuple[str, ...], timeout_seconds: float, pool_size: int = 64
+    ) -> None:
         self._allowed = allowed_base_urls
         self._timeout = timeout_seconds
+        self._adapter = requests.adapters.HTTPAdapter(
+            pool_connections=8, pool_maxsize=pool_size, max_retries=0
+        )
 
     def origin_for(self, keys: AlpacaKeys) -> str:
         """The allowed origin the client will call (``DisallowedBaseUrl`` otherwise)."""
@@ -110,7 +125,7 @@ class AlpacaClientFactory:
         )
         # alpaca-py has no public switch for these; tests/unit/test_alpaca.py pins that they hold.
         client._retry = 0
-        client._session = _GuardedSession(self._timeout)
+        client._session = _GuardedSession(self._timeout, self._adapter)
         return client
 
 
@@ -151,28 +166,21 @@ def alpaca_errors(keys: AlpacaKeys) -> Iterator[None]:
             raise translate(exc) from None
 
 
-def _plain(value: Any) -> Any:
-    """Model values as Firestore-friendly plain data (enums → str, UUID → str, Decimal → str)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if hasattr(value, "value") and isinstance(value.value, str):  # enums
-        return value.value
-    if hasattr(value, "isoformat"):
-        return value
-    return str(value)
-
-
 def fetch_account_state(client: TradingClient, keys: AlpacaKeys) -> dict[str, Any]:
-    """Account and open positions of one tenant, as plain data (2 Alpaca calls)."""
+    """Account and open positions of one tenant (2 Alpaca calls), every field as Alpaca sent it.
+
+    Through alpaca-py's own request path (auth headers, error mapping to ``APIError``) but
+    without its model parsing: the snapshot stores the fields verbatim, and validating every
+    field of every tenant's account through pydantic cost more CPU than the rest of the sync.
+    """
     with alpaca_errors(keys):
-        account = client.get_account()
-        positions = client.get_all_positions()
-        account_map = _plain(account.model_dump())  # type: ignore[union-attr]
-        return {
-            "account": account_map,
-            "positions": [_plain(p.model_dump()) for p in positions],  # type: ignore[union-attr]
-        }
+        account = client.get("/account")
+        positions = client.get("/positions")
+        if (
+            not isinstance(account, dict)
+            or not isinstance(account.get("id"), str)
+            or not isinstance(positions, list)
+            or not all(isinstance(p, dict) for p in positions)
+        ):
+            raise AlpacaRequestError("Alpaca sent a response that does not parse (wrong shape)")
+        return {"account": account, "positions": positions}
