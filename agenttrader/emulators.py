@@ -110,7 +110,7 @@ def command_for(kind: EmulatorKind, port: int, project: str) -> list[str]:
     )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child: SIGKILL it when the process that started it dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -179,9 +179,11 @@ class Emulator:
                 self.process.wait(timeout=10)
 
 
-def start(kind: EmulatorKind, project: str, port: int | None = None) -> Emulator:
+def start(
+    kind: EmulatorKind, project: str, port: int | None = None, log_dir: Path | None = None
+) -> Emulator:
     """Start ``kind`` on a free loopback port and wait until it answers."""
-    emulator = _spawn(kind, project, port or free_port())
+    emulator = _spawn(kind, project, port or free_port(), log_dir)
     try:
         emulator.wait_ready()
     except BaseException:
@@ -191,16 +193,19 @@ def start(kind: EmulatorKind, project: str, port: int | None = None) -> Emulator
 
 
 @contextlib.contextmanager
-def running(*kinds: EmulatorKind, project: str) -> Iterator[dict[str, str]]:
+def running(
+    *kinds: EmulatorKind, project: str, log_dir: Path | None = None
+) -> Iterator[dict[str, str]]:
     """Start ``kinds`` side by side; yields the environment variables that point at them.
 
-    Everything started is stopped on exit, whatever the exit (exception, Ctrl-C).
+    Everything started is stopped on exit, whatever the exit (exception, Ctrl-C). Their logs
+    go to ``log_dir`` (default: the temporary directory).
     """
     started: list[Emulator] = []
     try:
         # Spawn every JVM before waiting for any: their cold starts overlap.
         for kind in kinds:
-            started.append(_spawn(kind, project, free_port()))
+            started.append(_spawn(kind, project, free_port(), log_dir))
         for emulator in started:
             emulator.wait_ready()
         yield {e.kind.env_var: e.host_port for e in started}
@@ -209,9 +214,11 @@ def running(*kinds: EmulatorKind, project: str) -> Iterator[dict[str, str]]:
             emulator.stop()
 
 
-def _spawn(kind: EmulatorKind, project: str, port: int) -> Emulator:
+def _spawn(kind: EmulatorKind, project: str, port: int, log_dir: Path | None = None) -> Emulator:
     command = command_for(kind, port, project)
-    log_fd, log_name = tempfile.mkstemp(prefix=f"agenttrader-{kind.name}-", suffix=".log")
+    log_fd, log_name = tempfile.mkstemp(
+        prefix=f"agenttrader-{kind.name}-", suffix=".log", dir=log_dir
+    )
     try:
         process = subprocess.Popen(
             command,
@@ -219,7 +226,7 @@ def _spawn(kind: EmulatorKind, project: str, port: int) -> Emulator:
             stdout=log_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a signal in the child
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets a signal in the child
         )
     except FileNotFoundError as err:
         raise EmulatorUnavailable(f"cannot run {command[0]!r}: {err}") from err

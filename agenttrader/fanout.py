@@ -97,6 +97,7 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
             "state": "publishing",
         }
     )
+    _finish_previous(db, pulse_id)
     uids = eligible_uids(db)
     ineligible = max(count_users(db) - len(uids), 0)
     _publish(deps, uids, pulse_id, tick.publish_time)
@@ -109,7 +110,6 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
             "publish_seconds": round(time.monotonic() - started, 3),
         }
     )
-    _finish_previous(db, pulse_id)
     pulses.rollup(db, pulse_id)
     log.info(
         "pulse published",
@@ -135,8 +135,9 @@ def _publish(deps: Deps, uids: list[str], pulse_id: str, requested_at: datetime)
 
 
 def _finish_previous(db: firestore.Client, pulse_id: str) -> None:
-    """Give the pulse that ``ops/last_pulse`` still shows its final counts before it is
-    replaced (a worker's trailing rollup may not have run yet)."""
+    """Freeze the final counts of the pulse ``ops/last_pulse`` still shows, before this pulse's
+    workers overwrite each user's outcome (and before a worker's trailing rollup may have run).
+    """
     previous = (db.document(LAST_PULSE_DOC).get().to_dict() or {}).get("pulse_id")
     if isinstance(previous, str) and previous != pulse_id:
-        pulses.rollup(db, previous)
+        pulses.rollup(db, previous, finalize=True)

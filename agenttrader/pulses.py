@@ -101,12 +101,21 @@ CLOCK_SKEW = timedelta(seconds=1)
 
 
 def rollup(
-    db: firestore.Client, pulse_id: str, counted_after: datetime | None = None
+    db: firestore.Client,
+    pulse_id: str,
+    counted_after: datetime | None = None,
+    *,
+    finalize: bool = False,
 ) -> PulseTotals | None:
     """Count ``pulse_id``'s outcomes; store them in its history document and in
     ``ops/last_pulse`` unless a newer pulse started there, or another rollup that began after
     ``counted_after`` (the caller's last result) already wrote them. Returns the totals
-    (``None`` for an unknown pulse)."""
+    (``None`` for an unknown pulse, or for a pulse already finalized).
+
+    ``finalize`` freezes the counts: the next tick finalizes the previous pulse *before* it
+    publishes, because its workers then overwrite each user's outcome with the new pulse id.
+    A finalized pulse is never counted again, so its figures cannot go down afterwards.
+    """
     from google.cloud import firestore
 
     now = datetime.now(UTC)  # before counting: a rollup stamped T counted everything before T
@@ -114,6 +123,8 @@ def rollup(
     if not snapshot.exists:
         return None
     data = snapshot.to_dict() or {}
+    if data.get("final"):
+        return None
     counts = count_outcomes(db, pulse_id)
     totals = PulseTotals(
         pulse_id=pulse_id,
@@ -134,6 +145,8 @@ def rollup(
     }
     if totals.complete and not data.get("completed_at"):
         history_update["completed_at"] = now
+    if finalize:
+        history_update["final"] = True
     db.document(pulse_doc(pulse_id)).update(history_update)
 
     @firestore.transactional

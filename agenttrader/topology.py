@@ -97,7 +97,8 @@ def apply(
     push_endpoints: Mapping[str, str | None] | None = None,
     retry_override: RetryPolicy | None = None,
 ) -> list[str]:
-    """Create what is missing; idempotent. Returns the names of what was created.
+    """Create what is missing and converge push endpoints; idempotent. Returns the names of
+    what was created or changed.
 
     ``push_endpoints`` maps a function name to its URL. A subscription whose target has no URL
     is created as a pull subscription, which the local push bridge delivers from.
@@ -139,5 +140,12 @@ def apply(
             subscriber.create_subscription(request=request)
             created.append(sub.name)
         except gexc.AlreadyExists:
-            pass
+            # Created earlier (e.g. as pull, before the functions had URLs): converge its push
+            # endpoint, so applying with endpoints after applying without them delivers.
+            current = subscriber.get_subscription(subscription=request.name)
+            if current.push_config.push_endpoint != (endpoint or ""):
+                subscriber.modify_push_config(
+                    subscription=request.name, push_config=request.push_config
+                )
+                created.append(sub.name)
     return created

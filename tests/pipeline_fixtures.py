@@ -10,8 +10,11 @@ from typing import Any, TypeVar
 
 from google.cloud import firestore, pubsub_v1
 
-from agenttrader import paths, topology
+from agenttrader import topology
+from agenttrader.localstack.seed import seed_user
 from agenttrader.simulator import AlpacaSimulator, Scenario
+
+__all__ = ["Tenant", "doc", "drain_dead_letters", "seed_user", "sim_tenant", "wait_for"]
 
 T = TypeVar("T")
 
@@ -21,34 +24,6 @@ class Tenant:
     uid: str
     key_id: str
     secret_key: str
-
-
-def seed_user(
-    db: firestore.Client,
-    uid: str,
-    *,
-    enabled: bool = True,
-    configured: bool = True,
-    keys: dict[str, str] | None = None,
-) -> None:
-    """The Firestore structure of an onboarded user (DESIGN.md), written as the server."""
-    now = firestore.SERVER_TIMESTAMP
-    batch = db.batch()
-    batch.set(
-        db.document(paths.user_doc(uid)),
-        {"onboarded": True, "onboardedAt": now, "email": f"{uid}@example.com"},
-    )
-    batch.set(
-        db.document(paths.alpaca_config_doc(uid)),
-        {"configured": configured, "createdAt": now, "instructions": "write your keys"},
-    )
-    batch.set(
-        db.document(paths.trading_status_doc(uid)),
-        {"enabled": enabled, "message": "", "createdAt": now},
-    )
-    if keys is not None:
-        batch.set(db.document(paths.alpaca_secret_doc(uid)), keys)
-    batch.commit()
 
 
 def sim_tenant(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agenttrader.emulators import free_port
+from agenttrader.emulators import die_with_parent, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = REPO_ROOT / "main.py"
@@ -78,6 +78,7 @@ def serve_in_process(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets a signal in the child
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

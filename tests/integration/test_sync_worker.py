@@ -21,7 +21,7 @@ from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
 from agenttrader.simulator import AlpacaSimulator, Scenario
 from agenttrader.sync import MAX_DELIVERY_ATTEMPTS, Result, SyncWorker
-from tests.pipeline_fixtures import Tenant, doc, drain_dead_letters, seed_user, sim_tenant
+from tests.pipeline_fixtures import Tenant, doc, drain_dead_letters, sim_tenant
 
 pytestmark = pytest.mark.integration
 GOLDEN_PUSH = Path(__file__).parent.parent / "data" / "user_sync_push.json"

@@ -194,3 +194,25 @@ def test_nacked_message_reaches_the_dead_letter_hold(
     assert attributes["CloudPubSubDeadLetterSourceSubscription"] == topology.USER_SYNC_WORKER
     # Once dead-lettered it is no longer delivered to the worker.
     assert _pull(subscriber, worker) == []
+
+
+def test_applying_with_endpoints_later_converges_to_push(
+    project: str, clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]
+) -> None:
+    publisher, subscriber = clients
+    topology.apply(project, publisher, subscriber)  # pull everywhere: no URLs yet
+    endpoint = "http://127.0.0.1:9/publish"
+    changed = topology.apply(
+        project, publisher, subscriber, push_endpoints={"publish_user_syncs": endpoint}
+    )
+    assert changed == [topology.SYNC_TICK_PUBLISHER]
+    sub = subscriber.get_subscription(
+        subscription=subscriber.subscription_path(project, topology.SYNC_TICK_PUBLISHER)
+    )
+    assert sub.push_config.push_endpoint == endpoint
+    assert (
+        topology.apply(
+            project, publisher, subscriber, push_endpoints={"publish_user_syncs": endpoint}
+        )
+        == []
+    )

@@ -1,0 +1,186 @@
+"""Secret hygiene, proven: run the main flows while capturing every log line, every Pub/Sub
+message (dead letters included), every Firestore document outside ``secrets/`` and every HTTP
+response of the functions, and fail if any key id or secret shows up anywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from google.cloud import firestore, pubsub_v1
+
+from agenttrader import paths, topology
+from agenttrader.localstack.stack import LocalStack
+from agenttrader.logs import CloudLoggingFormatter
+from agenttrader.simulator import AlpacaSimulator, Scenario
+from tests.pipeline_fixtures import doc, seed_user, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(CloudLoggingFormatter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # libraries' debug lines too: urllib3, grpc, werkzeug
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+@pytest.fixture
+def captured_responses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every HTTP response body and header set any `requests` caller in this process got."""
+    seen: list[str] = []
+    original = requests.Session.send
+
+    def send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        response = original(self, request, **kwargs)
+        seen.append(f"{response.status_code} {dict(response.headers)} {response.text}")
+        return response
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    return seen
+
+
+def all_documents(db: firestore.Client) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(collection: Any) -> None:
+        for ref in collection.list_documents():
+            snapshot = ref.get()
+            if snapshot.exists:
+                found.append((ref.path, snapshot.to_dict() or {}))
+            for sub in ref.collections():
+                walk(sub)
+
+    for collection in db.collections():
+        walk(collection)
+    return found
+
+
+def pull_all(project: str, subscription: str) -> list[Any]:
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(project, subscription)
+    out: list[Any] = []
+    try:
+        while True:
+            response = subscriber.pull(
+                request={"subscription": path, "max_messages": 100}, timeout=3
+            )
+            if not response.received_messages:
+                return out
+            subscriber.acknowledge(
+                request={
+                    "subscription": path,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
+            )
+            out.extend(m.message for m in response.received_messages)
+    finally:
+        subscriber.close()
+
+
+def test_no_key_value_leaves_the_secrets_document(
+    emulator_env: dict[str, str],
+    project: str,
+    monkeypatch: pytest.MonkeyPatch,
+    captured_logs: io.StringIO,
+    captured_responses: list[str],
+) -> None:
+    with AlpacaSimulator() as sim:
+        env = {
+            **emulator_env,
+            "ALPACA_ALLOWED_BASE_URLS": sim.base_url,
+            "ALPACA_TIMEOUT_SECONDS": "1",
+            "PULSE_ROLLUP_DELAY_SECONDS": "0.3",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        db = firestore.Client(project=project)
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        topology.apply(project, publisher, subscriber, retry_override=topology.RetryPolicy(0, 1))
+        for topic in topology.TOPICS:  # taps: a copy of every message on every topic
+            subscriber.create_subscription(
+                name=subscriber.subscription_path(project, f"tap-{topic}"),
+                topic=publisher.topic_path(project, topic),
+            )
+        subscriber.close()
+        tenants = {
+            "good": sim.add_tenant(scenario=Scenario(kind="normal")),
+            "bad": sim.add_tenant(scenario=Scenario(kind="bad_keys")),
+            "flaky": sim.add_tenant(
+                scenario=Scenario(kind="fail_then_ok", fail_count=2, fail_status=503)
+            ),
+            "down": sim.add_tenant(scenario=Scenario(kind="server_error", status=500)),
+        }
+        for uid in tenants:
+            seed_user(db, uid, configured=False, enabled=True)
+        seed_user(db, "evil", configured=False)
+        with LocalStack(project, env) as stack:
+            # Key writes from the client side: each fires the trigger and a first sync.
+            for uid, tenant in tenants.items():
+                db.document(paths.alpaca_secret_doc(uid)).set(
+                    {
+                        "key_id": tenant.key_id,
+                        "secret_key": tenant.secret_key,
+                        "base_url": sim.base_url,
+                    }
+                )
+            # A key pasted into a disallowed base URL must not leak through the error either.
+            db.document(paths.alpaca_secret_doc("evil")).set(
+                {
+                    "key_id": tenants["good"].key_id,
+                    "secret_key": tenants["good"].secret_key,
+                    "base_url": f"https://{tenants['good'].key_id}:{tenants['good'].secret_key}@evil.example",
+                }
+            )
+            wait_for(lambda: doc(db, paths.snapshot_doc("good")), timeout=30)
+            wait_for(lambda: doc(db, paths.snapshot_doc("flaky")), timeout=30)
+            wait_for(
+                lambda: (e := doc(db, paths.last_sync_error_doc("bad"))) and e["final"], timeout=30
+            )
+            wait_for(
+                lambda: (e := doc(db, paths.last_sync_error_doc("down"))) and e["final"], timeout=60
+            )
+            wait_for(lambda: doc(db, paths.last_sync_error_doc("evil")), timeout=30)
+            # A scheduled pulse on top, and a key rotation.
+            assert stack.ticker is not None
+            stack.ticker.tick()
+            wait_for(lambda: (d := doc(db, paths.LAST_PULSE_DOC)) and d.get("complete"), timeout=60)
+            rotated = sim.add_tenant(scenario=Scenario(kind="normal"))
+            db.document(paths.alpaca_secret_doc("good")).set(
+                {
+                    "key_id": rotated.key_id,
+                    "secret_key": rotated.secret_key,
+                    "base_url": sim.base_url,
+                }
+            )
+            wait_for(lambda: len(list(db.collection(paths.audit_collection("good")).stream())) == 2)
+            time.sleep(1)
+
+        secrets = [v for t in [*tenants.values(), rotated] for v in (t.key_id, t.secret_key)]
+        messages = [m for topic in topology.TOPICS for m in pull_all(project, f"tap-{topic}")]
+        assert any(m.attributes.get("error_class") for m in messages), "no dead letter captured"
+        documents = [(p, d) for p, d in all_documents(db) if "/secrets/" not in p]
+        assert any(p.endswith("/audit/" + p.rsplit("/", 1)[-1]) for p, _ in documents)
+        places = {
+            "log lines": captured_logs.getvalue(),
+            "Pub/Sub messages": repr([(m.data, dict(m.attributes)) for m in messages]),
+            "Firestore documents": json.dumps(documents, default=str),
+            "HTTP responses": "\n".join(captured_responses),
+        }
+        assert captured_logs.getvalue().count("\n") > 20, "the flows logged nothing?"
+        for where, text in places.items():
+            for secret in secrets:
+                assert secret not in text, f"a key value leaked into {where}"
