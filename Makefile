@@ -13,13 +13,19 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+NODE_STAMP := node_modules/.installed
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) ## Install everything into .venv (idempotent)
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+setup: $(STAMP) $(NODE_STAMP) ## Install everything into .venv and node_modules (idempotent)
 
 run: setup ## Run the local stack with demo tenants until Ctrl-C
 	$(PY) -m agenttrader.localstack
@@ -31,6 +37,9 @@ lint: setup ## ruff (lint + format check) and mypy --strict on the shared core
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+bench: setup ## Benchmarks: each figure beside its baseline and goal (machine must be quiet)
+	$(PY) -m benchmarks.pipeline $(BENCH_ARGS)
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -22,8 +22,9 @@ from typing import Any
 
 import requests
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
-from agenttrader import emulators, paths, pulses, topology
+from agenttrader import emulators, paths, pulses
 from agenttrader.alpaca import AlpacaClientFactory, AlpacaKeys, fetch_account_state
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
@@ -134,7 +135,9 @@ def run_pipeline(
         wall = time.monotonic() - started
     synced_at = [
         (s.to_dict() or {}).get("syncedAt")
-        for s in db.collection_group("data").where("pulseId", "==", pulse_id).stream()
+        for s in db.collection_group("data")
+        .where(filter=FieldFilter("pulseId", "==", pulse_id))
+        .stream()
     ]
     last_snapshot = max(t for t in synced_at if t is not None)
     tick_to_last = (last_snapshot - tick_at).total_seconds()
@@ -201,8 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim_port = emulators.free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"Alpaca latency {LATENCY_MS} ms; push concurrency {args.concurrency}"
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; Alpaca latency {LATENCY_MS} ms; "
+        f"push concurrency {args.concurrency}"
     )
     with emulators.running(emulators.PUBSUB, emulators.FIRESTORE, project="bench") as hosts:
         simulator = start_simulator(sim_port)
@@ -238,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 print(f"  Alpaca calls/sync      {pipeline['alpaca_calls_per_sync']:>8.2f}")
                 print(
-                    f"  synced {pipeline['synced']:,} of {n:,}; outcomes counted {pipeline['outcomes']:,}"
+                    f"  synced {pipeline['synced']:,} of {n:,}; "
+                    f"outcomes counted {pipeline['outcomes']:,}"
                 )
         finally:
             simulator.terminate()
