@@ -32,6 +32,7 @@ from agenttrader.localstack.stack import LocalStack
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
 from agenttrader.sync import SyncWorker
+from benchmarks import procstats
 from benchmarks.metering import metered
 
 LATENCY_MS = 100
@@ -115,6 +116,7 @@ def run_pipeline(
     stack_env = {**env, "THREADS": str(concurrency), "PULSE_ROLLUP_DELAY_SECONDS": "2"}
     with LocalStack(project, stack_env, in_process=False, push_concurrency=concurrency) as stack:
         assert stack.ticker is not None
+        before = procstats.sample_tree()
         started = time.monotonic()
         tick_at = datetime.now(UTC)
         stack.ticker.tick()
@@ -133,6 +135,7 @@ def run_pipeline(
                 break
             time.sleep(0.5)
         wall = time.monotonic() - started
+        after = procstats.sample_tree()
     synced_at = [
         (s.to_dict() or {}).get("syncedAt")
         for s in db.collection_group("data")
@@ -151,6 +154,17 @@ def run_pipeline(
             (sim_calls(sim_url) - calls_before) / max(len(synced_at), 1), 2
         ),
         "wall_s": round(wall, 1),
+        "processes": [
+            {
+                "name": "bench (push bridge, ticker)" if pid == os.getpid() else a.name,
+                "cpu_ms_per_sync": round(
+                    (a.cpu_seconds - before[pid].cpu_seconds) * 1000 / max(len(synced_at), 1), 2
+                ),
+                "peak_rss_mb": round(a.peak_rss_mb),
+            }
+            for pid, a in sorted(after.items())
+            if pid in before
+        ],
     }
 
 
@@ -241,6 +255,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"writes/sync {meter['writes_per_sync']:.2f} (sample of {METER_SAMPLE})"
                 )
                 print(f"  Alpaca calls/sync      {pipeline['alpaca_calls_per_sync']:>8.2f}")
+                total_cpu = sum(p["cpu_ms_per_sync"] for p in pipeline["processes"])
+                print(
+                    f"  CPU per sync           {total_cpu:>8.1f} ms  (all processes; by process:)"
+                )
+                for proc in pipeline["processes"]:
+                    if proc["cpu_ms_per_sync"] >= 0.05:
+                        print(
+                            f"      {proc['name']:<28} {proc['cpu_ms_per_sync']:>7.2f} ms/sync"
+                            f"   peak RSS {proc['peak_rss_mb']:>5} MB"
+                        )
                 print(
                     f"  synced {pipeline['synced']:,} of {n:,}; "
                     f"outcomes counted {pipeline['outcomes']:,}"
