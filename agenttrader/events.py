@@ -121,6 +121,7 @@ def document_change(event: CloudEvent) -> DocumentChange:
 # --- encoding: what Eventarc sends, for the local bridge and the tests ---------------------------
 
 FIRESTORE_WRITTEN = "google.cloud.firestore.document.v1.written"
+FIRESTORE_WRITTEN_WITH_AUTH = "google.cloud.firestore.document.v1.written.withAuthContext"
 
 
 def _to_value(value: Any) -> firestore_data.Value:
@@ -176,13 +177,22 @@ def encode_document_event(
 
 
 def firestore_event_headers(
-    project: str, path: str, event_id: str, time: datetime
+    project: str,
+    path: str,
+    event_id: str,
+    time: datetime,
+    *,
+    event_type: str = FIRESTORE_WRITTEN,
+    auth: tuple[str, str] | None = None,
 ) -> dict[str, str]:
-    """Binary-mode CloudEvent headers exactly as Eventarc sets them for a Firestore write."""
+    """Binary-mode CloudEvent headers exactly as Eventarc sets them for a Firestore write
+    (``auth``: the ``authtype`` and ``authid`` of a ``withAuthContext`` event)."""
+    extra = {"ce-authtype": auth[0], "ce-authid": auth[1]} if auth else {}
     return {
+        **extra,
         "ce-specversion": "1.0",
         "ce-id": event_id,
-        "ce-type": FIRESTORE_WRITTEN,
+        "ce-type": event_type,
         "ce-source": f"//firestore.googleapis.com/projects/{project}/databases/(default)",
         "ce-subject": f"documents/{path}",
         "ce-time": time.astimezone(UTC).isoformat().replace("+00:00", "Z"),

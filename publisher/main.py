@@ -1,5 +1,6 @@
-"""``publish_user_syncs`` (Pub/Sub ``sync-tick``) and ``on_alpaca_secret_written`` (Firestore
-``document.v1.written`` on ``users/{uid}/secrets/alpaca``): decode, then call the core."""
+"""``publish_user_syncs`` (Pub/Sub ``sync-tick``), ``on_alpaca_secret_written`` (Firestore
+``document.v1.written`` on ``users/{uid}/secrets/alpaca``) and ``on_trading_status_written``
+(the kill-switch audit): decode, then call the core."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from agenttrader import runtime
 from agenttrader.events import document_change, pubsub_delivery
 from agenttrader.fanout import fan_out
 from agenttrader.key_changes import handle_key_change
+from agenttrader.kill_switch import actor_of, handle_trading_change
 from agenttrader.logs import get_logger
 
 log = get_logger(__name__)
@@ -38,3 +40,16 @@ def on_alpaca_secret_written(event: CloudEvent) -> None:
         log.error(f"secrets event ignored: {err}", event_id=event["id"])
         return
     handle_key_change(runtime.deps(), change, event["id"])
+
+
+@functions_framework.cloud_event
+def on_trading_status_written(event: CloudEvent) -> None:
+    """Audit a kill-switch toggle (Firestore ``written.withAuthContext`` on
+    ``users/{uid}/status/trading``): who, and ``enabled`` old → new."""
+    try:
+        change = document_change(event)
+    except ValueError as err:
+        log.error(f"trading status event ignored: {err}", event_id=event["id"])
+        return
+    actor = actor_of(event.get("authtype"), event.get("authid"))
+    handle_trading_change(runtime.deps(), change, event["id"], actor)

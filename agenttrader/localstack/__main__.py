@@ -181,6 +181,15 @@ def start_stack(run: Run) -> None:
             detail=lambda: eventarc_bridge_detail(eventarc),
         )
     )
+    kill_switch = stack.kill_switch_bridge
+    assert kill_switch is not None
+    run.add(
+        Component(
+            "Eventarc bridge",
+            "status/trading writes → on_trading_status_written",
+            detail=lambda: eventarc_bridge_detail(kill_switch),
+        )
+    )
     run.add(
         Component(
             "scheduler",

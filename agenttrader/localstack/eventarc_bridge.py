@@ -18,7 +18,12 @@ from typing import Any
 
 import requests
 
-from agenttrader.events import encode_document_event, firestore_event_headers
+from agenttrader.events import (
+    FIRESTORE_WRITTEN,
+    FIRESTORE_WRITTEN_WITH_AUTH,
+    encode_document_event,
+    firestore_event_headers,
+)
 from agenttrader.logs import get_logger
 
 log = get_logger(__name__)
@@ -37,6 +42,7 @@ class EventarcBridge:
         endpoint: str,
         matches: Callable[[str], bool],
         *,
+        event_type: str = FIRESTORE_WRITTEN,
         backoff_seconds: float = 0.5,
     ) -> None:
         self._project = project
@@ -44,6 +50,10 @@ class EventarcBridge:
         self._group = collection_group
         self.endpoint = endpoint
         self._matches = matches
+        self._event_type = event_type
+        # A listener cannot know who wrote: withAuthContext events say so, as Eventarc does
+        # for writes it cannot attribute.
+        self._auth = ("unknown", "") if event_type == FIRESTORE_WRITTEN_WITH_AUTH else None
         self._backoff = backoff_seconds
         self._values: dict[str, dict[str, Any]] = {}
         self._queue: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue()
@@ -80,7 +90,14 @@ class EventarcBridge:
             path, old, new = item
             now = datetime.now(UTC)
             body = encode_document_event(self._project, path, old, new, now)
-            headers = firestore_event_headers(self._project, path, uuid.uuid4().hex, now)
+            headers = firestore_event_headers(
+                self._project,
+                path,
+                uuid.uuid4().hex,
+                now,
+                event_type=self._event_type,
+                auth=self._auth,
+            )
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 try:
                     response = session.post(self.endpoint, data=body, headers=headers, timeout=60)

@@ -13,13 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from agenttrader import topology
+from agenttrader.events import FIRESTORE_WRITTEN_WITH_AUTH
 from agenttrader.key_changes import secret_owner
+from agenttrader.kill_switch import trading_owner
 from agenttrader.localstack.eventarc_bridge import EventarcBridge
 from agenttrader.localstack.functions import ServedFunction, serve_in_process, serve_in_thread
 from agenttrader.localstack.push_bridge import PushBridge
 from agenttrader.localstack.ticker import Ticker
 
-FUNCTIONS = ("publish_user_syncs", "sync_user", "on_alpaca_secret_written")
+FUNCTIONS = (
+    "publish_user_syncs",
+    "sync_user",
+    "on_alpaca_secret_written",
+    "on_trading_status_written",
+)
 
 
 class LocalStack:
@@ -46,6 +53,7 @@ class LocalStack:
         self.functions: dict[str, ServedFunction] = {}
         self.push_bridge: PushBridge | None = None
         self.eventarc_bridge: EventarcBridge | None = None
+        self.kill_switch_bridge: EventarcBridge | None = None
         self.ticker: Ticker | None = None
         self._stops: list[Any] = []
 
@@ -91,6 +99,15 @@ class LocalStack:
                 lambda path: secret_owner(path) is not None,
             ).start()
             self._stops.append(self.eventarc_bridge.stop)
+            self.kill_switch_bridge = EventarcBridge(
+                self.project,
+                firestore.Client(project=self.project),
+                "status",
+                self.url("on_trading_status_written"),
+                lambda path: trading_owner(path) is not None,
+                event_type=FIRESTORE_WRITTEN_WITH_AUTH,
+            ).start()
+            self._stops.append(self.kill_switch_bridge.stop)
             self.ticker = Ticker(self.project, self._tick_seconds or 60.0)
             if self._tick_seconds:
                 self.ticker.start()

@@ -15,7 +15,11 @@ from google.cloud import firestore, pubsub_v1
 
 from agenttrader import paths, topology
 from agenttrader.deps import Deps, set_deps
-from agenttrader.events import encode_document_event, firestore_event_headers
+from agenttrader.events import (
+    FIRESTORE_WRITTEN_WITH_AUTH,
+    encode_document_event,
+    firestore_event_headers,
+)
 from agenttrader.localstack.stack import LocalStack
 from agenttrader.settings import Settings
 from agenttrader.simulator import AlpacaSimulator, Scenario
@@ -185,3 +189,49 @@ def test_key_write_through_the_bridge_fires_exactly_one_first_sync(
             assert stack.push_bridge.stats.acked == 1  # one first sync; the delete fired none
         config = doc(db, paths.alpaca_config_doc("fresh"))
         assert config is not None and config["configured"] is False
+
+
+def test_kill_switch_toggles_are_audited_with_who_and_old_to_new(deps: Deps, project: str) -> None:
+    db = deps.firestore
+    seed_user(db, "u6", enabled=False)
+    path = paths.trading_status_doc("u6")
+    app = functions_framework.create_app(
+        target="on_trading_status_written", source=str(REPO_ROOT / "main.py")
+    )
+    client = app.test_client()
+
+    def post(old: dict[str, object], new: dict[str, object], event_id: str) -> int:
+        now = datetime.now(UTC)
+        headers = firestore_event_headers(
+            project,
+            path,
+            event_id,
+            now,
+            event_type=FIRESTORE_WRITTEN_WITH_AUTH,
+            auth=("user", "u6"),
+        )
+        body = encode_document_event(project, path, old, new, now)
+        return int(client.post("/", data=body, headers=headers).status_code)
+
+    assert post({"enabled": False}, {"enabled": True, "message": "go"}, "t1") == 200
+    assert post({"enabled": True}, {"enabled": True, "message": "only the message"}, "t2") == 200
+    assert post({"enabled": False}, {"enabled": True}, "t1") == 200  # redelivered: same entry
+    [entry] = [d.to_dict() for d in db.collection(paths.audit_collection("u6")).stream()]
+    assert entry["action"] == "kill_switch_toggled"
+    assert entry["actor"] == "user:u6"
+    assert entry["details"] == {"old": False, "new": True, "deleted": False}
+
+
+def test_kill_switch_write_through_the_bridge_is_audited(
+    emulator_env: dict[str, str], project: str
+) -> None:
+    db = firestore.Client(project=project)
+    seed_user(db, "u7", enabled=False)
+    with LocalStack(project, dict(emulator_env)):
+        db.document(paths.trading_status_doc("u7")).update({"enabled": True})
+        entries = wait_for(
+            lambda: [d.to_dict() for d in db.collection(paths.audit_collection("u7")).stream()],
+            timeout=20,
+        )
+    assert entries[0]["details"]["new"] is True
+    assert entries[0]["actor"] == "unknown"  # a listener cannot tell who wrote
