@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agenttrader import emulators
-from agenttrader.deps import set_deps
+from agenttrader import emulators, topology
+from agenttrader.deps import Deps, set_deps
+from agenttrader.settings import Settings
+from agenttrader.simulator import AlpacaSimulator
 
 _EMULATOR_VARS = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST")
 
@@ -52,3 +54,45 @@ def emulator_env(
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", project)
     yield {**emulator_hosts, "GOOGLE_CLOUD_PROJECT": project}
     emulators.clear_firestore(emulator_hosts["FIRESTORE_EMULATOR_HOST"], project)
+
+
+@pytest.fixture
+def simulator() -> Iterator[AlpacaSimulator]:
+    """An Alpaca paper-API simulator of this test's own, on a free port."""
+    with AlpacaSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def stack_env(
+    emulator_env: dict[str, str], simulator: AlpacaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The environment of a pipeline under test: emulators, the simulator allowed as a base
+    URL, short Alpaca timeouts and quick pulse rollups. Also set in this process."""
+    env = {
+        **emulator_env,
+        "ALPACA_ALLOWED_BASE_URLS": simulator.base_url,
+        "ALPACA_TIMEOUT_SECONDS": "1",
+        "PULSE_ROLLUP_DELAY_SECONDS": "0.3",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def pipeline_deps(stack_env: dict[str, str], project: str) -> Iterator[Deps]:
+    """A dependency container on the emulators with the topology applied (pull only) and a
+    tap subscription ``tap`` on ``user-sync`` that sees every message published there."""
+    import google.cloud.pubsub_v1 as pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topology.apply(project, publisher, subscriber)
+    subscriber.create_subscription(
+        name=subscriber.subscription_path(project, "tap"),
+        topic=publisher.topic_path(project, topology.USER_SYNC),
+    )
+    subscriber.close()
+    container = Deps(Settings.from_env(), publisher=publisher)
+    set_deps(container)
+    yield container

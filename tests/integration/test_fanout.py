@@ -5,33 +5,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.cloud import firestore, pubsub_v1
 
-from agenttrader import paths, pulses, topology
+from agenttrader import paths, pulses
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.fanout import eligible_uids, fan_out
-from agenttrader.settings import Settings
 from tests.pipeline_fixtures import doc, seed_user
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def deps(emulator_env: dict[str, str], project: str) -> Iterator[Deps]:
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topology.apply(project, publisher, subscriber)
-    # A tap on user-sync, to see exactly what was published.
-    subscriber.create_subscription(
-        name=subscriber.subscription_path(project, "tap"),
-        topic=publisher.topic_path(project, topology.USER_SYNC),
-    )
-    subscriber.close()
-    yield Deps(Settings.from_env(), publisher=publisher)
+def deps(pipeline_deps: Deps) -> Deps:
+    return pipeline_deps
 
 
 def published(project: str, timeout: float = 5.0) -> list[dict[str, object]]:

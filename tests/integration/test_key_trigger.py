@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,39 +12,31 @@ import functions_framework
 import pytest
 from google.cloud import firestore, pubsub_v1
 
-from agenttrader import paths, topology
-from agenttrader.deps import Deps, set_deps
+from agenttrader import paths
+from agenttrader.deps import Deps
 from agenttrader.events import (
     FIRESTORE_WRITTEN_WITH_AUTH,
     encode_document_event,
     firestore_event_headers,
 )
 from agenttrader.localstack.stack import LocalStack
-from agenttrader.settings import Settings
 from agenttrader.simulator import AlpacaSimulator, Scenario
 from tests.pipeline_fixtures import doc, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def deps(pipeline_deps: Deps) -> Deps:
+    return pipeline_deps
+
+
 REPO_ROOT = Path(__file__).parents[2]
 KEYS = {
     "key_id": "PKTESTKEY00000000001",
     "secret_key": "S" * 40,
     "base_url": "https://paper-api.alpaca.markets",
 }
-
-
-@pytest.fixture
-def deps(emulator_env: dict[str, str], project: str) -> Iterator[Deps]:
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topology.apply(project, publisher, subscriber)
-    subscriber.create_subscription(
-        name=subscriber.subscription_path(project, "tap"),
-        topic=publisher.topic_path(project, topology.USER_SYNC),
-    )
-    subscriber.close()
-    container = Deps(Settings.from_env(), publisher=publisher)
-    set_deps(container)
-    yield container
 
 
 def tapped(project: str, wait: float = 3.0) -> list[dict[str, object]]:

@@ -4,8 +4,6 @@ with dead letters on the real emulator."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from google.cloud import firestore
 
@@ -15,27 +13,6 @@ from agenttrader.simulator import AlpacaSimulator, Scenario
 from tests.pipeline_fixtures import doc, drain_dead_letters, seed_user, sim_tenant, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def simulator() -> Iterator[AlpacaSimulator]:
-    with AlpacaSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def stack_env(
-    emulator_env: dict[str, str], simulator: AlpacaSimulator, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    env = {
-        **emulator_env,
-        "ALPACA_ALLOWED_BASE_URLS": simulator.base_url,
-        "ALPACA_TIMEOUT_SECONDS": "1",
-        "PULSE_ROLLUP_DELAY_SECONDS": "0.3",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
 
 
 def test_one_pulse_with_mixed_tenants(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,11 +13,10 @@ import functions_framework
 import pytest
 from google.cloud import firestore
 
-from agenttrader import errors, paths, topology
-from agenttrader.deps import Deps, set_deps
+from agenttrader import errors, paths
+from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.settings import Settings
 from agenttrader.simulator import AlpacaSimulator, Scenario
 from agenttrader.sync import MAX_DELIVERY_ATTEMPTS, Result, SyncWorker
 from tests.pipeline_fixtures import Tenant, doc, drain_dead_letters, sim_tenant
@@ -29,28 +27,8 @@ REPO_ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture
-def simulator() -> Iterator[AlpacaSimulator]:
-    with AlpacaSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def deps(
-    emulator_env: dict[str, str],
-    simulator: AlpacaSimulator,
-    project: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Deps]:
-    monkeypatch.setenv("ALPACA_ALLOWED_BASE_URLS", simulator.base_url)
-    monkeypatch.setenv("ALPACA_TIMEOUT_SECONDS", "1")
-    from google.cloud import pubsub_v1
-
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topology.apply(project, publisher, subscriber)
-    subscriber.close()
-    container = Deps(Settings.from_env(), publisher=publisher)
-    set_deps(container)
-    yield container
+def deps(pipeline_deps: Deps) -> Deps:
+    return pipeline_deps
 
 
 @pytest.fixture
