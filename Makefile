@@ -8,7 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint format bench clean
+.PHONY: help setup run test lint format bench clean plan deploy
+
+PROJECT ?=
+REGION ?=
+DEPLOY_ARGS ?=
+define need_target
+	@test -n "$(PROJECT)" && test -n "$(REGION)" || { echo "usage: make $@ PROJECT=my-project REGION=us-central1 [DEPLOY_ARGS='--schedule \"*/2 * * * *\"']" >&2; exit 2; }
+endef
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +47,15 @@ lint: setup ## ruff (lint + format check) and mypy --strict on the shared core
 
 bench: setup ## Benchmarks: each figure beside its baseline and goal (machine must be quiet)
 	$(PY) -m benchmarks.pipeline $(BENCH_ARGS)
+
+plan: setup ## Print the production deployment plan (PROJECT=… REGION=…; needs no credentials)
+	$(need_target)
+	$(PY) -m infra plan --project "$(PROJECT)" --region "$(REGION)" $(DEPLOY_ARGS)
+
+deploy: setup ## Plan, then apply, the production deployment (PROJECT=… REGION=…)
+	$(need_target)
+	$(PY) -m infra plan --project "$(PROJECT)" --region "$(REGION)" $(DEPLOY_ARGS)
+	$(PY) -m infra apply --project "$(PROJECT)" --region "$(REGION)" $(DEPLOY_ARGS)
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

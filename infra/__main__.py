@@ -1,0 +1,106 @@
+"""``python -m infra``: plan, apply, and the helpers docs/DEPLOY.md points to.
+
+python -m infra plan  --project P --region R [--schedule CRON] [--firestore-location L]
+                      [--set NAME=VALUE ...]
+python -m infra apply (same options)
+python -m infra apis --project P     the `gcloud services enable` command to run once
+python -m infra indexes              the content of firestore.indexes.json
+python -m infra roles                the least-privilege table (Markdown)
+python -m infra requirements         requirements.txt, from pyproject.toml's dependencies
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+
+from infra import iam, indexes, resources, source
+from infra.apply import SubprocessRunner, apply
+from infra.model import shell
+from infra.plan import DeployConfig, PlanError, build_plan
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("plan", "print every command a deployment runs (no credentials needed)"),
+        ("apply", "check the preconditions, then deploy idempotently"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--project", required=True)
+        sub.add_argument("--region", required=True)
+        sub.add_argument(
+            "--schedule",
+            default=resources.DEFAULT_SCHEDULE,
+            help="cron schedule of sync-tick (UTC), default every minute",
+        )
+        sub.add_argument(
+            "--firestore-location",
+            help="location of the Firestore database (default: read from the project)",
+        )
+        sub.add_argument(
+            "--set",
+            dest="env",
+            action="append",
+            type=_pair,
+            default=[],
+            metavar="NAME=VALUE",
+            help="a setting of the functions, e.g. VERTEX_AI_LOCATION=europe-west1",
+        )
+    apis = commands.add_parser("apis", help="print the command enabling the required APIs")
+    apis.add_argument("--project", required=True)
+    commands.add_parser("indexes", help="print firestore.indexes.json")
+    commands.add_parser("roles", help="print the least-privilege table")
+    commands.add_parser("requirements", help="print requirements.txt")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "apis":
+        enable = ("gcloud", "services", "enable", *resources.REQUIRED_APIS)
+        print(shell((*enable, f"--project={args.project}")))
+        return 0
+    if args.command == "indexes":
+        sys.stdout.write(indexes.render_text())
+        return 0
+    if args.command == "roles":
+        sys.stdout.write(iam.markdown_table())
+        return 0
+    if args.command == "requirements":
+        pyproject = tomllib.loads((source.REPO_ROOT / "pyproject.toml").read_text())
+        print("# Generated from pyproject.toml by `python -m infra requirements`.")
+        for dependency in pyproject["project"]["dependencies"]:
+            print(dependency)
+        return 0
+    config = DeployConfig(
+        project=args.project,
+        region=args.region,
+        schedule=args.schedule,
+        firestore_location=args.firestore_location,
+        env=tuple(sorted(dict(args.env).items())),
+        source_digest=source.digest(),
+    )
+    try:
+        plan = build_plan(config)
+    except PlanError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "plan":
+        sys.stdout.write(plan.render())
+        return 0
+    return apply(plan, SubprocessRunner(source.REPO_ROOT), root=source.REPO_ROOT, out=sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The Firestore indexes the code's queries need, declared once.
+
+Collection-group queries are not served by Firestore's automatic indexes (those are
+collection-scoped): each needs a ``COLLECTION_GROUP`` index, declared in
+``firestore.indexes.json`` (rendered by :func:`render`; ``python -m infra indexes``).
+
+- one equality (or ``in``) field: a single-field override in collection-group scope, which keeps the
+  automatic collection-scope indexes of that field (an override replaces them otherwise);
+- several equality fields: one composite index. ``status.pulse_id == X and outcome == Y``
+  could be served by merging two single-field indexes, but a merge walks both (``outcome ==
+  success`` matches most users of most pulses), while the composite reads exactly the matches
+  and keeps the count aggregation at one read per 1,000 of them.
+
+tests/integration/test_indexes.py runs the queries against the emulator and checks each one
+is covered; tests/unit/test_infra_indexes.py keeps this list in step with the source.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+QUERY_SCOPE = "COLLECTION_GROUP"
+
+
+@dataclass(frozen=True)
+class RequiredIndex:
+    collection_group: str
+    fields: tuple[str, ...]
+    """Equality-filtered fields, in the index's order."""
+    used_by: str
+    """The function issuing the query (``module.function``)."""
+    source: str
+    """The file holding the ``collection_group(...)`` call."""
+
+
+REQUIRED_INDEXES: tuple[RequiredIndex, ...] = (
+    RequiredIndex(
+        "config", ("configured",), "agenttrader.fanout.eligible_uids", "agenttrader/fanout.py"
+    ),
+    RequiredIndex(
+        "status", ("enabled",), "agenttrader.fanout.eligible_uids", "agenttrader/fanout.py"
+    ),
+    RequiredIndex(
+        "status",
+        ("pulse_id", "outcome"),
+        "agenttrader.pulses.count_outcomes",
+        "agenttrader/pulses.py",
+    ),
+    RequiredIndex(
+        "status",
+        ("final",),
+        "agenttrader.operator.status.read_failing",
+        "agenttrader/operator/status.py",
+    ),
+    RequiredIndex(
+        "data", ("pulseId",), "benchmarks.pipeline.run_pipeline", "benchmarks/pipeline.py"
+    ),
+)
+
+EXEMPT_SOURCES: Mapping[str, str] = {
+    "agenttrader/localstack/eventarc_bridge.py": (
+        "an unfiltered listener of the local stack, on the emulator only"
+    ),
+}
+"""Files calling ``collection_group(`` that need no index, and why."""
+
+_COLLECTION_SCOPE_DEFAULTS: tuple[dict[str, str], ...] = (
+    {"order": "ASCENDING", "queryScope": "COLLECTION"},
+    {"order": "DESCENDING", "queryScope": "COLLECTION"},
+    {"arrayConfig": "CONTAINS", "queryScope": "COLLECTION"},
+)
+
+
+def render(required: Iterable[RequiredIndex] = REQUIRED_INDEXES) -> dict[str, Any]:
+    """The content of ``firestore.indexes.json``."""
+    indexes: list[dict[str, Any]] = []
+    overrides: list[dict[str, Any]] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    for index in required:
+        key = (index.collection_group, index.fields)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(index.fields) == 1:
+            overrides.append(
+                {
+                    "collectionGroup": index.collection_group,
+                    "fieldPath": index.fields[0],
+                    "indexes": [
+                        *_COLLECTION_SCOPE_DEFAULTS,
+                        {"order": "ASCENDING", "queryScope": QUERY_SCOPE},
+                    ],
+                }
+            )
+        else:
+            indexes.append(
+                {
+                    "collectionGroup": index.collection_group,
+                    "queryScope": QUERY_SCOPE,
+                    "fields": [{"fieldPath": f, "order": "ASCENDING"} for f in index.fields],
+                }
+            )
+    return {"indexes": indexes, "fieldOverrides": overrides}
+
+
+def render_text(required: Iterable[RequiredIndex] = REQUIRED_INDEXES) -> str:
+    return json.dumps(render(required), indent=2) + "\n"
+
+
+def covers(spec: Mapping[str, Any], collection_group: str, fields: Iterable[str]) -> bool:
+    """Whether ``spec`` (a parsed ``firestore.indexes.json``) serves a collection-group query
+    with equality filters on ``fields``: a single field needs a collection-group single-field
+    index on it; several need a collection-group composite index whose leading fields are
+    exactly them (in any order), or a collection-group single-field index on each (merge)."""
+    wanted = set(fields)
+
+    def single(field: str) -> bool:
+        for override in spec.get("fieldOverrides", []):
+            if (
+                override.get("collectionGroup") == collection_group
+                and override.get("fieldPath") == field
+            ):
+                return any(
+                    i.get("queryScope") == QUERY_SCOPE and "order" in i
+                    for i in override.get("indexes", [])
+                )
+        return False
+
+    if len(wanted) == 1:
+        return single(next(iter(wanted)))
+    for index in spec.get("indexes", []):
+        if index.get("collectionGroup") != collection_group:
+            continue
+        if index.get("queryScope") != QUERY_SCOPE:
+            continue
+        leading = [f.get("fieldPath") for f in index.get("fields", [])][: len(wanted)]
+        if set(leading) == wanted:
+            return True
+    return all(single(f) for f in wanted)

@@ -1,0 +1,582 @@
+"""settings + topology + resources -> the ordered steps of a deployment. Pure: no I/O, no clock.
+
+Order (each step only needs what the steps before it made):
+
+1. service accounts; their project roles and the service agent's token-creator role;
+2. topics, topic-level publisher roles;
+3. pull subscriptions (the dead-letter hold exists before anything can dead-letter);
+4. Firestore rules and indexes (index builds take minutes: start them early);
+5. the functions (push targets first), then ``roles/run.invoker`` on the push/event targets;
+6. push subscriptions (their endpoint is the function URL), the agent's subscriber role;
+7. the Cloud Scheduler job, last: ticks start once everything they reach exists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from agenttrader import topology
+from agenttrader.settings import Settings
+from infra import iam, resources
+from infra.model import (
+    FINGERPRINT_KEY,
+    Argv,
+    Check,
+    Expect,
+    Fingerprinted,
+    HasBinding,
+    Plan,
+    Step,
+    Variable,
+    fingerprint,
+)
+from infra.resources import Function, Trigger
+
+FIREBASE = "node_modules/.bin/firebase"
+IAM_RETRIES = 4
+"""A service account just created is not visible to IAM everywhere at once."""
+
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+
+# Pub/Sub's limits, so a topology edit fails here and not halfway through an apply.
+_ACK_DEADLINE = (10, 600)
+_RETENTION = (600, 7 * 86_400)
+_BACKOFF = (0, 600)
+_DELIVERY_ATTEMPTS = (5, 100)
+
+
+class PlanError(ValueError):
+    """The inputs cannot give a valid deployment."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    project: str
+    region: str
+    schedule: str = resources.DEFAULT_SCHEDULE
+    firestore_location: str | None = None
+    """Location of the Firestore database (the Eventarc trigger's); ``None``: read at apply."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Setting overrides by variable name (``--set NAME=VALUE``)."""
+    source_digest: str = "0" * 16
+
+    def settings(self) -> Settings:
+        try:
+            return resources.deploy_settings(self.project, dict(self.env))
+        except ValueError as err:
+            raise PlanError(str(err)) from err
+
+
+def url_var(fn: str) -> str:
+    return f"{fn.upper()}_URL"
+
+
+def service_var(fn: str) -> str:
+    return f"{fn.upper()}_SERVICE"
+
+
+def build_plan(config: DeployConfig) -> Plan:
+    """The deployment of ``config``; raises :class:`PlanError` for invalid inputs."""
+    _validate(config)
+    settings = config.settings()
+    _validate_topology(settings)
+    p = _Planner(config, settings)
+    return Plan(
+        project=config.project,
+        region=config.region,
+        source_digest=config.source_digest,
+        checks=p.checks(),
+        variables=p.variables(),
+        steps=p.steps(),
+        notes=(
+            f"Functions: {', '.join(f.name for f in resources.FUNCTIONS)} ({resources.RUNTIME}).",
+            f"Environment: {resources.env_flag(resources.environment(settings))}",
+        ),
+    )
+
+
+def _validate(config: DeployConfig) -> None:
+    if not _PROJECT_ID.match(config.project):
+        raise PlanError(f"--project {config.project!r} is not a Google Cloud project id")
+    if config.project.startswith("demo-"):
+        raise PlanError(f"{config.project!r}: demo-* projects exist only in the emulators")
+    if not _REGION.match(config.region):
+        raise PlanError(f"--region {config.region!r} is not a region (e.g. us-central1)")
+    fields = config.schedule.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise PlanError(f"--schedule {config.schedule!r} is not a 5-field cron expression")
+    if config.firestore_location is not None and not re.match(
+        r"^[a-z0-9-]+$", config.firestore_location
+    ):
+        raise PlanError(f"--firestore-location {config.firestore_location!r} is not a location")
+
+
+def _within(what: str, value: int, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    if not low <= value <= high:
+        raise PlanError(f"topology: {what} is {value}, Pub/Sub allows {low}..{high}")
+
+
+def _validate_topology(settings: Settings) -> None:
+    for sub in topology.SUBSCRIPTIONS:
+        _validate_subscription(sub)
+    for fn in resources.FUNCTIONS:
+        if fn.trigger is Trigger.PUSH and resources.push_subscription_for(fn.name) is None:
+            raise PlanError(f"{fn.name} is a push target but no subscription pushes to it")
+        if fn.trigger is Trigger.FIRESTORE and not (fn.event_type and fn.document):
+            raise PlanError(f"{fn.name}: a Firestore trigger needs an event type and a document")
+    _validate_worker_fits(settings)
+
+
+def _validate_subscription(sub: topology.Subscription) -> None:
+    if sub.topic not in topology.TOPICS:
+        raise PlanError(f"topology: {sub.name} reads unknown topic {sub.topic}")
+    _within(f"{sub.name} ack deadline", sub.ack_deadline_seconds, _ACK_DEADLINE)
+    _within(f"{sub.name} retention", sub.message_retention_seconds, _RETENTION)
+    if sub.retry:
+        _within(f"{sub.name} minimum backoff", sub.retry.minimum_backoff_seconds, _BACKOFF)
+        _within(f"{sub.name} maximum backoff", sub.retry.maximum_backoff_seconds, _BACKOFF)
+        if sub.retry.minimum_backoff_seconds > sub.retry.maximum_backoff_seconds:
+            raise PlanError(f"topology: {sub.name} minimum backoff exceeds the maximum")
+    if sub.dead_letter:
+        if sub.dead_letter.topic not in topology.TOPICS:
+            raise PlanError(f"topology: {sub.name} dead-letters to an unknown topic")
+        _within(
+            f"{sub.name} max delivery attempts",
+            sub.dead_letter.max_delivery_attempts,
+            _DELIVERY_ATTEMPTS,
+        )
+    if sub.push_target:
+        fn = resources.function(sub.push_target)
+        if fn.trigger is not Trigger.PUSH:
+            raise PlanError(f"topology: {sub.name} pushes to {fn.name}, not a push target")
+
+
+def _validate_worker_fits(settings: Settings) -> None:
+    worker = resources.push_subscription_for("sync_user")
+    if worker is not None:
+        worst = (
+            resources.WORKER_ALPACA_REQUESTS * 2 * settings.alpaca_timeout_seconds
+            + resources.WORKER_FIRESTORE_ALLOWANCE_SECONDS
+        )
+        if worst > worker.ack_deadline_seconds:
+            raise PlanError(
+                f"sync_user may take {worst:g}s ({resources.WORKER_ALPACA_REQUESTS} Alpaca"
+                f" requests, connect + read timeout {settings.alpaca_timeout_seconds:g}s each,"
+                f" plus Firestore) but {worker.name}'s ack deadline is"
+                f" {worker.ack_deadline_seconds}s: Pub/Sub would redeliver while it runs"
+            )
+
+
+class _Planner:
+    def __init__(self, config: DeployConfig, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.project = config.project
+        self.region = config.region
+        self.p = f"--project={config.project}"
+
+    def email(self, account_id: str) -> str:
+        return resources.email(account_id, self.project)
+
+    # --- preconditions and apply-time values ----------------------------------------------
+
+    def checks(self) -> tuple[Check, ...]:
+        apis = resources.REQUIRED_APIS
+        checks = [
+            Check(
+                "gcloud is authenticated",
+                ("gcloud", "auth", "list", "--filter=status:ACTIVE", "--format=value(account)"),
+                Expect.NON_EMPTY,
+                "gcloud has no active account: run `gcloud auth login`.",
+            ),
+            Check(
+                f"project {self.project} exists and is readable",
+                ("gcloud", "projects", "describe", self.project, "--format=value(projectNumber)"),
+                Expect.NON_EMPTY,
+                f"cannot read project {self.project}: check the id and your access "
+                f"(`gcloud projects describe {self.project}`).",
+                provides="PROJECT_NUMBER",
+            ),
+            Check(
+                "the required APIs are enabled",
+                ("gcloud", "services", "list", "--enabled", self.p, "--format=value(config.name)"),
+                Expect.CONTAINS_ALL,
+                f"enable them: python -m infra apis --project {self.project}",
+                items=apis,
+            ),
+            Check(
+                "the (default) Firestore database exists in native mode",
+                (
+                    "gcloud",
+                    "firestore",
+                    "databases",
+                    "describe",
+                    f"--database={resources.FIRESTORE_DATABASE}",
+                    self.p,
+                    "--format=value(type)",
+                ),
+                Expect.EQUALS,
+                "create it (docs/DEPLOY.md): gcloud firestore databases create "
+                f"--location=LOCATION --type=firestore-native {self.p}",
+                items=("FIRESTORE_NATIVE",),
+            ),
+            Check(
+                "firebase-tools is signed in",
+                (FIREBASE, "login:list", "--json"),
+                Expect.JSON_RESULT,
+                "firebase-tools has no credentials: run `node_modules/.bin/firebase login` or "
+                "`gcloud auth application-default login`.",
+                alternative=Check(
+                    "application-default credentials exist (firebase-tools uses them)",
+                    ("gcloud", "auth", "application-default", "print-access-token"),
+                    Expect.SUCCEEDS,
+                    "",
+                ),
+            ),
+        ]
+        return tuple(checks)
+
+    def variables(self) -> tuple[Variable, ...]:
+        out = [
+            Variable(
+                "PROJECT_NUMBER",
+                ("gcloud", "projects", "describe", self.project, "--format=value(projectNumber)"),
+                "names the Pub/Sub service agent",
+            )
+        ]
+        if self.config.firestore_location is None:
+            out.append(
+                Variable(
+                    "FIRESTORE_LOCATION",
+                    (
+                        "gcloud",
+                        "firestore",
+                        "databases",
+                        "describe",
+                        f"--database={resources.FIRESTORE_DATABASE}",
+                        self.p,
+                        "--format=value(locationId)",
+                    ),
+                    "the Eventarc Firestore trigger lives where the database does",
+                )
+            )
+        for fn in resources.FUNCTIONS:
+            if fn.trigger is Trigger.PUSH:
+                out.append(
+                    Variable(
+                        url_var(fn.name),
+                        self.describe_function(fn.name, "value(serviceConfig.uri)"),
+                        f"push endpoint and OIDC audience of {fn.name} (after its deploy)",
+                    )
+                )
+        for grant in iam.grants():
+            if grant.scope is iam.Scope.SERVICE and not any(
+                v.name == service_var(grant.resource) for v in out
+            ):
+                out.append(
+                    Variable(
+                        service_var(grant.resource),
+                        self.describe_function(grant.resource, "value(serviceConfig.service)"),
+                        f"the Cloud Run service of {grant.resource} (after its deploy)",
+                        last_segment=True,
+                    )
+                )
+        return tuple(out)
+
+    def describe_function(self, name: str, fmt: str) -> Argv:
+        return (
+            "gcloud",
+            "functions",
+            "describe",
+            name,
+            "--gen2",
+            f"--region={self.region}",
+            self.p,
+            f"--format={fmt}",
+        )
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def steps(self) -> tuple[Step, ...]:
+        grants = iam.grants()
+        push_subs = [s for s in topology.SUBSCRIPTIONS if s.push_target]
+        pull_subs = [s for s in topology.SUBSCRIPTIONS if not s.push_target]
+        functions = sorted(
+            resources.FUNCTIONS,
+            key=lambda f: (f.trigger is not Trigger.PUSH, resources.FUNCTIONS.index(f)),
+        )
+        out: list[Step] = [self.service_account(*a) for a in self.accounts()]
+        out += [
+            self.binding(g)
+            for g in grants
+            if g.scope in (iam.Scope.PROJECT, iam.Scope.SERVICE_ACCOUNT)
+        ]
+        out += [self.topic(t) for t in topology.TOPICS]
+        out += [self.binding(g) for g in grants if g.scope is iam.Scope.TOPIC]
+        out += [self.subscription(s) for s in pull_subs]
+        out.append(self.firestore_rules_and_indexes())
+        out += [self.function(f) for f in functions]
+        out += [self.binding(g) for g in grants if g.scope is iam.Scope.SERVICE]
+        out += [self.subscription(s) for s in push_subs]
+        out += [self.binding(g) for g in grants if g.scope is iam.Scope.SUBSCRIPTION]
+        out.append(self.scheduler_job())
+        return tuple(out)
+
+    def accounts(self) -> list[tuple[str, str]]:
+        out = [(f.account_id, f"runtime identity of {f.name}") for f in resources.FUNCTIONS]
+        out.append((resources.PUSH_INVOKER, "OIDC identity of push deliveries to functions"))
+        out.append((resources.BUILD_ACCOUNT, "Cloud Build identity for function builds"))
+        return out
+
+    def service_account(self, account_id: str, purpose: str) -> Step:
+        return Step(
+            kind="service-account",
+            name=account_id,
+            purpose=purpose,
+            check=(
+                "gcloud",
+                "iam",
+                "service-accounts",
+                "describe",
+                self.email(account_id),
+                self.p,
+                "--format=json",
+            ),
+            create=(
+                "gcloud",
+                "iam",
+                "service-accounts",
+                "create",
+                account_id,
+                self.p,
+                f"--display-name=AgentTrader {account_id}",
+                f"--description={purpose}",
+            ),
+        )
+
+    def binding(self, grant: iam.Grant) -> Step:
+        member = grant.member(self.project)
+        if grant.scope is iam.Scope.PROJECT:
+            target: Argv = ("gcloud", "projects")
+            resource: Argv = (self.project,)
+            extra: Argv = ("--condition=None",)
+        elif grant.scope is iam.Scope.TOPIC:
+            target, resource, extra = ("gcloud", "pubsub", "topics"), (grant.resource, self.p), ()
+        elif grant.scope is iam.Scope.SUBSCRIPTION:
+            target = ("gcloud", "pubsub", "subscriptions")
+            resource, extra = (grant.resource, self.p), ()
+        elif grant.scope is iam.Scope.SERVICE:
+            target = ("gcloud", "run", "services")
+            resource = (
+                f"${{{service_var(grant.resource)}}}",
+                f"--region={self.region}",
+                self.p,
+            )
+            extra = ()
+        else:
+            target = ("gcloud", "iam", "service-accounts")
+            resource, extra = (self.email(grant.resource), self.p), ()
+        where = grant.resource or self.project
+        return Step(
+            kind="iam",
+            name=f"{grant.role} on {grant.scope.value} {where} for {grant.principal}",
+            purpose=grant.why,
+            check=(*target, "get-iam-policy", *resource, "--format=json"),
+            create=(
+                *target,
+                "add-iam-policy-binding",
+                *resource,
+                f"--member={member}",
+                f"--role={grant.role}",
+                *extra,
+                "--format=none",
+            ),
+            probe=HasBinding(grant.role, member),
+            retries=IAM_RETRIES,
+        )
+
+    def topic(self, name: str) -> Step:
+        return Step(
+            kind="topic",
+            name=name,
+            purpose="Pub/Sub topic (agenttrader/topology.py)",
+            check=("gcloud", "pubsub", "topics", "describe", name, self.p, "--format=json"),
+            create=("gcloud", "pubsub", "topics", "create", name, self.p),
+        )
+
+    def subscription(self, sub: topology.Subscription) -> Step:
+        settings: list[str] = [
+            f"--ack-deadline={sub.ack_deadline_seconds}",
+            f"--message-retention-duration={sub.message_retention_seconds}s",
+            # Idle subscriptions expire after 31 days by default; the dead-letter hold is idle
+            # whenever nothing fails.
+            "--expiration-period=never",
+        ]
+        clears: list[str] = []
+        if sub.retry:
+            settings += [
+                f"--min-retry-delay={sub.retry.minimum_backoff_seconds}s",
+                f"--max-retry-delay={sub.retry.maximum_backoff_seconds}s",
+            ]
+        else:
+            clears.append("--clear-retry-policy")
+        if sub.dead_letter:
+            settings += [
+                f"--dead-letter-topic={sub.dead_letter.topic}",
+                f"--max-delivery-attempts={sub.dead_letter.max_delivery_attempts}",
+            ]
+        else:
+            clears.append("--clear-dead-letter-policy")
+        if sub.push_target:
+            url = f"${{{url_var(sub.push_target)}}}"
+            settings += [
+                f"--push-endpoint={url}",
+                f"--push-auth-service-account={self.email(resources.PUSH_INVOKER)}",
+                f"--push-auth-token-audience={url}",
+            ]
+        fp = fingerprint(sub.name, sub.topic, settings, clears)
+        base: Argv = ("gcloud", "pubsub", "subscriptions")
+        if sub.push_target:
+            purpose = f"push to {sub.push_target} on {sub.topic}, OIDC as the push invoker"
+        else:
+            purpose = f"pull, holds {sub.topic} for inspection and replay"
+        if sub.dead_letter:
+            purpose += f"; dead-letters to {sub.dead_letter.topic}"
+        return Step(
+            kind="subscription",
+            name=sub.name,
+            purpose=purpose,
+            check=(*base, "describe", sub.name, self.p, "--format=json"),
+            create=(
+                *base,
+                "create",
+                sub.name,
+                f"--topic={sub.topic}",
+                self.p,
+                *settings,
+                f"--labels={FINGERPRINT_KEY}={fp}",
+            ),
+            update=(
+                *base,
+                "update",
+                sub.name,
+                self.p,
+                *settings,
+                *clears,
+                f"--update-labels={FINGERPRINT_KEY}={fp}",
+            ),
+            probe=Fingerprinted(("labels", FINGERPRINT_KEY), fp),
+        )
+
+    def function(self, fn: Function) -> Step:
+        args: list[str] = [
+            "gcloud",
+            "functions",
+            "deploy",
+            fn.name,
+            "--gen2",
+            self.p,
+            f"--region={self.region}",
+            f"--runtime={resources.RUNTIME}",
+            "--source=.",
+            f"--entry-point={fn.name}",
+        ]
+        if fn.trigger is Trigger.PUSH:
+            args += ["--trigger-http", "--no-allow-unauthenticated"]
+        elif fn.trigger is Trigger.CALLABLE:
+            args += ["--trigger-http", "--allow-unauthenticated"]
+        else:
+            location = self.config.firestore_location or "${FIRESTORE_LOCATION}"
+            args += [
+                f"--trigger-event-filters=type={fn.event_type}",
+                f"--trigger-event-filters=database={resources.FIRESTORE_DATABASE}",
+                f"--trigger-event-filters-path-pattern=document={fn.document}",
+                f"--trigger-location={location}",
+                f"--trigger-service-account={self.email(resources.PUSH_INVOKER)}",
+                "--retry",
+            ]
+        args += [
+            f"--service-account={self.email(fn.account_id)}",
+            "--build-service-account=projects/"
+            f"{self.project}/serviceAccounts/{self.email(resources.BUILD_ACCOUNT)}",
+            f"--timeout={resources.timeout_for(fn)}s",
+            f"--memory={fn.memory}",
+            f"--cpu={fn.cpu}",
+            f"--concurrency={fn.concurrency}",
+            "--min-instances=0",
+            f"--max-instances={fn.max_instances}",
+            resources.env_flag(resources.environment(self.settings)),
+        ]
+        fp = fingerprint(args, self.config.source_digest)
+        deploy = (*args, f"--update-labels={FINGERPRINT_KEY}={fp}")
+        return Step(
+            kind="function",
+            name=fn.name,
+            purpose=f"{fn.trigger.value}: {fn.purpose}",
+            check=self.describe_function(fn.name, "json"),
+            create=deploy,
+            update=deploy,
+            probe=Fingerprinted(("labels", FINGERPRINT_KEY), fp),
+            retries=1,
+        )
+
+    def firestore_rules_and_indexes(self) -> Step:
+        return Step(
+            kind="firestore",
+            name="rules-and-indexes",
+            purpose="firestore.rules and firestore.indexes.json through firebase.json",
+            create=(
+                FIREBASE,
+                "deploy",
+                "--only",
+                "firestore:rules,firestore:indexes",
+                "--project",
+                self.project,
+                "--config",
+                "firebase.json",
+                "--non-interactive",
+            ),
+        )
+
+    def scheduler_job(self) -> Step:
+        settings = [
+            f"--schedule={self.config.schedule}",
+            f"--time-zone={resources.SCHEDULER_TIME_ZONE}",
+            f"--topic={topology.SYNC_TICK}",
+            f"--message-body={resources.TICK_BODY}",
+        ]
+        fp = fingerprint(resources.SCHEDULER_JOB, settings)
+        description = (
+            f"--description=AgentTrader: publishes {topology.SYNC_TICK} ({FINGERPRINT_KEY}={fp})"
+        )
+        where = (f"--location={self.region}", self.p)
+        base: Argv = ("gcloud", "scheduler", "jobs")
+        return Step(
+            kind="scheduler-job",
+            name=resources.SCHEDULER_JOB,
+            purpose=f"publishes {topology.SYNC_TICK} on {self.config.schedule!r} (UTC)",
+            check=(*base, "describe", resources.SCHEDULER_JOB, *where, "--format=json"),
+            create=(
+                *base,
+                "create",
+                "pubsub",
+                resources.SCHEDULER_JOB,
+                *where,
+                *settings,
+                description,
+            ),
+            update=(
+                *base,
+                "update",
+                "pubsub",
+                resources.SCHEDULER_JOB,
+                *where,
+                *settings,
+                description,
+            ),
+            probe=Fingerprinted(("description",), fp),
+        )

@@ -1,0 +1,293 @@
+"""The deployed functions, their identities and environment, and the APIs a deployment needs.
+
+Entry point names are DESIGN.md's contracts; the Pub/Sub side comes from
+:mod:`agenttrader.topology`, the environment from :class:`agenttrader.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from agenttrader import topology
+from agenttrader.settings import Settings
+
+RUNTIME = "python311"
+
+FIRESTORE_WRITTEN = "google.cloud.firestore.document.v1.written"
+FIRESTORE_WRITTEN_WITH_AUTH = "google.cloud.firestore.document.v1.written.withAuthContext"
+FIRESTORE_DATABASE = "(default)"
+
+
+class Trigger(Enum):
+    """How a function is reached."""
+
+    PUSH = "push"
+    """Authenticated HTTP, fed by the topology's push subscription naming it (OIDC token of
+    the push invoker): explicit subscriptions carry the retry and dead-letter policies."""
+    FIRESTORE = "firestore"
+    """Eventarc Firestore trigger on ``document`` (retries on), delivered as the push
+    invoker."""
+    CALLABLE = "callable"
+    """Public HTTP: a Firebase callable verifies the caller's ID token itself."""
+
+
+@dataclass(frozen=True)
+class Function:
+    """One Cloud Run function (2nd gen); its name is its entry point."""
+
+    name: str
+    module: str
+    """Where the entry point is defined (``main.py`` re-exports it)."""
+    trigger: Trigger
+    purpose: str
+    timeout_seconds: int | None
+    """``None``: the ack deadline of the push subscription feeding it (:func:`timeout_for`)."""
+    concurrency: int
+    max_instances: int
+    memory: str = "512Mi"
+    cpu: str = "1"
+    project_roles: tuple[str, ...] = ("roles/datastore.user",)
+    """Project-level roles of its own service account (Firestore has no narrower IAM scope)."""
+    publishes: tuple[str, ...] = ()
+    """Topics it publishes to: ``roles/pubsub.publisher`` on each topic, nothing wider."""
+    event_type: str | None = None
+    """``FIRESTORE``: the Eventarc event type."""
+    document: str | None = None
+    """``FIRESTORE``: the document path pattern."""
+
+    @property
+    def account_id(self) -> str:
+        return account_id_for(self.name)
+
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function(
+        name="publish_user_syncs",
+        module="publisher.main",
+        trigger=Trigger.PUSH,
+        purpose="fans a sync-tick out to one user-sync message per eligible user",
+        timeout_seconds=None,
+        concurrency=1,
+        max_instances=5,
+        publishes=(topology.USER_SYNC,),
+    ),
+    Function(
+        name="sync_user",
+        module="sync_worker.main",
+        trigger=Trigger.PUSH,
+        purpose="syncs one user's Alpaca account into Firestore",
+        timeout_seconds=None,
+        concurrency=40,
+        max_instances=100,
+        publishes=(topology.USER_SYNC_DEAD_LETTER,),
+    ),
+    Function(
+        name="on_alpaca_secret_written",
+        module="publisher.main",
+        trigger=Trigger.FIRESTORE,
+        purpose="validates newly written Alpaca keys and requests the first sync",
+        timeout_seconds=60,
+        concurrency=10,
+        max_instances=10,
+        publishes=(topology.USER_SYNC,),
+        event_type=FIRESTORE_WRITTEN,
+        document="users/{uid}/secrets/alpaca",
+    ),
+    Function(
+        name="on_trading_status_written",
+        module="publisher.main",
+        trigger=Trigger.FIRESTORE,
+        purpose="audits kill-switch toggles (who, enabled old -> new)",
+        timeout_seconds=60,
+        concurrency=10,
+        max_instances=10,
+        event_type=FIRESTORE_WRITTEN_WITH_AUTH,
+        document="users/{uid}/status/trading",
+    ),
+    Function(
+        name="onboard_user",
+        module="accounts.main",
+        trigger=Trigger.CALLABLE,
+        purpose="Firebase callable: creates the caller's user documents",
+        timeout_seconds=60,
+        concurrency=20,
+        max_instances=10,
+    ),
+    Function(
+        name="migrate_legacy_data",
+        module="accounts.main",
+        trigger=Trigger.CALLABLE,
+        purpose="Firebase callable (admin claim): imports the legacy single-user snapshot",
+        timeout_seconds=300,
+        concurrency=1,
+        max_instances=1,
+    ),
+    Function(
+        name="generate_trading_signal",
+        module="signal_worker.main",
+        trigger=Trigger.CALLABLE,
+        purpose="Firebase callable: a Gemini trading signal from the caller's snapshot",
+        timeout_seconds=60,
+        concurrency=20,
+        max_instances=20,
+        project_roles=("roles/datastore.user", "roles/aiplatform.user"),
+    ),
+)
+
+PUSH_INVOKER = "at-push-invoker"
+"""Identity of every push delivery: Pub/Sub push subscriptions and the Eventarc trigger."""
+BUILD_ACCOUNT = "at-build"
+"""Identity of Cloud Build when it builds the functions (the default one may lack roles)."""
+BUILD_ROLES: tuple[str, ...] = (
+    "roles/logging.logWriter",
+    "roles/artifactregistry.writer",
+    "roles/storage.objectAdmin",
+)
+"""What Google documents for a custom Cloud Run functions build service account."""
+
+SCHEDULER_JOB = "sync-tick-every-minute"
+DEFAULT_SCHEDULE = "* * * * *"
+SCHEDULER_TIME_ZONE = "Etc/UTC"
+TICK_BODY = "{}"
+
+WORKER_ALPACA_REQUESTS = 2
+"""Alpaca requests one sync makes (account, positions)."""
+WORKER_FIRESTORE_ALLOWANCE_SECONDS = 10
+"""Firestore reads and writes of one sync, generously."""
+
+REQUIRED_APIS: tuple[str, ...] = (
+    "aiplatform.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "eventarc.googleapis.com",
+    "firebase.googleapis.com",
+    "firebaserules.googleapis.com",
+    "firestore.googleapis.com",
+    "iam.googleapis.com",
+    "identitytoolkit.googleapis.com",
+    "logging.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "storage.googleapis.com",
+)
+
+_ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
+def account_id_for(function: str) -> str:
+    """``sync_user`` -> ``at-sync-user`` (service account ids: 6-30 of ``[a-z0-9-]``)."""
+    account = "at-" + function.replace("_", "-").lower()
+    if not _ACCOUNT_ID.match(account):
+        raise ValueError(f"{function!r} gives an invalid service account id {account!r}")
+    return account
+
+
+def email(account_id: str, project: str) -> str:
+    return f"{account_id}@{project}.iam.gserviceaccount.com"
+
+
+def function(name: str) -> Function:
+    for fn in FUNCTIONS:
+        if fn.name == name:
+            return fn
+    raise KeyError(name)
+
+
+def push_subscription_for(name: str) -> topology.Subscription | None:
+    """The topology's push subscription delivering to function ``name``, if any."""
+    for sub in topology.SUBSCRIPTIONS:
+        if sub.push_target == name:
+            return sub
+    return None
+
+
+def timeout_for(fn: Function) -> int:
+    """A push target answers within its subscription's ack deadline: a longer run would be
+    redelivered while it is still going."""
+    if fn.timeout_seconds is not None:
+        return fn.timeout_seconds
+    sub = push_subscription_for(fn.name)
+    if sub is None:
+        raise ValueError(f"{fn.name} has no timeout and no topology subscription pushes to it")
+    return sub.ack_deadline_seconds
+
+
+# --- environment --------------------------------------------------------------------------
+
+_ENV_NAMES: Mapping[str, str] = {
+    "project": "GOOGLE_CLOUD_PROJECT",
+    "extra_alpaca_base_urls": "ALPACA_ALLOWED_BASE_URLS",
+}
+"""Settings fields whose variable is not simply the field name in upper case."""
+
+NEVER_DEPLOYED: frozenset[str] = frozenset(
+    {"PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"}
+)
+"""Emulator switches: in production they would send everything to a machine that isn't there."""
+REFUSED: Mapping[str, str] = {
+    "VERTEX_AI_BASE_URL": "it replaces Vertex AI with a local stand-in (tests only)",
+}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a :class:`Settings` field."""
+    return _ENV_NAMES.get(field_name, field_name.upper())
+
+
+def deploy_settings(project: str, overrides: Mapping[str, str]) -> Settings:
+    """The functions' settings: Settings' defaults, ``overrides`` (variable names) on top.
+
+    Refuses the emulator switches and the test-only overrides, and unknown names.
+    """
+    known = {env_name(f.name) for f in dataclasses.fields(Settings)}
+    for name in overrides:
+        if name in NEVER_DEPLOYED or name.endswith("_EMULATOR_HOST"):
+            raise ValueError(f"{name} is an emulator switch and is never deployed")
+        if name in REFUSED:
+            raise ValueError(f"{name} is not deployed: {REFUSED[name]}")
+        if name == "GOOGLE_CLOUD_PROJECT":
+            raise ValueError("GOOGLE_CLOUD_PROJECT is the --project being deployed to")
+        if name not in known:
+            raise ValueError(f"{name} is not a setting (known: {', '.join(sorted(known))})")
+    return Settings.from_env({**overrides, "GOOGLE_CLOUD_PROJECT": project})
+
+
+def _env_value(value: object) -> str | None:
+    if value is None or value == ():
+        return None
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """Every setting as its environment variable, in field order; unset optional ones and
+    the emulator switches left out. ``Settings.from_env`` of the result gives ``settings``
+    back (a unit test holds this for every field)."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        name = env_name(f.name)
+        if name in NEVER_DEPLOYED or name in REFUSED:
+            continue
+        value = _env_value(getattr(settings, f.name))
+        if value is not None:
+            env[name] = value
+    return env
+
+
+def env_flag(env: Mapping[str, str]) -> str:
+    """``--set-env-vars``; switches to gcloud's ``^DELIM^`` syntax when a value has a comma."""
+    values = "".join(env.values())
+    if "," not in values:
+        return "--set-env-vars=" + ",".join(f"{k}={v}" for k, v in env.items())
+    delimiter = next(d for d in "@|;#~" if d not in values and d not in "".join(env))
+    return f"--set-env-vars=^{delimiter}^" + delimiter.join(f"{k}={v}" for k, v in env.items())

@@ -1,0 +1,78 @@
+"""What ``gcloud functions deploy --source=.`` uploads, and a digest of it.
+
+The digest goes into each function's fingerprint label, so ``apply`` redeploys a function
+exactly when its code or its configuration changed. ``.gcloudignore`` is read with the subset
+of the gitignore syntax it uses (comments, ``name``, ``*.ext``, ``dir/``, anchored paths; no
+negation); tests/unit/test_infra_source.py checks the result against
+``gcloud meta list-files-for-upload`` when gcloud is installed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IGNORE_FILE = ".gcloudignore"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    glob: str
+    anchored: bool
+    dir_only: bool
+
+    def matches(self, rel: str, is_dir: bool) -> bool:
+        if self.dir_only and not is_dir:
+            return False
+        if self.anchored:
+            return fnmatch.fnmatchcase(rel, self.glob)
+        return fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], self.glob)
+
+
+def parse_ignore(text: str) -> list[Pattern]:
+    patterns = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("!"):
+            raise ValueError(f"{IGNORE_FILE}: negation is not supported here: {line!r}")
+        dir_only = line.endswith("/")
+        core = line.rstrip("/")
+        anchored = "/" in core
+        patterns.append(Pattern(core.lstrip("/"), anchored, dir_only))
+    return patterns
+
+
+def upload_files(root: Path = REPO_ROOT) -> list[str]:
+    """Paths (relative, ``/``-separated, sorted) of the files ``--source=.`` uploads."""
+    ignore_path = root / IGNORE_FILE
+    patterns = parse_ignore(ignore_path.read_text()) if ignore_path.exists() else []
+    files: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        kept = []
+        for name in sorted(dirnames):
+            rel = prefix + name
+            if not any(p.matches(rel, True) for p in patterns):
+                kept.append(name)
+        dirnames[:] = kept
+        for name in filenames:
+            rel = prefix + name
+            if not any(p.matches(rel, False) for p in patterns):
+                files.append(rel)
+    return sorted(files)
+
+
+def digest(root: Path = REPO_ROOT) -> str:
+    """A hash of the uploaded files' paths and contents."""
+    h = hashlib.sha256()
+    for rel in upload_files(root):
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256((root / rel).read_bytes()).digest())
+    return h.hexdigest()[:16]

@@ -1,0 +1,369 @@
+"""apply against a fake Google Cloud: preconditions stop it before any change, a first apply
+creates everything, a second changes nothing, drift is updated, failures stop it cleanly."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agenttrader import topology
+from infra import indexes, resources
+from infra.apply import apply, local_problems
+from infra.model import Plan, Result
+from infra.plan import FIREBASE, DeployConfig, build_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "acme-trading"
+REGION = "us-central1"
+NUMBER = "123456789012"
+AGENT = f"serviceAccount:service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+MUTATING_VERBS = {"create", "update", "deploy", "add-iam-policy-binding", "enable", "delete"}
+VERBS = {"create", "update", "deploy", "describe", "add-iam-policy-binding", "get-iam-policy"}
+
+
+def is_mutation(argv: Sequence[str]) -> bool:
+    if argv[0] == FIREBASE:
+        return argv[1] == "deploy"
+    return any(word in MUTATING_VERBS for word in argv if not word.startswith("-"))
+
+
+class FakeCloud:
+    """Enough of gcloud and firebase-tools to apply a plan: resources with labels and
+    descriptions, IAM policies, function URLs; every call recorded."""
+
+    def __init__(
+        self,
+        *,
+        account: str = "ops@example.com",
+        apis: Sequence[str] = resources.REQUIRED_APIS,
+        firestore_type: str | None = "FIRESTORE_NATIVE",
+        firebase_login: bool = True,
+        adc: bool = False,
+    ) -> None:
+        self.account = account
+        self.apis = list(apis)
+        self.firestore_type = firestore_type
+        self.firebase_login = firebase_login
+        self.adc = adc
+        self.calls: list[tuple[str, ...]] = []
+        self.resources: dict[tuple[str, str], dict[str, object]] = {}
+        self.policies: dict[tuple[str, str], dict[str, set[str]]] = {}
+        self.fail: dict[str, int] = {}
+        """Substring of a command -> how many more times it fails."""
+
+    @property
+    def mutations(self) -> list[tuple[str, ...]]:
+        return [c for c in self.calls if is_mutation(c)]
+
+    def __call__(self, argv: Sequence[str], *, capture: bool = True) -> Result:
+        argv = tuple(argv)
+        self.calls.append(argv)
+        line = " ".join(argv)
+        assert "${" not in line, f"unresolved placeholder: {line}"
+        assert capture != is_mutation(argv), f"reads are captured, mutations stream: {line}"
+        for needle, remaining in self.fail.items():
+            if remaining and needle in line:
+                self.fail[needle] = remaining - 1
+                return Result(1, "", "simulated failure")
+        return self._answer(argv)
+
+    # -- the simulation ------------------------------------------------------------------
+
+    def _answer(self, argv: tuple[str, ...]) -> Result:
+        words = [a for a in argv if not a.startswith("--")]
+        opts: dict[str, list[str]] = {}
+        for a in argv:
+            if a.startswith("--"):
+                name, _, value = a[2:].partition("=")
+                opts.setdefault(name, []).append(value)
+        fmt = (opts.get("format") or [""])[0]
+        if argv[0] == FIREBASE:
+            if argv[1] == "login:list":
+                result = [{"user": {"email": self.account}}] if self.firebase_login else None
+                body = {"status": "success", **({"result": result} if result else {})}
+                return Result(0, json.dumps(body))
+            assert argv[1] == "deploy"
+            return Result(0)
+        if words[1:3] == ["auth", "list"]:
+            return Result(0, self.account + "\n" if self.account else "")
+        if words[1:3] == ["auth", "application-default"]:
+            return Result(0, "token") if self.adc else Result(1, "", "no ADC")
+        if words[1:3] == ["services", "list"]:
+            return Result(0, "\n".join(self.apis) + "\n")
+        if words[1:3] == ["projects", "describe"]:
+            assert words[3] == PROJECT
+            return Result(0, NUMBER + "\n")
+        if words[1:4] == ["firestore", "databases", "describe"]:
+            if self.firestore_type is None:
+                return Result(1, "", "NOT_FOUND: database (default) does not exist")
+            value = {"value(type)": self.firestore_type, "value(locationId)": "nam5"}[fmt]
+            return Result(0, value + "\n")
+        verb_at = next(i for i, w in enumerate(words) if w in VERBS)
+        group = tuple(words[1:verb_at])
+        verb = words[verb_at]
+        name = words[verb_at + 1]
+        if group == ("scheduler", "jobs") and name == "pubsub":
+            name = words[verb_at + 2]
+        if group == ("iam", "service-accounts"):
+            name = name.split("@")[0]
+        key = (" ".join(group), name)
+        if verb in ("get-iam-policy", "add-iam-policy-binding"):
+            return self._iam(key, verb, opts)
+        exists = key in self.resources
+        if verb == "describe":
+            if not exists:
+                return Result(1, "", "NOT_FOUND")
+            if fmt == "value(serviceConfig.uri)":
+                return Result(0, f"https://{name.replace('_', '-')}-abc123-uc.a.run.app\n")
+            if fmt == "value(serviceConfig.service)":
+                service = f"projects/{PROJECT}/locations/{REGION}/services/{name.replace('_', '-')}"
+                return Result(0, service + "\n")
+            return Result(0, json.dumps(self.resources[key]))
+        if verb == "create" and exists:
+            return Result(1, "", "ALREADY_EXISTS")
+        if verb == "update" and not exists:
+            return Result(1, "", "NOT_FOUND")
+        resource = dict(self.resources.get(key, {}))
+        labels = dict(resource.get("labels", {}))  # type: ignore[call-overload]
+        for pair in opts.get("labels", []) + opts.get("update-labels", []):
+            k, _, v = pair.partition("=")
+            labels[k] = v
+        resource["labels"] = labels
+        if "description" in opts:
+            resource["description"] = opts["description"][0]
+        resource["flags"] = opts
+        self.resources[key] = resource
+        if group == ("functions",):
+            service = name.replace("_", "-")
+            self.resources[("run services", service)] = {"function": name}
+        return Result(0)
+
+    def _iam(self, key: tuple[str, str], verb: str, opts: dict[str, list[str]]) -> Result:
+        if key[0] != "projects" and key not in self.resources:
+            return Result(1, "", f"NOT_FOUND: {key}")
+        policy = self.policies.setdefault(key, {})
+        if verb == "get-iam-policy":
+            bindings = [{"role": r, "members": sorted(m)} for r, m in sorted(policy.items())]
+            return Result(0, json.dumps({"bindings": bindings, "etag": "x"}))
+        policy.setdefault(opts["role"][0], set()).add(opts["member"][0])
+        return Result(0)
+
+    def members(self, kind: str, name: str, role: str) -> set[str]:
+        return self.policies.get((kind, name), {}).get(role, set())
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A working tree ready to deploy (requirements.txt, firebase-tools, firebase.json)."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copy(ROOT / "firebase.json", tmp_path / "firebase.json")
+    (tmp_path / "firestore.indexes.json").write_text(indexes.render_text())
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (tmp_path / "requirements.txt").write_text("\n".join(deps) + "\n")
+    firebase = tmp_path / FIREBASE
+    firebase.parent.mkdir(parents=True)
+    firebase.write_text("#!/bin/sh\n")
+    return tmp_path
+
+
+def make_plan(digest: str = "feedc0de") -> Plan:
+    return build_plan(DeployConfig(project=PROJECT, region=REGION, source_digest=digest))
+
+
+def run(plan: Plan, cloud: FakeCloud, root: Path) -> tuple[int, str]:
+    out = io.StringIO()
+    sleeps: list[float] = []
+    code = apply(plan, cloud, root=root, out=out, sleep=sleeps.append)
+    return code, out.getvalue()
+
+
+# --- preconditions -------------------------------------------------------------------------
+
+
+def test_unauthenticated_gcloud_stops_before_any_change(root: Path) -> None:
+    cloud = FakeCloud(account="")
+    code, out = run(make_plan(), cloud, root)
+    assert code == 2
+    assert cloud.mutations == []
+    assert "Nothing was changed" in out and "gcloud auth login" in out
+    # Nothing past the gate was even asked.
+    assert not any("services" in c for c in cloud.calls)
+
+
+def test_missing_api_stops_before_any_change_and_says_how_to_enable_it(root: Path) -> None:
+    cloud = FakeCloud(
+        apis=[a for a in resources.REQUIRED_APIS if a != "cloudscheduler.googleapis.com"]
+    )
+    code, out = run(make_plan(), cloud, root)
+    assert code == 2
+    assert cloud.mutations == []
+    assert "missing cloudscheduler.googleapis.com" in out
+    assert f"gcloud services enable cloudscheduler.googleapis.com --project={PROJECT}" in out
+
+
+def test_missing_firestore_database_stops_before_any_change(root: Path) -> None:
+    cloud = FakeCloud(firestore_type=None)
+    code, out = run(make_plan(), cloud, root)
+    assert code == 2 and cloud.mutations == []
+    assert "gcloud firestore databases create" in out and "NOT_FOUND" in out
+    cloud = FakeCloud(firestore_type="DATASTORE_MODE")
+    code, out = run(make_plan(), cloud, root)
+    assert code == 2 and cloud.mutations == [] and "native mode" in out
+
+
+def test_firebase_tools_needs_a_login_or_application_default_credentials(root: Path) -> None:
+    cloud = FakeCloud(firebase_login=False)
+    code, out = run(make_plan(), cloud, root)
+    assert code == 2 and cloud.mutations == [] and "firebase login" in out
+    code, _ = run(make_plan(), FakeCloud(firebase_login=False, adc=True), root)
+    assert code == 0
+
+
+def test_working_tree_problems_stop_before_any_change(root: Path) -> None:
+    (root / "requirements.txt").write_text("requests\n")
+    (root / FIREBASE).unlink()
+    (root / "firestore.indexes.json").write_text('{"indexes": []}')
+    cloud = FakeCloud()
+    code, out = run(make_plan(), cloud, root)
+    assert code == 2 and cloud.mutations == []
+    assert "requirements.txt lacks" in out
+    assert "make setup" in out
+    assert "python -m infra indexes > firestore.indexes.json" in out
+    (root / "requirements.txt").unlink()
+    assert any("requirements.txt is missing" in p for p in local_problems(root))
+
+
+def test_all_problems_are_reported_together(root: Path) -> None:
+    cloud = FakeCloud(apis=[], firestore_type=None, firebase_login=False)
+    code, out = run(make_plan(), cloud, root)
+    assert code == 2 and cloud.mutations == []
+    assert out.count("\n  - ") == 3
+
+
+# --- idempotent apply ----------------------------------------------------------------------
+
+
+def test_first_apply_creates_everything_and_second_changes_nothing(root: Path) -> None:
+    plan = make_plan()
+    cloud = FakeCloud()
+    code, out = run(plan, cloud, root)
+    assert code == 0, out
+    created = {(s.kind, s.name) for s in plan.steps}
+    assert len(cloud.mutations) == len(created)
+    worker = cloud.resources[("pubsub subscriptions", topology.USER_SYNC_WORKER)]["flags"]
+    url = "https://sync-user-abc123-uc.a.run.app"
+    assert worker["push-endpoint"] == [url]  # type: ignore[index]
+    assert worker["push-auth-token-audience"] == [url]  # type: ignore[index]
+    invoker = f"serviceAccount:at-push-invoker@{PROJECT}.iam.gserviceaccount.com"
+    assert cloud.members("run services", "sync-user", "roles/run.invoker") == {invoker}
+    assert cloud.members("pubsub topics", "user-sync-dead-letter", "roles/pubsub.publisher") == {
+        AGENT,
+        f"serviceAccount:at-sync-user@{PROJECT}.iam.gserviceaccount.com",
+    }
+    trigger = cloud.resources[("functions", "on_alpaca_secret_written")]["flags"]
+    assert trigger["trigger-location"] == ["nam5"]  # type: ignore[index]
+
+    cloud.calls.clear()
+    code, out = run(plan, cloud, root)
+    assert code == 0, out
+    # Only checks ran, plus firebase deploy, which skips an unchanged ruleset by itself.
+    assert cloud.mutations == [plan.step("firestore", "rules-and-indexes").create]
+    assert "0 created, 0 updated" in out
+
+
+def test_a_topology_change_updates_only_what_it_touches(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud = FakeCloud()
+    assert run(make_plan(), cloud, root)[0] == 0
+    changed = tuple(
+        dataclasses.replace(s, dead_letter=topology.DeadLetterPolicy(s.dead_letter.topic, 10))
+        if s.dead_letter
+        else s
+        for s in topology.SUBSCRIPTIONS
+    )
+    monkeypatch.setattr(topology, "SUBSCRIPTIONS", changed)
+    cloud.calls.clear()
+    code, out = run(make_plan(), cloud, root)
+    assert code == 0, out
+    updates = [c for c in cloud.mutations if c[0] != FIREBASE]
+    assert [c[:5] for c in updates] == [
+        ("gcloud", "pubsub", "subscriptions", "update", topology.USER_SYNC_WORKER)
+    ]
+    assert "--max-delivery-attempts=10" in updates[0]
+    assert "1 updated" in out
+
+
+def test_changed_source_redeploys_the_functions_only(root: Path) -> None:
+    cloud = FakeCloud()
+    assert run(make_plan("v1"), cloud, root)[0] == 0
+    cloud.calls.clear()
+    assert run(make_plan("v2"), cloud, root)[0] == 0
+    redeployed = sorted(c[3] for c in cloud.mutations if c[1:3] == ("functions", "deploy"))
+    assert redeployed == sorted(f.name for f in resources.FUNCTIONS)
+    assert all(
+        c[:3] == ("gcloud", "functions", "deploy") or c[0] == FIREBASE for c in cloud.mutations
+    )
+
+
+def test_existing_resources_without_our_fingerprint_are_updated_not_recreated(
+    root: Path,
+) -> None:
+    cloud = FakeCloud()
+    cloud.resources[("pubsub topics", "user-sync")] = {}
+    cloud.resources[("pubsub subscriptions", "user-sync-dead-letter-hold")] = {"labels": {}}
+    code, _ = run(make_plan(), cloud, root)
+    assert code == 0
+    assert not any(
+        c[:5] == ("gcloud", "pubsub", "topics", "create", "user-sync") for c in cloud.mutations
+    )
+    assert any(
+        c[:5] == ("gcloud", "pubsub", "subscriptions", "update", "user-sync-dead-letter-hold")
+        for c in cloud.mutations
+    )
+
+
+def test_iam_bindings_are_retried_while_a_new_account_propagates(root: Path) -> None:
+    cloud = FakeCloud()
+    cloud.fail["add-iam-policy-binding acme-trading --member=serviceAccount:at-sync-user"] = 2
+    out = io.StringIO()
+    sleeps: list[float] = []
+    assert apply(make_plan(), cloud, root=root, out=out, sleep=sleeps.append) == 0
+    assert len(sleeps) == 2
+
+
+def test_a_failed_step_stops_the_apply_and_a_rerun_resumes(root: Path) -> None:
+    plan = make_plan()
+    cloud = FakeCloud()
+    cloud.fail["functions deploy sync_user"] = 2  # the deploy and its one retry
+    code, out = run(plan, cloud, root)
+    assert code == 1
+    assert "function sync_user: FAILED" in out and "resumes" in out
+    assert not any("scheduler" in " ".join(c) for c in cloud.mutations)
+    done_before = len(cloud.mutations)
+    cloud.calls.clear()
+    code, out = run(plan, cloud, root)
+    assert code == 0, out
+    # Only what had not been done (and the idempotent firebase deploy) ran the second time.
+    assert len(cloud.mutations) == len(plan.steps) - done_before + 2 + 1
+
+
+def test_an_unresolvable_value_stops_with_a_clear_message(root: Path) -> None:
+    class NoUrl(FakeCloud):
+        def _answer(self, argv: tuple[str, ...]) -> Result:
+            if "--format=value(serviceConfig.uri)" in argv:
+                return Result(0, "\n")
+            return super()._answer(argv)
+
+    cloud = NoUrl()
+    code, out = run(make_plan(), cloud, root)
+    assert code == 1
+    assert "could not resolve ${PUBLISH_USER_SYNCS_URL}" in out
