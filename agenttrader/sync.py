@@ -218,17 +218,23 @@ class SyncWorker:
         outcome: Outcome,
         error_class: str | None = None,
     ) -> None:
-        batch.set(
-            db.document(sync_state_doc(request.uid)),
-            {
-                "pulse_id": request.pulse_id,
-                "outcome": outcome.value,
-                "reason": request.reason.value,
-                "requested_at": request.requested_at,
-                "at": datetime.now(UTC),
-                "error_class": error_class,
-            },
-        )
+        from google.cloud import firestore
+
+        body: dict[str, Any] = {
+            "pulse_id": request.pulse_id,
+            "outcome": outcome.value,
+            "reason": request.reason.value,
+            "requested_at": request.requested_at,
+            "at": datetime.now(UTC),
+            "error_class": error_class,
+        }
+        # Final failures in a row (the operator's alert); a skip neither breaks nor extends it.
+        if outcome is Outcome.ERROR:
+            body["consecutive_failures"] = firestore.Increment(1)
+        elif outcome is Outcome.SUCCESS:
+            body["consecutive_failures"] = 0
+        # merge: every other field is written each time; the counter must survive to increment.
+        batch.set(db.document(sync_state_doc(request.uid)), body, merge=True)
 
     def _commit_outcome(self, db: firestore.Client, request: SyncRequest, outcome: Outcome) -> None:
         batch = db.batch()

@@ -70,8 +70,10 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[emulators.Emulator
     started: list[emulators.Emulator] = []
     original = emulators._spawn
 
-    def record(kind: emulators.EmulatorKind, project: str, port: int) -> emulators.Emulator:
-        emulator = original(kind, project, port)
+    def record(
+        kind: emulators.EmulatorKind, project: str, port: int, log_dir: Path | None = None
+    ) -> emulators.Emulator:
+        emulator = original(kind, project, port, log_dir)
         started.append(emulator)
         return emulator
 
