@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agenttrader import pulses
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.events import PubsubDelivery
+from agenttrader.key_cache import version_of
 from agenttrader.logs import get_logger
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import LAST_PULSE_DOC, USERS, pulse_doc
@@ -46,27 +47,36 @@ class FanoutResult:
     """Why the tick published nothing (``duplicate``, ``stale``), else ``None``."""
 
 
-def _uids(docs: Iterable[Any], collection: str, doc_id: str) -> set[str]:
-    """uids of documents named ``users/{uid}/{collection}/{doc_id}`` among ``docs``."""
-    uids = set()
+def _by_uid(docs: Iterable[Any], collection: str, doc_id: str) -> Iterable[tuple[str, Any]]:
+    """``(uid, doc)`` for documents named ``users/{uid}/{collection}/{doc_id}`` in ``docs``."""
     for doc in docs:
         parts = doc.reference.path.split("/")
         if len(parts) == 4 and parts[0] == USERS and parts[2:] == [collection, doc_id]:
-            uids.add(parts[1])
-    return uids
+            yield parts[1], doc
+
+
+def eligible_users(db: firestore.Client) -> dict[str, str | None]:
+    """Users whose keys are configured and whose kill-switch is on, with their keys' version
+    (read from ``configuredAt`` by the same query, at no extra cost)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    def matching(group: str, field: str, fields: list[str]) -> Iterable[Any]:
+        query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
+        return cast(Iterable[Any], query.select(fields).stream())
+
+    configured = {
+        uid: version_of((doc.to_dict() or {}).get("configuredAt"))
+        for uid, doc in _by_uid(
+            matching("config", "configured", ["configuredAt"]), "config", "alpaca"
+        )
+    }
+    enabled = {uid for uid, _ in _by_uid(matching("status", "enabled", []), "status", "trading")}
+    return {uid: configured[uid] for uid in sorted(configured.keys() & enabled)}
 
 
 def eligible_uids(db: firestore.Client) -> list[str]:
     """Users whose keys are configured and whose kill-switch is on, sorted."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    def names(group: str, field: str) -> Iterable[Any]:
-        query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
-        return cast(Iterable[Any], query.select([]).stream())
-
-    configured = _uids(names("config", "configured"), "config", "alpaca")
-    enabled = _uids(names("status", "enabled"), "status", "trading")
-    return sorted(configured & enabled)
+    return list(eligible_users(db))
 
 
 def count_users(db: firestore.Client) -> int:
@@ -98,13 +108,13 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
         }
     )
     _finish_previous(db, pulse_id)
-    uids = eligible_uids(db)
-    ineligible = max(count_users(db) - len(uids), 0)
-    _publish(deps, uids, pulse_id, tick.publish_time)
+    users = eligible_users(db)
+    ineligible = max(count_users(db) - len(users), 0)
+    _publish(deps, users, pulse_id, tick.publish_time)
     ref.update(
         {
             "state": "published",
-            "published_count": len(uids),
+            "published_count": len(users),
             "ineligible_count": ineligible,
             "published_at": datetime.now(UTC),
             "publish_seconds": round(time.monotonic() - started, 3),
@@ -114,24 +124,28 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     log.info(
         "pulse published",
         pulse_id=pulse_id,
-        fields={"published": len(uids), "ineligible": ineligible},
+        fields={"published": len(users), "ineligible": ineligible},
     )
-    return FanoutResult(pulse_id, published=len(uids), ineligible=ineligible)
+    return FanoutResult(pulse_id, published=len(users), ineligible=ineligible)
 
 
-def _publish(deps: Deps, uids: list[str], pulse_id: str, requested_at: datetime) -> None:
-    """Publish one message per uid (batched, flow-controlled by the client); all or raise."""
+def _publish(
+    deps: Deps, users: dict[str, str | None], pulse_id: str, requested_at: datetime
+) -> None:
+    """Publish one message per user (batched, flow-controlled by the client); all or raise."""
     topic = deps.topic_path(USER_SYNC)
     futures = []
-    for uid in uids:
-        request = SyncRequest(uid, Reason.SCHEDULE, requested_at, pulse_id=pulse_id)
+    for uid, keys_version in users.items():
+        request = SyncRequest(
+            uid, Reason.SCHEDULE, requested_at, pulse_id=pulse_id, keys_version=keys_version
+        )
         futures.append(deps.publisher.publish(topic, request.to_bytes(), **request.attributes()))
     done, not_done = concurrent.futures.wait(futures, timeout=PUBLISH_TIMEOUT_SECONDS)
     failed = len(not_done) + sum(1 for f in done if f.exception() is not None)
     if failed:
         # The pulse stays "publishing": the redelivered tick publishes it again, and the
         # worker ignores the duplicates of what did go out.
-        raise DependencyUnavailable(f"{failed} of {len(uids)} user-sync messages not published")
+        raise DependencyUnavailable(f"{failed} of {len(users)} user-sync messages not published")
 
 
 def _finish_previous(db: firestore.Client, pulse_id: str) -> None:

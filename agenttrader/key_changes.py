@@ -18,6 +18,7 @@ from agenttrader.alpaca import AlpacaKeys
 from agenttrader.deadletter import PUBLISH_TIMEOUT_SECONDS
 from agenttrader.errors import DependencyUnavailable, PermanentError
 from agenttrader.events import DocumentChange
+from agenttrader.key_cache import version_of
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import USERS, alpaca_config_doc, last_sync_error_doc
@@ -132,7 +133,7 @@ def handle_key_change(deps: Deps, change: DocumentChange, event_id: str) -> KeyC
         entry_id=audit_id,
     )
     batch.commit()
-    request = SyncRequest.now(uid, Reason.FIRST_SYNC)
+    request = SyncRequest(uid, Reason.FIRST_SYNC, now, keys_version=version_of(now))
     try:
         deps.publisher.publish(
             deps.topic_path(USER_SYNC), request.to_bytes(), **request.attributes()

@@ -68,6 +68,8 @@ class SyncRequest:
     """How many times an operator replayed this request from the dead-letter topic."""
     original_reason: Reason | None = None
     """For replays: the reason of the message that was dead-lettered."""
+    keys_version: str | None = None
+    """Version of the user's keys when the sync was requested (see ``key_cache``)."""
 
     def __post_init__(self) -> None:
         validate_uid(self.uid)
@@ -76,6 +78,7 @@ class SyncRequest:
         if self.replay_count < 0:
             raise ValueError("replay_count must not be negative")
         _pulse_id(self.pulse_id)
+        _keys_version(self.keys_version)
 
     @property
     def effective_reason(self) -> Reason:
@@ -94,6 +97,8 @@ class SyncRequest:
             payload["replay_count"] = self.replay_count
         if self.original_reason is not None:
             payload["original_reason"] = self.original_reason.value
+        if self.keys_version is not None:
+            payload["keys_version"] = self.keys_version
         return payload
 
     def to_bytes(self) -> bytes:
@@ -130,6 +135,7 @@ class SyncRequest:
             pulse_id=_pulse_id(payload.get("pulse_id")),
             replay_count=replay_count,
             original_reason=None if original is None else _reason(original, "original_reason"),
+            keys_version=_keys_version(payload.get("keys_version")),
         )
 
     @classmethod
@@ -176,4 +182,12 @@ def _pulse_id(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not _PULSE_ID.fullmatch(value):
         raise ValueError("pulse_id must be 1-128 characters of [A-Za-z0-9_-]")
+    return value
+
+
+def _keys_version(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 32:
+        raise ValueError("keys_version must be a string of at most 32 digits")
     return value

@@ -25,6 +25,7 @@ from agenttrader.alpaca import AlpacaKeys, fetch_account_state
 from agenttrader.deadletter import dead_letter_attributes, publish_dead_letter
 from agenttrader.errors import (
     AgentTraderError,
+    AlpacaAuthError,
     DependencyUnavailable,
     MalformedMessage,
     MissingKeys,
@@ -33,6 +34,7 @@ from agenttrader.errors import (
     UnknownUser,
 )
 from agenttrader.events import PubsubDelivery
+from agenttrader.key_cache import KeyCache
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import (
@@ -81,9 +83,15 @@ class _Loaded:
 class SyncWorker:
     """Handles ``user-sync`` deliveries; one instance per process, safe across threads."""
 
-    def __init__(self, deps: Deps, rollups: RollupScheduler | None = None) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        rollups: RollupScheduler | None = None,
+        keys: KeyCache | None = None,
+    ) -> None:
         self._deps = deps
         self._rollups = rollups
+        self._keys = keys if keys is not None else KeyCache()
 
     def handle(self, delivery: PubsubDelivery) -> Result:
         """Sync the user named by ``delivery``; raises ``RetryableError`` to be redelivered."""
@@ -139,26 +147,27 @@ class SyncWorker:
 
     # --- the sync itself -------------------------------------------------------------------
 
-    def _sync(self, request: SyncRequest) -> Result:
+    def _sync(self, request: SyncRequest, *, use_cache: bool = True) -> Result:
         db = self._deps.firestore
-        loaded = self._load(db, request.uid)
+        cached = self._keys.get(request.uid, request.keys_version) if use_cache else None
+        loaded = self._load(db, request.uid, with_secret=cached is None)
         if request.effective_reason in KILL_SWITCH_REASONS and not _enabled(loaded.trading):
             self._commit_outcome(db, request, Outcome.SKIPPED)
             return Result.SKIPPED
-        if not loaded.secret.exists:
-            if (
-                not loaded.trading.exists
-                and not _call(db.document(user_doc(request.uid)).get).exists
-            ):
-                raise UnknownUser("no such user")
-            raise MissingKeys("no Alpaca keys stored")
-        keys = AlpacaKeys.from_document(loaded.secret.to_dict())
+        keys = cached or self._keys_from(db, request, loaded)
         client = self._deps.alpaca.for_user(keys)
         snapshot = loaded.snapshot
         stale = _staleness(snapshot, request)
         if stale:
             return stale
-        state = fetch_account_state(client, keys)
+        try:
+            state = fetch_account_state(client, keys)
+        except AlpacaAuthError:
+            if cached is None:
+                raise
+            # Rotated since the message was published: read the keys once more.
+            self._keys.drop(request.uid)
+            return self._sync(request, use_cache=False)
         for _ in range(PRECONDITION_RETRIES):
             try:
                 self._write_snapshot(db, request, snapshot, state)
@@ -171,12 +180,31 @@ class SyncWorker:
                     return stale
         raise DependencyUnavailable("snapshot kept changing while it was written")
 
-    def _load(self, db: firestore.Client, uid: str) -> _Loaded:
-        """The kill-switch, the keys and the current snapshot, in one batched read."""
-        paths = (trading_status_doc(uid), alpaca_secret_doc(uid), snapshot_doc(uid))
+    def _keys_from(self, db: firestore.Client, request: SyncRequest, loaded: _Loaded) -> AlpacaKeys:
+        """The keys read with the snapshot, validated and cached under the message's version."""
+        if not loaded.secret.exists:
+            if (
+                not loaded.trading.exists
+                and not _call(db.document(user_doc(request.uid)).get).exists
+            ):
+                raise UnknownUser("no such user")
+            raise MissingKeys("no Alpaca keys stored")
+        keys = AlpacaKeys.from_document(loaded.secret.to_dict())
+        self._keys.put(request.uid, request.keys_version, keys)
+        return keys
+
+    def _load(self, db: firestore.Client, uid: str, *, with_secret: bool) -> _Loaded:
+        """The kill-switch, the current snapshot and (unless cached) the keys, in one read."""
+        paths = [trading_status_doc(uid), snapshot_doc(uid)]
+        if with_secret:
+            paths.append(alpaca_secret_doc(uid))
         refs = [db.document(p) for p in paths]
         found = {s.reference.path: s for s in _call(lambda: list(db.get_all(refs)))}
-        return _Loaded(*(found[p] for p in paths))
+        return _Loaded(
+            trading=found[paths[0]],
+            snapshot=found[paths[1]],
+            secret=found[paths[2]] if with_secret else None,
+        )
 
     def _write_snapshot(
         self, db: firestore.Client, request: SyncRequest, current: Any, state: dict[str, Any]

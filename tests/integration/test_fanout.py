@@ -59,6 +59,9 @@ def tick(message_id: str = "1001", age: timedelta = timedelta(0)) -> PubsubDeliv
 
 def seed_population(db: firestore.Client) -> None:
     seed_user(db, "a-eligible")
+    db.document(paths.alpaca_config_doc("a-eligible")).update(
+        {"configuredAt": datetime.fromtimestamp(1_700_000_000, UTC)}
+    )
     seed_user(db, "b-eligible")
     seed_user(db, "c-disabled", enabled=False)
     seed_user(db, "d-unconfigured", configured=False)
@@ -87,6 +90,9 @@ def test_one_message_per_eligible_user_and_pulse_recorded(deps: Deps, project: s
     assert sorted(m["uid"] for m in messages) == ["a-eligible", "b-eligible"]
     assert {m["reason"] for m in messages} == {"schedule"}
     assert {m["pulse_id"] for m in messages} == {result.pulse_id}
+    # The keys' version rides along (configuredAt of the eligible users), for the worker cache.
+    versions = {m["uid"]: m.get("keys_version") for m in messages}
+    assert versions == {"a-eligible": "1700000000000000", "b-eligible": None}
     record = doc(db, paths.pulse_doc(result.pulse_id))
     assert record is not None and record["state"] == "published"
     assert record["published_count"] == 2 and record["ineligible_count"] == 4

@@ -225,3 +225,39 @@ def test_adapter_acknowledges_a_message_without_data(deps: Deps) -> None:
     body["message"]["data"] = base64.b64encode(b"{}").decode()
     response = _client().post("/", json=body)  # type: ignore[attr-defined]
     assert response.status_code == 200  # dead-lettered by the worker, not retried
+
+
+def test_keys_are_cached_per_version_and_reread_when_it_changes(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-cache", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    first = SyncRequest.now("u-cache", Reason.SCHEDULE, pulse_id="p1", keys_version="100")
+    assert worker.handle(delivery(first)) is Result.SYNCED
+    # The keys of version 100 are held: the next sync of that version does not read them.
+    db.document(paths.alpaca_secret_doc("u-cache")).delete()
+    again = SyncRequest.now("u-cache", Reason.SCHEDULE, pulse_id="p2", keys_version="100")
+    assert worker.handle(delivery(again)) is Result.SYNCED
+    # A new version (keys rotated or deleted since) reads them again.
+    rotated = SyncRequest.now("u-cache", Reason.SCHEDULE, pulse_id="p3", keys_version="200")
+    assert worker.handle(delivery(rotated)) is Result.DEAD_LETTERED
+    error = doc(db, paths.last_sync_error_doc("u-cache"))
+    assert error is not None and error["error_class"] == "MissingKeys"
+
+
+def test_cached_keys_refused_by_alpaca_are_read_again_once(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    old = sim_tenant(simulator, db, "u-rot", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    request = SyncRequest.now("u-rot", Reason.SCHEDULE, pulse_id="p1", keys_version="1")
+    assert worker.handle(delivery(request)) is Result.SYNCED
+    # Rotated at Alpaca and in Firestore, but this message still carries the old version.
+    simulator.set_scenario(old.key_id, Scenario(kind="bad_keys"))
+    new = simulator.add_tenant(scenario=Scenario(kind="normal"))
+    db.document(paths.alpaca_secret_doc("u-rot")).set(
+        {"key_id": new.key_id, "secret_key": new.secret_key, "base_url": simulator.base_url}
+    )
+    later = SyncRequest.now("u-rot", Reason.SCHEDULE, pulse_id="p2", keys_version="1")
+    assert worker.handle(delivery(later)) is Result.SYNCED
+    assert simulator.requests_for(new.key_id) == 2
