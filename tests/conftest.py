@@ -14,6 +14,9 @@ from agenttrader.deps import Deps, set_deps
 from agenttrader.settings import Settings
 from agenttrader.simulator import AlpacaSimulator
 
+pytest_plugins = ["tests.callable_fixtures"]
+"""Fixtures of the callables' tests (Auth emulator, Vertex stand-in, callables server)."""
+
 _EMULATOR_VARS = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST")
 
 

@@ -43,6 +43,7 @@ class EventarcBridge:
         matches: Callable[[str], bool],
         *,
         event_type: str = FIRESTORE_WRITTEN,
+        narrow: Any = None,
         backoff_seconds: float = 0.5,
     ) -> None:
         self._project = project
@@ -51,6 +52,9 @@ class EventarcBridge:
         self.endpoint = endpoint
         self._matches = matches
         self._event_type = event_type
+        # A filter that keeps the listener off documents of the group it does not watch: a
+        # listener on all of ``status`` would receive every sync's outcome write.
+        self._narrow = narrow
         # A listener cannot know who wrote: withAuthContext events say so, as Eventarc does
         # for writes it cannot attribute.
         self._auth = ("unknown", "") if event_type == FIRESTORE_WRITTEN_WITH_AUTH else None
@@ -114,7 +118,10 @@ class EventarcBridge:
 
     def start(self, timeout: float = 30.0) -> EventarcBridge:
         self._sender.start()
-        self._watch = self._db.collection_group(self._group).on_snapshot(self._on_snapshot)
+        query = self._db.collection_group(self._group)
+        if self._narrow is not None:
+            query = query.where(filter=self._narrow)
+        self._watch = query.on_snapshot(self._on_snapshot)
         if not self._primed.wait(timeout):
             raise TimeoutError(f"Firestore listener on {self._group!r} did not start")
         return self

@@ -1,0 +1,392 @@
+"""The Firebase callable protocol, once, for every callable function.
+
+A handler is a plain function ``handler(ctx: CallContext, data) -> result``; :func:`https_callable`
+turns it into a functions-framework HTTP function speaking the protocol the Firebase client SDKs
+speak (``POST {"data": ...}`` with ``Authorization: Bearer <ID token>`` → ``{"result": ...}`` or
+``{"error": {"status", "message"}}``). The wrapper keeps the handler reachable as ``__wrapped__``
+so tests can call it without HTTP.
+
+What reaches a client is only what this project wrote: a :class:`CallableError` raised on purpose
+keeps its status and message; any other exception is logged (structured, redacted) and answered
+``INTERNAL`` / ``"internal error"``, never with its text or a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
+
+from agenttrader.logs import get_logger
+
+if TYPE_CHECKING:
+    import flask
+
+    from agenttrader.auth import TokenVerifier
+
+_log = get_logger("agenttrader.callable")
+
+MAX_REQUEST_BYTES = 64 * 1024
+"""Far above any valid call (the largest, ``marketConditions``, is capped at a few KiB)."""
+
+ALLOWED_HEADERS = (
+    "Authorization, Content-Type, X-Firebase-AppCheck, X-Firebase-Instance-ID-Token, "
+    "Firebase-Instance-ID-Token"
+)
+"""What the Firebase JS SDK may send; a preflight that does not allow one fails in browsers."""
+
+PREFLIGHT_MAX_AGE_SECONDS = 3600
+
+
+class Status(StrEnum):
+    """Canonical error statuses of the callable protocol (the Firebase SDKs map them to
+    ``functions/<kebab-case>`` codes)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    ABORTED = "ABORTED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    CANCELLED = "CANCELLED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    INTERNAL = "INTERNAL"
+    UNKNOWN = "UNKNOWN"
+    UNAVAILABLE = "UNAVAILABLE"
+    DATA_LOSS = "DATA_LOSS"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+
+
+HTTP_STATUS: Mapping[Status, int] = {
+    Status.INVALID_ARGUMENT: 400,
+    Status.FAILED_PRECONDITION: 400,
+    Status.OUT_OF_RANGE: 400,
+    Status.UNAUTHENTICATED: 401,
+    Status.PERMISSION_DENIED: 403,
+    Status.NOT_FOUND: 404,
+    Status.ALREADY_EXISTS: 409,
+    Status.ABORTED: 409,
+    Status.RESOURCE_EXHAUSTED: 429,
+    Status.CANCELLED: 499,
+    Status.UNIMPLEMENTED: 501,
+    Status.INTERNAL: 500,
+    Status.UNKNOWN: 500,
+    Status.UNAVAILABLE: 503,
+    Status.DATA_LOSS: 500,
+    Status.DEADLINE_EXCEEDED: 504,
+}
+"""The HTTP code of each status, as Firebase callables answer them."""
+
+INTERNAL_MESSAGE = "internal error"
+
+
+class CallableError(Exception):
+    """An error whose status and message the client may see; raise it from a handler.
+
+    The message is written by this project and must never contain a secret or copy text from
+    another system's error (which might echo a header or a key).
+    """
+
+    def __init__(
+        self,
+        status: Status,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        http_status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = dict(details) if details else None
+        self.http_status = http_status or HTTP_STATUS[status]
+        """Only protocol errors (405, 413) differ from :data:`HTTP_STATUS`."""
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"status": self.status.value, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def invalid_argument(field_name: str, problem: str) -> CallableError:
+    """``INVALID_ARGUMENT`` naming the bad field in the message and in ``details.field``."""
+    return CallableError(
+        Status.INVALID_ARGUMENT, f"{field_name}: {problem}", details={"field": field_name}
+    )
+
+
+# --- the caller --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who is calling, from a verified Firebase ID token."""
+
+    uid: str
+    email: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Every claim of the token; custom claims (``admin``) sit at the top level."""
+
+    @property
+    def is_admin(self) -> bool:
+        """Only a boolean ``true``: a claim of ``"true"`` or ``1`` grants nothing (as in
+        ``firestore.rules``)."""
+        return self.claims.get("admin") is True
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise CallableError(Status.PERMISSION_DENIED, "this operation requires the admin role")
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> CallContext:
+        uid = claims.get("uid") or claims.get("sub")
+        if not isinstance(uid, str) or not uid:
+            raise CallableError(Status.UNAUTHENTICATED, "the ID token names no user")
+        email = claims.get("email")
+        return cls(uid=uid, email=email if isinstance(email, str) else None, claims=dict(claims))
+
+
+# --- validation helpers ------------------------------------------------------------------------
+
+
+def fields_of(
+    data: Any, *, allowed: Collection[str], required: Collection[str] = ()
+) -> dict[str, Any]:
+    """``data`` as a dict of known fields: ``null`` reads as ``{}`` (``httpsCallable(fn)()``
+    sends it), unknown fields and missing required ones are ``INVALID_ARGUMENT``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise invalid_argument("data", "must be an object")
+    unknown = sorted(str(key) for key in data if key not in allowed)
+    if unknown:
+        names = ", ".join(name[:64] for name in unknown[:5])
+        raise CallableError(
+            Status.INVALID_ARGUMENT,
+            f"unknown field(s): {names}",
+            details={"field": unknown[0][:64], "unknown": [name[:64] for name in unknown[:5]]},
+        )
+    for name in required:
+        if name not in data or data[name] is None:
+            raise invalid_argument(name, "is required")
+    return data
+
+
+def require_string(value: Any, field_name: str, *, max_length: int, min_length: int = 1) -> str:
+    """A string of ``min_length``..``max_length`` characters, else ``INVALID_ARGUMENT``."""
+    if not isinstance(value, str):
+        raise invalid_argument(field_name, "must be a string")
+    if not min_length <= len(value) <= max_length:
+        raise invalid_argument(field_name, f"must be {min_length} to {max_length} characters long")
+    return value
+
+
+# --- the HTTP adapter --------------------------------------------------------------------------
+
+Handler: TypeAlias = Callable[[CallContext, Any], Any]
+HttpFunction: TypeAlias = Callable[["flask.Request"], "flask.Response"]
+
+
+@overload
+def https_callable(handler: Handler, /) -> HttpFunction: ...
+
+
+@overload
+def https_callable(
+    *, verifier: TokenVerifier | None = None, max_request_bytes: int = MAX_REQUEST_BYTES
+) -> Callable[[Handler], HttpFunction]: ...
+
+
+def https_callable(
+    handler: Handler | None = None,
+    /,
+    *,
+    verifier: TokenVerifier | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+) -> HttpFunction | Callable[[Handler], HttpFunction]:
+    """Decorate a handler into a callable HTTP function (named like the handler).
+
+    ``verifier`` replaces the ID-token check (tests); by default
+    :func:`agenttrader.auth.get_token_verifier` is asked on each call, so a replaced
+    :class:`~agenttrader.deps.Deps` or verifier is honoured.
+    """
+
+    def wrap(fn: Handler) -> HttpFunction:
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        def http_function(request: flask.Request) -> flask.Response:
+            return _serve(request, fn, name, verifier, max_request_bytes)
+
+        return http_function
+
+    return wrap(handler) if handler is not None else wrap
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    http_status: int
+    payload: bytes
+    label: str
+    """``OK`` or the error status, for the log line."""
+    headers: Mapping[str, str]
+    uid: str | None
+
+
+def _serve(
+    request: flask.Request,
+    handler: Handler,
+    name: str,
+    verifier: TokenVerifier | None,
+    max_request_bytes: int,
+) -> flask.Response:
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS":
+        return _preflight(origin)
+    started = time.monotonic()
+    outcome = _call(request, handler, name, verifier, max_request_bytes)
+    _log.info(
+        f"{name} answered {outcome.label}",
+        fields={"latency_ms": round((time.monotonic() - started) * 1000, 1)},
+        function=name,
+        uid=outcome.uid,
+        status=outcome.label,
+    )
+    return _response(outcome.payload, outcome.http_status, origin, outcome.headers)
+
+
+def _call(
+    request: flask.Request,
+    handler: Handler,
+    name: str,
+    verifier: TokenVerifier | None,
+    max_request_bytes: int,
+) -> _Outcome:
+    uid: str | None = None
+    try:
+        data = _decode(request, max_request_bytes)
+        ctx = _authenticate(request, verifier)
+        uid = ctx.uid
+        return _Outcome(200, _encode({"result": handler(ctx, data)}), "OK", {}, uid)
+    except CallableError as err:
+        failure = err
+    except Exception as exc:  # noqa: BLE001 - the one place an unexpected failure becomes INTERNAL
+        failure = _unexpected(exc, name, uid)
+    return _Outcome(
+        failure.http_status, _encode(failure.body()), failure.status.value, failure.headers, uid
+    )
+
+
+def _unexpected(exc: Exception, name: str, uid: str | None) -> CallableError:
+    """Log ``exc`` (the one being handled); the client learns nothing but that it failed.
+
+    Firestore answering "unavailable", "deadline exceeded" or "aborted" (transaction contention)
+    is worth a retry, so it is ``UNAVAILABLE``; anything else is a bug or an outage we do not
+    describe to clients.
+    """
+    from google.api_core import exceptions as gexc
+
+    transient = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted, gexc.TooManyRequests)
+    if isinstance(exc, transient):
+        _log.warning(
+            f"{name}: dependency unavailable ({type(exc).__name__})", function=name, uid=uid
+        )
+        return CallableError(Status.UNAVAILABLE, "service temporarily unavailable; retry later")
+    _log.exception(f"{name} failed", function=name, uid=uid)
+    return CallableError(Status.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _decode(request: flask.Request, max_request_bytes: int) -> Any:
+    """The ``data`` of a well-formed callable request, else ``INVALID_ARGUMENT``."""
+    if request.method != "POST":
+        raise CallableError(
+            Status.INVALID_ARGUMENT,
+            "request method must be POST",
+            http_status=405,
+            headers={"Allow": "POST, OPTIONS"},
+        )
+    if request.mimetype != "application/json":
+        raise CallableError(Status.INVALID_ARGUMENT, "content type must be application/json")
+    too_large = CallableError(
+        Status.INVALID_ARGUMENT,
+        f"request body exceeds {max_request_bytes} bytes",
+        http_status=413,
+    )
+    if request.content_length is not None and request.content_length > max_request_bytes:
+        raise too_large
+    # Read at most one byte past the limit: a chunked body without a length cannot exhaust memory.
+    raw = request.stream.read(max_request_bytes + 1)
+    if len(raw) > max_request_bytes:
+        raise too_large
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as err:  # RecursionError: absurdly nested arrays
+        raise CallableError(Status.INVALID_ARGUMENT, "request body is not valid JSON") from err
+    if not isinstance(body, dict) or "data" not in body:
+        raise CallableError(Status.INVALID_ARGUMENT, 'request body must be an object with "data"')
+    return body["data"]
+
+
+def _authenticate(request: flask.Request, verifier: TokenVerifier | None) -> CallContext:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise CallableError(Status.UNAUTHENTICATED, "a Firebase ID token is required")
+    if verifier is None:
+        from agenttrader.auth import get_token_verifier
+
+        verifier = get_token_verifier()
+    return CallContext.from_claims(verifier(token))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    """JSON with timestamps as ISO 8601; anything else unserialisable raises ``TypeError``."""
+    return json.dumps(body, default=_json_default, allow_nan=False).encode()
+
+
+def _response(
+    payload: bytes, status: int, origin: str | None, headers: Mapping[str, str]
+) -> flask.Response:
+    import flask
+
+    response = flask.Response(payload, status=status, mimetype="application/json")
+    response.headers.update(headers)
+    _cors(response, origin)
+    return response
+
+
+def _preflight(origin: str | None) -> flask.Response:
+    import flask
+
+    response = flask.Response(status=204)
+    del response.headers["Content-Type"]  # no body, so no type
+    response.headers["Access-Control-Allow-Methods"] = "POST"
+    response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+    response.headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE_SECONDS)
+    _cors(response, origin)
+    return response
+
+
+def _cors(response: flask.Response, origin: str | None) -> None:
+    """Any origin may call, as Firebase callables allow: the ID token, not the origin, is what
+    authorises a call (and it is a header, which browsers never attach on their own)."""
+    response.headers["Access-Control-Allow-Origin"] = origin or "*"
+    response.headers["Vary"] = "Origin"

@@ -1,0 +1,1 @@
+"""Adapter of the ``generate_trading_signal`` callable."""

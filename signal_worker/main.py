@@ -1,0 +1,26 @@
+"""``generate_trading_signal`` (Firebase callable protocol): a signal from the caller's snapshot.
+
+The adapter validates the call and wires the instance's collaborators (Firestore, the provider
+chosen for this deployment, the daily quota) into :class:`SignalService`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agenttrader import runtime
+from agenttrader.callable import CallContext, https_callable
+from agenttrader.signals.providers import provider_for
+from agenttrader.signals.quota import DailyQuota
+from agenttrader.signals.request import SignalRequest
+from agenttrader.signals.service import SignalService
+
+
+@https_callable
+def generate_trading_signal(ctx: CallContext, data: Any) -> dict[str, Any]:
+    """``{marketConditions?}`` → ``{id, response, snapshotPath}``."""
+    request = SignalRequest.from_data(data)
+    deps = runtime.deps()
+    quota = DailyQuota(deps.firestore, deps.settings.signal_daily_quota)
+    service = SignalService(deps.firestore, provider_for(deps.settings), quota)
+    return service.generate(ctx.uid, request)

@@ -1,0 +1,261 @@
+"""Fixtures and helpers of the callable tests, loaded with ``pytest_plugins``.
+
+- ``fake_tokens``: a token verifier that needs no Auth emulator (unit tests: ``token_for(uid)``);
+- ``vertex_standin`` / ``standin``: the local Vertex AI stand-in (session; reset per test);
+- ``auth_emulator``: the Firebase Auth emulator, spawned before the JVM emulators so the two
+  cold starts overlap, started once per session for one ``demo-`` project (its tokens name
+  that project, so tests that use it share it and clear its data afterwards);
+- ``callable_env``: this process pointed at Firestore + Auth emulator + stand-in;
+- ``call``: one callable request through a Flask test client.
+
+Test modules both import helpers from here and list it in ``pytest_plugins`` (so its session
+fixtures exist once); PYTEST_DONT_REWRITE tells pytest that importing it first is intended
+(it holds no assertions to rewrite).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agenttrader import emulators, paths
+from agenttrader.auth import set_token_verifier
+from agenttrader.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn
+from agenttrader.callable import CallableError, Status
+from agenttrader.deps import get_deps, set_deps
+from agenttrader.signals.providers import reset_providers
+from agenttrader.vertex_standin import VertexStandIn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REGION = "us-central1"
+
+
+def entry_points() -> dict[str, Callable[..., Any]]:
+    """The three callables by name (imported late: they are the code under test)."""
+    from accounts.main import migrate_legacy_data, onboard_user
+    from signal_worker.main import generate_trading_signal
+
+    return {
+        "onboard_user": onboard_user,
+        "generate_trading_signal": generate_trading_signal,
+        "migrate_legacy_data": migrate_legacy_data,
+    }
+
+
+# --- calling ---------------------------------------------------------------------------------
+
+
+def call(
+    client: Any,
+    path: str,
+    data: Any = None,
+    *,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST ``{"data": data}`` like the Firebase SDK; returns (HTTP status, JSON body)."""
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    response = client.post(path, data=json.dumps({"data": data}), headers=sent)
+    return response.status_code, response.get_json()
+
+
+def error_status(body: Mapping[str, Any]) -> str:
+    return str(body["error"]["status"])
+
+
+# --- fake tokens (unit tests) ----------------------------------------------------------------
+
+
+class FakeTokens:
+    """Tokens are ``fake:`` + JSON claims; anything else is refused like a bad ID token."""
+
+    prefix = "fake:"
+
+    def token_for(self, uid: str, email: str | None = None, **claims: Any) -> str:
+        body = {"uid": uid, "sub": uid, **({"email": email} if email else {}), **claims}
+        return self.prefix + json.dumps(body)
+
+    def __call__(self, token: str) -> Mapping[str, Any]:
+        if not token.startswith(self.prefix):
+            raise CallableError(Status.UNAUTHENTICATED, "invalid or expired ID token")
+        claims: dict[str, Any] = json.loads(token[len(self.prefix) :])
+        return claims
+
+
+@pytest.fixture
+def fake_tokens() -> Iterator[FakeTokens]:
+    tokens = FakeTokens()
+    set_token_verifier(tokens)
+    yield tokens
+    set_token_verifier(None)
+
+
+# --- the Vertex AI stand-in ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vertex_standin() -> Iterator[VertexStandIn]:
+    with VertexStandIn(hang_seconds=10) as standin:
+        yield standin
+
+
+@pytest.fixture
+def standin(vertex_standin: VertexStandIn) -> Iterator[VertexStandIn]:
+    vertex_standin.reset()
+    yield vertex_standin
+    vertex_standin.reset()
+
+
+# --- the Auth emulator -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _auth_emulator_spawned() -> Iterator[AuthEmulator]:
+    emulator = spawn(f"demo-cb{uuid.uuid4().hex[:10]}")
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_emulator(
+    _auth_emulator_spawned: AuthEmulator, emulator_hosts: dict[str, str]
+) -> AuthEmulator:
+    """Ready once ``emulator_hosts`` (requested second, so the JVMs start meanwhile) is."""
+    _auth_emulator_spawned.wait_ready()
+    return _auth_emulator_spawned
+
+
+@dataclass
+class CallableEnv:
+    project: str
+    env: dict[str, str]
+    auth: AuthEmulatorClient
+    standin: VertexStandIn
+
+    @property
+    def db(self) -> Any:
+        return get_deps().firestore
+
+    def path(self, name: str) -> str:
+        """Where the callables router serves ``name`` for this project."""
+        return f"/{self.project}/{REGION}/{name}"
+
+
+@pytest.fixture
+def callable_env(
+    auth_emulator: AuthEmulator,
+    emulator_hosts: dict[str, str],
+    standin: VertexStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[CallableEnv]:
+    """Firestore and Auth emulators and the Vertex stand-in for the Auth emulator's project;
+    that project's Firestore data is cleared afterwards."""
+    env = {
+        **emulator_hosts,
+        "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host_port,
+        "GOOGLE_CLOUD_PROJECT": auth_emulator.project,
+        "VERTEX_AI_BASE_URL": standin.base_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    set_deps(None)
+    reset_providers()
+    yield CallableEnv(auth_emulator.project, env, auth_emulator.client(), standin)
+    reset_providers()
+    set_deps(None)
+    emulators.clear_firestore(emulator_hosts["FIRESTORE_EMULATOR_HOST"], auth_emulator.project)
+
+
+@pytest.fixture
+def router(callable_env: CallableEnv) -> Any:
+    """A test client of the local callables router serving the three functions."""
+    from agenttrader.callable_server import callables_app
+
+    return callables_app(entry_points(), project=callable_env.project).test_client()
+
+
+@contextmanager
+def functions_framework_client(target: str, source: Path) -> Iterator[Any]:
+    """``functions_framework.create_app(target, source).test_client()``, undoing the
+    framework's global side effects (it registers the source as module ``main`` and appends
+    its directory to ``sys.path``)."""
+    import functions_framework
+
+    saved_main, saved_path = sys.modules.get("main"), list(sys.path)
+    try:
+        app = functions_framework.create_app(target=target, source=str(source))
+        yield app.test_client()
+    finally:
+        sys.path[:] = saved_path
+        if saved_main is None:
+            sys.modules.pop("main", None)
+        else:
+            sys.modules["main"] = saved_main
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def synced_snapshot(**overrides: Any) -> dict[str, Any]:
+    """A snapshot as the sync worker writes it (Alpaca's strings)."""
+    return {
+        "syncedAt": datetime.now(UTC),
+        "account": {"equity": "25000.00", "cash": "10000.00", "buying_power": "40000.00"},
+        "equity": "25000.00",
+        "buying_power": "40000.00",
+        "cash": "10000.00",
+        "positions": [
+            {"symbol": "AAPL", "qty": "20", "market_value": "4000.00", "unrealized_pl": "150.00"},
+            {"symbol": "MSFT", "qty": "10", "market_value": "4100.00", "unrealized_pl": "-90.00"},
+        ],
+        **overrides,
+    }
+
+
+class FirstSyncStandIn:
+    """Plays the pipeline's first sync for the end-to-end test: when a user writes
+    ``users/{uid}/secrets/alpaca``, mark ``config/alpaca.configured`` and write a synced
+    snapshot, as ``on_alpaca_secret_written`` + ``sync_user`` do.
+
+    To run the real pipeline instead, start the Eventarc bridge, the push bridge, the two
+    functions and the Alpaca simulator here (``agenttrader.localstack``) and drop this class:
+    the JS test only waits for the snapshot to appear, whoever writes it.
+    """
+
+    def __init__(self, db: Any, interval: float = 0.2) -> None:
+        self.db = db
+        self.interval = interval
+        self.synced: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="first-sync", daemon=True)
+
+    def __enter__(self) -> FirstSyncStandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for secret in self.db.collection_group("secrets").stream():
+                uid = paths.uid_of(secret.reference.path)
+                if uid not in self.synced:
+                    self.db.document(paths.alpaca_config_doc(uid)).set(
+                        {"configured": True}, merge=True
+                    )
+                    self.db.document(paths.snapshot_doc(uid)).set(synced_snapshot())
+                    self.synced.add(uid)

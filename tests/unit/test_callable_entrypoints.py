@@ -1,0 +1,141 @@
+"""Every error status of each callable, through functions-framework (each function alone on
+``/``, as ``functions-framework --target NAME`` serves it), with fake ID tokens, the Firestore
+emulator and the Vertex AI stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agenttrader import paths
+from agenttrader.deps import Deps, get_deps, set_deps
+from agenttrader.settings import Settings
+from agenttrader.signals.providers import reset_providers
+from agenttrader.vertex_standin import Mode, VertexStandIn
+from tests.callable_fixtures import (
+    REPO_ROOT,
+    FakeTokens,
+    call,
+    error_status,
+    functions_framework_client,
+    synced_snapshot,
+)
+
+SOURCES = {
+    "onboard_user": REPO_ROOT / "accounts" / "main.py",
+    "migrate_legacy_data": REPO_ROOT / "accounts" / "main.py",
+    "generate_trading_signal": REPO_ROOT / "signal_worker" / "main.py",
+}
+
+
+@pytest.fixture
+def env(
+    emulator_env: dict[str, str],
+    standin: VertexStandIn,
+    fake_tokens: FakeTokens,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[FakeTokens]:
+    monkeypatch.setenv("VERTEX_AI_BASE_URL", standin.base_url)
+    monkeypatch.setenv("SIGNAL_DAILY_QUOTA", "2")
+    set_deps(None)
+    reset_providers()
+    yield fake_tokens
+    reset_providers()
+
+
+@pytest.fixture
+def client(request: pytest.FixtureRequest, env: FakeTokens) -> Iterator[Any]:
+    with functions_framework_client(request.param, SOURCES[request.param]) as test_client:
+        yield test_client
+
+
+def status_of(response: tuple[int, dict[str, Any]]) -> tuple[int, str]:
+    code, body = response
+    return code, ("OK" if "result" in body else error_status(body))
+
+
+# --- onboard_user ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
+def test_onboard_user(client: Any, env: FakeTokens) -> None:
+    token = env.token_for("u1", "u1@example.com")
+    assert status_of(call(client, "/", None)) == (401, "UNAUTHENTICATED")
+    assert status_of(call(client, "/", {"uid": "u2"}, token=token)) == (400, "INVALID_ARGUMENT")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["result"]["status"]) == (200, "success")
+    assert call(client, "/", {}, token=token)[1]["result"]["status"] == "already_onboarded"
+
+
+@pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
+def test_a_firestore_failure_is_internal_and_hidden(client: Any, env: FakeTokens) -> None:
+    class Broken:
+        def document(self, path: str) -> Any:
+            raise RuntimeError("connection to 10.0.0.7 refused, password=hunter2")
+
+    set_deps(Deps(Settings.from_env(), firestore_client=Broken()))  # type: ignore[arg-type]
+    code, body = call(client, "/", None, token=env.token_for("u1"))
+    assert (code, body) == (500, {"error": {"status": "INTERNAL", "message": "internal error"}})
+
+
+# --- generate_trading_signal -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["generate_trading_signal"], indirect=True)
+def test_generate_trading_signal(client: Any, env: FakeTokens, standin: VertexStandIn) -> None:
+    token = env.token_for("u1")
+    db = get_deps().firestore
+    assert status_of(call(client, "/", None)) == (401, "UNAUTHENTICATED")
+    assert status_of(call(client, "/", {"marketConditions": 5}, token=token)) == (
+        400,
+        "INVALID_ARGUMENT",
+    )
+    assert status_of(call(client, "/", {"extra": 1}, token=token)) == (400, "INVALID_ARGUMENT")
+    assert status_of(call(client, "/", None, token=token)) == (400, "FAILED_PRECONDITION")
+
+    db.document(paths.snapshot_doc("u1")).set(synced_snapshot())
+    standin.fail_next(Mode.HTTP_500)
+    assert status_of(call(client, "/", None, token=token)) == (503, "UNAVAILABLE")
+    standin.fail_next(Mode.INVALID_JSON)
+    code, body = call(client, "/", None, token=token)
+    assert (code, body) == (500, {"error": {"status": "INTERNAL", "message": "internal error"}})
+
+    code, body = call(client, "/", {"marketConditions": "calm"}, token=token)
+    assert code == 200 and set(body["result"]) == {"id", "response", "snapshotPath"}
+    assert status_of(call(client, "/", None, token=token)) == (200, "OK")
+    assert status_of(call(client, "/", None, token=token)) == (429, "RESOURCE_EXHAUSTED")
+    assert len(list(db.collection(paths.trading_signals_collection("u1")).stream())) == 2
+
+
+# --- migrate_legacy_data ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["migrate_legacy_data"], indirect=True)
+def test_migrate_legacy_data(client: Any, env: FakeTokens) -> None:
+    db = get_deps().firestore
+    admin = env.token_for("op", admin=True)
+    target = {"targetUserId": "t1"}
+    assert status_of(call(client, "/", target)) == (401, "UNAUTHENTICATED")
+    assert status_of(call(client, "/", target, token=env.token_for("t1"))) == (
+        403,
+        "PERMISSION_DENIED",
+    )
+    assert status_of(call(client, "/", {"targetUserId": 7}, token=admin)) == (
+        400,
+        "INVALID_ARGUMENT",
+    )
+    assert status_of(call(client, "/", target, token=admin)) == (404, "NOT_FOUND")
+    db.document(paths.user_doc("t1")).set({"onboarded": True})
+    assert status_of(call(client, "/", target, token=admin)) == (400, "FAILED_PRECONDITION")
+    db.document(paths.LEGACY_SNAPSHOT_DOC).set({"equity": "3", "syncedAt": "2024-01-01T00:00:00Z"})
+    code, body = call(client, "/", target, token=admin)
+    assert (code, body["result"]["status"]) == (200, "success")
+
+
+@pytest.mark.parametrize("client", ["migrate_legacy_data"], indirect=True)
+def test_non_admins_learn_nothing_about_the_input(client: Any, env: FakeTokens) -> None:
+    """The admin check comes first: a bad argument from a non-admin is still a refusal."""
+    code, body = call(client, "/", {"bogus": True}, token=env.token_for("t1"))
+    assert (code, error_status(body)) == (403, "PERMISSION_DENIED")
