@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from agenttrader import emulators, paths
+from agenttrader import emulators
 from agenttrader.auth import set_token_verifier
 from agenttrader.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn
 from agenttrader.callable import CallableError, Status
@@ -222,40 +221,3 @@ def synced_snapshot(**overrides: Any) -> dict[str, Any]:
         ],
         **overrides,
     }
-
-
-class FirstSyncStandIn:
-    """Plays the pipeline's first sync for the end-to-end test: when a user writes
-    ``users/{uid}/secrets/alpaca``, mark ``config/alpaca.configured`` and write a synced
-    snapshot, as ``on_alpaca_secret_written`` + ``sync_user`` do.
-
-    To run the real pipeline instead, start the Eventarc bridge, the push bridge, the two
-    functions and the Alpaca simulator here (``agenttrader.localstack``) and drop this class:
-    the JS test only waits for the snapshot to appear, whoever writes it.
-    """
-
-    def __init__(self, db: Any, interval: float = 0.2) -> None:
-        self.db = db
-        self.interval = interval
-        self.synced: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="first-sync", daemon=True)
-
-    def __enter__(self) -> FirstSyncStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for secret in self.db.collection_group("secrets").stream():
-                uid = paths.uid_of(secret.reference.path)
-                if uid not in self.synced:
-                    self.db.document(paths.alpaca_config_doc(uid)).set(
-                        {"configured": True}, merge=True
-                    )
-                    self.db.document(paths.snapshot_doc(uid)).set(synced_snapshot())
-                    self.synced.add(uid)

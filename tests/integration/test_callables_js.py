@@ -1,5 +1,6 @@
 """The Firebase JS SDK end-to-end test (``tests/js/``), driven from pytest: this process serves
-the callables and plays the pipeline's first sync; node is the web client."""
+the callables and runs the real pipeline (Eventarc bridge → ``on_alpaca_secret_written`` →
+``user-sync`` → push bridge → ``sync_user`` → the Alpaca simulator); node is the web client."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import sys
 
 import pytest
 
+from agenttrader import paths
 from agenttrader.callable_server import CallablesServer
 from agenttrader.emulators import load_firestore_rules
-from tests.callable_fixtures import REGION, REPO_ROOT, CallableEnv, FirstSyncStandIn, entry_points
+from agenttrader.localstack.stack import LocalStack
+from agenttrader.simulator import AlpacaSimulator
+from tests.callable_fixtures import REGION, REPO_ROOT, CallableEnv, entry_points
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +25,9 @@ RULES = REPO_ROOT / "firestore.rules"
 NODE_TIMEOUT_SECONDS = 120
 
 
-def test_firebase_js_sdk_end_to_end(callable_env: CallableEnv) -> None:
+def test_firebase_js_sdk_end_to_end(
+    callable_env: CallableEnv, simulator: AlpacaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     node = shutil.which("node")
     if node is None or not (REPO_ROOT / "node_modules" / "firebase").is_dir():
         pytest.fail("needs Node.js 20+ and `npm ci` (make setup) for the Firebase JS SDK")
@@ -30,9 +36,15 @@ def test_firebase_js_sdk_end_to_end(callable_env: CallableEnv) -> None:
     if rules_loaded:
         load_firestore_rules(firestore_host, callable_env.project, RULES.read_text())
 
+    tenant = simulator.add_tenant()
+    monkeypatch.setenv("ALPACA_ALLOWED_BASE_URLS", simulator.base_url)
+    stack_env = {**callable_env.env, "ALPACA_ALLOWED_BASE_URLS": simulator.base_url}
     server = CallablesServer(entry_points(), project=callable_env.project, region=REGION)
-    with server, FirstSyncStandIn(callable_env.db) as first_sync:
+    with server, LocalStack(callable_env.project, stack_env) as stack:
         env = {
+            "AGENTTRADER_ALPACA_KEY_ID": tenant.key_id,
+            "AGENTTRADER_ALPACA_SECRET_KEY": tenant.secret_key,
+            "AGENTTRADER_ALPACA_BASE_URL": simulator.base_url,
             **os.environ,
             "AGENTTRADER_PROJECT": callable_env.project,
             "AGENTTRADER_REGION": REGION,
@@ -54,5 +66,13 @@ def test_firebase_js_sdk_end_to_end(callable_env: CallableEnv) -> None:
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     assert result.returncode == 0, f"node --test failed:\n{result.stdout}\n{result.stderr}"
-    assert len(first_sync.synced) == 1  # only the user who wrote keys was synced
+    assert stack.push_bridge is not None
+    assert stack.push_bridge.stats.acked == 1  # one first sync: only alice wrote valid keys
+    assert simulator.requests_for(tenant.key_id) >= 2  # the worker called Alpaca with her keys
+    synced = [
+        s.reference.path
+        for s in callable_env.db.collection_group("data").stream()
+        if (s.to_dict() or {}).get("reason") == "first_sync"
+    ]
+    assert len(synced) == 1 and synced[0].startswith(paths.USERS + "/")
     assert callable_env.standin.requests, "the signal came from the Vertex AI stand-in"

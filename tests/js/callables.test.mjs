@@ -4,7 +4,8 @@
 // emulators, the callables server and the Vertex AI stand-in, and passes their addresses:
 //   AGENTTRADER_PROJECT, AGENTTRADER_REGION, AGENTTRADER_CALLABLES_HOST (host:port),
 //   FIREBASE_AUTH_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST (host:port),
-//   AGENTTRADER_RULES_LOADED ("1" when firestore.rules is enforced by the emulator).
+//   AGENTTRADER_RULES_LOADED ("1" when firestore.rules is enforced by the emulator),
+//   AGENTTRADER_ALPACA_KEY_ID / _SECRET_KEY / _BASE_URL (a tenant of the Alpaca simulator).
 // Run alone against a running local stack: node --test tests/js/
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -129,10 +130,12 @@ describe('callables through the Firebase JS SDK', () => {
 
   it('writes keys with the Firestore SDK and sees the first sync', async () => {
     const uid = alice.user.uid;
+    // Keys of a tenant of the local Alpaca simulator (the driver created it): the real
+    // pipeline validates them, marks them configured and syncs at once.
     await setDoc(doc(alice.db, `users/${uid}/secrets/alpaca`), {
-      key_id: 'PKJSTEST000000000001',
-      secret_key: 'js-test-secret-key-0000000000000000000000',
-      base_url: 'https://paper-api.alpaca.markets',
+      key_id: env('AGENTTRADER_ALPACA_KEY_ID'),
+      secret_key: env('AGENTTRADER_ALPACA_SECRET_KEY'),
+      base_url: env('AGENTTRADER_ALPACA_BASE_URL'),
     });
     if (RULES_LOADED) {
       // Write-only: not even the owner reads keys back.
