@@ -16,18 +16,16 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from agenttrader.emulators import die_with_parent, free_port
+from agenttrader.emulators import EmulatorUnavailable, ManagedProcess, die_with_parent, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_SECONDS = 120.0
@@ -43,7 +41,7 @@ _ADMIN_HEADERS = {"Authorization": "Bearer owner"}
 """What the emulator takes as an administrator (firebase-admin sends the same)."""
 
 
-class AuthEmulatorUnavailable(RuntimeError):
+class AuthEmulatorUnavailable(EmulatorUnavailable):
     """firebase-tools is not installed, or the emulator did not start."""
 
 
@@ -59,75 +57,32 @@ def firebase_cli(root: Path = REPO_ROOT) -> Path:
     return cli
 
 
-@dataclass
-class AuthEmulator:
-    """One running Auth emulator process (its process group is stopped as a whole)."""
+@dataclass(kw_only=True)
+class AuthEmulator(ManagedProcess):
+    """One running Auth emulator; its temporary configuration is removed when it stops."""
 
     project: str
-    port: int
-    process: subprocess.Popen[bytes]
     workdir: Path
-    _stopped: bool = field(default=False, repr=False)
+
+    ready_timeout: ClassVar[float] = READY_TIMEOUT_SECONDS
+    unavailable: ClassVar[type[RuntimeError]] = AuthEmulatorUnavailable
+
+    @property
+    def name(self) -> str:
+        return "Auth emulator"
 
     @property
     def host_port(self) -> str:
         """The value of ``FIREBASE_AUTH_EMULATOR_HOST``."""
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host_port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "emulator.log"
-
     def client(self) -> AuthEmulatorClient:
         return AuthEmulatorClient(self.host_port, self.project)
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AuthEmulatorUnavailable(
-                    f"Auth emulator exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            if self.answers():
-                return
-            time.sleep(0.25)
-        self.stop()
-        raise AuthEmulatorUnavailable(
-            f"Auth emulator did not answer within {timeout:.0f} s:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     def stop(self) -> None:
         """SIGTERM the process group (firebase-tools shuts down cleanly), SIGKILL if it lingers;
         idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        super().stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -173,7 +128,13 @@ def spawn(project: str, port: int | None = None, root: Path = REPO_ROOT) -> Auth
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets a signal in the child
         )
-    return AuthEmulator(project=project, port=port, process=process, workdir=workdir)
+    return AuthEmulator(
+        project=project,
+        port=port,
+        process=process,
+        workdir=workdir,
+        log_path=workdir / "emulator.log",
+    )
 
 
 def start(project: str, port: int | None = None, root: Path = REPO_ROOT) -> AuthEmulator:

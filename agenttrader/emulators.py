@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 READY_TIMEOUT_SECONDS = 90.0
 """Cold JVM start on a loaded 2-core machine has been seen to take ~15 s; allow headroom."""
@@ -116,15 +117,24 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-@dataclass
-class Emulator:
-    """One running emulator process."""
+@dataclass(kw_only=True)
+class ManagedProcess:
+    """A server on loopback in a process group of its own: probe it, wait for it, stop it.
 
-    kind: EmulatorKind
+    Shared by the Cloud SDK emulators and the Firebase Auth emulator.
+    """
+
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
     _stopped: bool = field(default=False, repr=False)
+
+    ready_timeout: ClassVar[float] = READY_TIMEOUT_SECONDS
+    unavailable: ClassVar[type[RuntimeError]] = EmulatorUnavailable
+
+    @property
+    def name(self) -> str:
+        return "process"
 
     @property
     def host_port(self) -> str:
@@ -141,20 +151,20 @@ class Emulator:
         except (urllib.error.URLError, OSError):
             return False
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+    def wait_ready(self, timeout: float | None = None) -> None:
+        timeout = self.ready_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise EmulatorUnavailable(
-                    f"{self.kind.name} emulator exited with {self.process.returncode}:\n"
-                    + self.log_tail()
+                raise self.unavailable(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
                 )
             if self.answers():
                 return
             time.sleep(0.2)
         self.stop()
-        raise EmulatorUnavailable(
-            f"{self.kind.name} emulator did not answer within {timeout:.0f} s:\n" + self.log_tail()
+        raise self.unavailable(
+            f"{self.name} did not answer within {timeout:.0f} s:\n{self.log_tail()}"
         )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -164,7 +174,7 @@ class Emulator:
             return ""
 
     def stop(self) -> None:
-        """Stop the whole process group (gcloud spawns java); idempotent."""
+        """Stop the whole process group (gcloud and firebase-tools spawn children); idempotent."""
         if self._stopped:
             return
         self._stopped = True
@@ -177,6 +187,17 @@ class Emulator:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+
+
+@dataclass(kw_only=True)
+class Emulator(ManagedProcess):
+    """One running Cloud SDK emulator."""
+
+    kind: EmulatorKind
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind.name} emulator"
 
 
 def start(

@@ -169,6 +169,11 @@ def rollup(
     return totals
 
 
+_LATEST = ""
+""":meth:`RollupScheduler.request` key of "the pulse ``ops/last_pulse`` shows" (no pulse id is
+empty)."""
+
+
 class RollupScheduler:
     """Per-instance trailing-edge throttle for :func:`rollup`.
 
@@ -184,22 +189,28 @@ class RollupScheduler:
         self._lock = threading.Lock()
 
     def request(self, pulse_id: str | None) -> None:
-        if not pulse_id:
-            return
+        """``None``: a result outside any pulse (replay, manual, first sync). It replaced the
+        user's outcome, which may have counted in the latest pulse: that pulse is rolled up."""
+        key = pulse_id or _LATEST
         with self._lock:
-            self._last_result[pulse_id] = datetime.now(UTC)
-            if pulse_id in self._pending:
+            self._last_result[key] = datetime.now(UTC)
+            if key in self._pending:
                 return
-            self._pending.add(pulse_id)
-        timer = threading.Timer(self._delay, self._run, args=(pulse_id,))
+            self._pending.add(key)
+        timer = threading.Timer(self._delay, self._run, args=(key,))
         timer.daemon = True
         timer.start()
 
-    def _run(self, pulse_id: str) -> None:
+    def _run(self, key: str) -> None:
         with self._lock:
-            self._pending.discard(pulse_id)
-            counted_after = self._last_result.pop(pulse_id)
+            self._pending.discard(key)
+            counted_after = self._last_result.pop(key)
+        pulse_id: object = key
         try:
-            rollup(self._db_factory(), pulse_id, counted_after)
+            db = self._db_factory()
+            if key == _LATEST:
+                pulse_id = (db.document(LAST_PULSE_DOC).get().to_dict() or {}).get("pulse_id")
+            if isinstance(pulse_id, str) and pulse_id:
+                rollup(db, pulse_id, counted_after)
         except Exception:
             log.exception("pulse rollup failed", pulse_id=pulse_id)

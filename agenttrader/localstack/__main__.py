@@ -3,15 +3,16 @@
     python -m agenttrader.localstack [--tick-seconds 60] [--project demo-agenttrader]
         [--tenants 6] [--simulator-port 0] [--in-process] [--no-view]
 
-Starts, in order (:data:`STEPS`): the Pub/Sub and Firestore emulators, the Alpaca simulator
-(in this process), the three functions with the topology, bridges and scheduler
-(:class:`LocalStack`), then the demo tenants: their onboarding documents, then their keys,
-which fire their first syncs. Each step registers what it started as a :class:`Component`;
-Ctrl-C or SIGTERM stops them in reverse order and exits 0. A step that fails stops what the
-steps before it started and exits 1. Every process log goes to ``.local/run-<time>-…/``.
+Starts, in order (:data:`STEPS`): the Firebase Auth emulator, the Pub/Sub and Firestore
+emulators, the Alpaca simulator (in this process), the pipeline's functions with the topology,
+bridges and scheduler (:class:`LocalStack`), the callables server, then the demo tenants: their
+onboarding documents, then their keys, which fire their first syncs. Each step registers what
+it started as a :class:`Component`; Ctrl-C or SIGTERM stops them in reverse order and exits 0.
+A step that fails stops what the steps before it started and exits 1. Every process log goes to
+``.local/run-<time>-…/``.
 
-To add a step (say, the Auth emulator): write ``def start_x(run: Run) -> None`` that starts
-it, puts its variables in ``run.env`` and calls ``run.add(Component(...))``, and list it in
+To add a step (say, a Vertex AI stand-in): write ``def start_x(run: Run) -> None`` that starts it,
+puts its variables in ``run.env`` and calls ``run.add(Component(...))``, and list it in
 :data:`STEPS` before the steps that need it.
 """
 
@@ -50,6 +51,8 @@ from agenttrader.localstack.view import (
 from agenttrader.settings import DEFAULT_PROJECT
 from agenttrader.simulator import AlpacaSimulator
 
+CALLABLES = ("onboard_user", "generate_trading_signal", "migrate_legacy_data")
+REGION = "us-central1"
 REFRESH_SECONDS = 1.5
 """Redraw period of the full-screen view."""
 LINE_SECONDS = 5.0
@@ -85,6 +88,7 @@ class Run:
     stack: LocalStack | None = None
     tenants: list[demo.DemoTenant] = field(default_factory=list)
     db: Any = None
+    auth: Any = None
 
     @property
     def project(self) -> str:
@@ -139,6 +143,48 @@ def start_emulators(run: Run) -> None:
 def _first_read(db: Any) -> None:
     with contextlib.suppress(Exception):
         db.document(paths.LAST_PULSE_DOC).get(timeout=60)
+
+
+def quiet_grpc() -> None:
+    """gRPC's C core notes every fork while its threads run (we start processes): keep the
+    terminal for what matters."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def spawn_auth_emulator(run: Run) -> None:
+    """Spawn the Firebase Auth emulator now; it compiles its schema while the rest starts."""
+    from agenttrader import auth_emulator
+
+    quiet_grpc()
+    emulator = auth_emulator.spawn(run.project)
+    run.auth = emulator
+    run.add(Component("Auth emulator", emulator.host_port, emulator.stop))
+
+
+def start_callables(run: Run) -> None:
+    """The three callables at ``/{project}/{region}/{name}``, as ``connectFunctionsEmulator``
+    calls them, verifying the Auth emulator's ID tokens."""
+    import main
+    from agenttrader.callable_server import CallablesServer
+
+    assert run.auth is not None
+    run.auth.wait_ready()
+    run.env["FIREBASE_AUTH_EMULATOR_HOST"] = run.auth.host_port
+    os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = run.auth.host_port
+    functions = {name: getattr(main, name) for name in CALLABLES}
+    server = CallablesServer(functions, project=run.project, region=REGION).start()
+    run.add(
+        Component(
+            "callables",
+            server.url(run.project, REGION, "{name}"),
+            server.stop,
+            detail=lambda: (
+                "Gemini"
+                if os.environ.get("VERTEX_AI_BASE_URL")
+                else "offline: local heuristic signals"
+            ),
+        )
+    )
 
 
 def start_simulator(run: Run) -> None:
@@ -209,9 +255,11 @@ def add_demo_tenants(run: Run) -> None:
 
 
 STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
+    ("the Firebase Auth emulator", spawn_auth_emulator),
     ("the Pub/Sub and Firestore emulators", start_emulators),
     ("the Alpaca simulator", start_simulator),
     ("the functions, topology, bridges and scheduler", start_stack),
+    ("the callables and the Auth emulator", start_callables),
     ("the demo tenants", add_demo_tenants),
 )
 

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ class ServedFunction:
     target: str
     port: int
     stop: Any
+    process: subprocess.Popen[bytes] | None = None
+    """The ``functions-framework`` process serving it now; ``None`` when served in this process."""
+    restart: Callable[[], None] | None = None
+    """Stop the process if it still runs, then start a new one on the same port (fault
+    injection). Call it from a thread that outlives the process: the child is killed when the
+    thread that started it exits (``PR_SET_PDEATHSIG``)."""
 
     @property
     def url(self) -> str:
@@ -57,29 +64,62 @@ def serve_in_process(
     target: str, env: dict[str, str], port: int | None = None, log_dir: Path | None = None
 ) -> ServedFunction:
     """Run ``functions-framework --target`` from the repository root, as in production."""
-    port = port or free_port()
+    served = ServedFunction(target, port or free_port(), stop=None)
+
+    def start() -> None:
+        served.process = _start_process(target, env, served.port, log_dir)
+
+    def stop() -> None:
+        process = served.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def restart() -> None:
+        stop()
+        start()
+
+    start()
+    served.stop, served.restart = stop, restart
+    return served
+
+
+def _start_process(
+    target: str, env: dict[str, str], port: int, log_dir: Path | None
+) -> subprocess.Popen[bytes]:
+    """Start the process in a session of its own (its group is signalled as one) and wait
+    until it answers."""
     executable = Path(sys.executable).with_name("functions-framework")
     log_file = (log_dir / f"{target}.log").open("ab") if log_dir else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [
-            str(executable),
-            "--target",
-            target,
-            "--source",
-            str(SOURCE),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets a signal in the child
-    )
+    try:
+        process = subprocess.Popen(
+            [
+                str(executable),
+                "--target",
+                target,
+                "--source",
+                str(SOURCE),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets a signal in the child
+        )
+    finally:
+        if not isinstance(log_file, int):
+            log_file.close()  # the child holds its own copy
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -93,15 +133,4 @@ def serve_in_process(
             break  # it answers: a cloudevent function refuses a bare GET
         except OSError:
             time.sleep(0.2)
-
-    def stop() -> None:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-    return ServedFunction(target, port, stop)
+    return process

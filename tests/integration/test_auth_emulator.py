@@ -82,7 +82,9 @@ def test_stop_ends_the_process_group_and_cleans_up(tmp_path: Path) -> None:
     process = subprocess.Popen(
         ["sh", "-c", "sleep 60 & sleep 60"], start_new_session=True, stdin=subprocess.DEVNULL
     )
-    emulator = AuthEmulator(project="demo-x", port=1, process=process, workdir=workdir)
+    emulator = AuthEmulator(
+        project="demo-x", port=1, process=process, workdir=workdir, log_path=workdir / "log"
+    )
     emulator.stop()
     emulator.stop()  # idempotent
     assert process.poll() is not None
