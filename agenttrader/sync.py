@@ -34,6 +34,7 @@ from agenttrader.errors import (
     UnknownUser,
 )
 from agenttrader.events import PubsubDelivery
+from agenttrader.firestore_codec import add_set_fields
 from agenttrader.key_cache import KeyCache
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import Reason, SyncRequest
@@ -209,8 +210,6 @@ class SyncWorker:
     def _write_snapshot(
         self, db: firestore.Client, request: SyncRequest, current: Any, state: dict[str, Any]
     ) -> None:
-        from google.cloud import firestore
-
         account = state["account"]
         body: dict[str, Any] = {
             "syncedAt": datetime.now(UTC),
@@ -225,12 +224,16 @@ class SyncWorker:
             "positions_count": len(state["positions"]),
         }
         batch = db.batch()
-        ref = db.document(snapshot_doc(request.uid))
-        if current.exists:
-            body["placeholder"] = firestore.DELETE_FIELD
-            batch.update(ref, body, option=db.write_option(last_update_time=current.update_time))
-        else:
-            batch.create(ref, body)
+        # Updated only if unchanged since read, or created only if still absent: a concurrent
+        # delivery's write makes this one fail and decide again (see ``_sync``).
+        add_set_fields(
+            batch,
+            db,
+            snapshot_doc(request.uid),
+            body,
+            delete=("placeholder",) if current.exists else (),
+            last_update_time=current.update_time if current.exists else None,
+        )
         batch.delete(db.document(last_sync_error_doc(request.uid)))
         self._add_outcome(db, batch, request, Outcome.SUCCESS)
         _call(batch.commit)

@@ -1,0 +1,84 @@
+"""Building the snapshot's Firestore write with protobuf directly.
+
+Profiling the worker showed the client's generic encoder (proto-plus message per value) taking
+about a third of a sync's CPU for the ~100 values of an account and its positions. This module
+encodes the same JSON-shaped data straight into protobuf (~5× cheaper) and hands the write to
+the batch, which commits it as usual (same RPC, same preconditions, same atomicity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from google.cloud.firestore_v1.types import common, document, write
+from google.protobuf import timestamp_pb2
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+_Value = document.Value.pb()
+_Document = document.Document.pb()
+_Write = write.Write.pb()
+_Precondition = common.Precondition.pb()
+
+
+def encode(value: Any) -> Any:
+    """A JSON-shaped Python value (and datetimes) as a raw ``google.firestore.v1.Value``."""
+    if value is None:
+        return _Value(null_value=0)
+    if isinstance(value, bool):
+        return _Value(boolean_value=value)
+    if isinstance(value, int):
+        return _Value(integer_value=value)
+    if isinstance(value, float):
+        return _Value(double_value=value)
+    if isinstance(value, str):
+        return _Value(string_value=value)
+    if isinstance(value, datetime):
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(value)
+        return _Value(timestamp_value=stamp)
+    if isinstance(value, Mapping):
+        encoded = _Value()
+        encoded.map_value.SetInParent()  # an empty map is still a map
+        fields = encoded.map_value.fields
+        for key, item in value.items():
+            fields[str(key)].CopyFrom(encode(item))
+        return encoded
+    if isinstance(value, list | tuple):
+        encoded = _Value()
+        encoded.array_value.SetInParent()
+        encoded.array_value.values.extend(encode(item) for item in value)
+        return encoded
+    raise TypeError(f"cannot store a {type(value).__name__} in Firestore")
+
+
+def add_set_fields(
+    batch: firestore.WriteBatch,
+    db: firestore.Client,
+    path: str,
+    data: Mapping[str, Any],
+    *,
+    delete: Iterable[str] = (),
+    last_update_time: Any = None,
+) -> None:
+    """Add to ``batch`` a write that sets the top-level fields of ``data`` and deletes those in
+    ``delete``, leaving other fields alone. With ``last_update_time`` the document must be
+    unchanged since then; without it, it must not exist yet (a create).
+
+    Top-level names must be plain identifiers (they go into the update mask unescaped).
+    """
+    raw = _Write()
+    raw.update.CopyFrom(_Document(name=db.document(path)._document_path))
+    for key, item in data.items():
+        raw.update.fields[key].CopyFrom(encode(item))
+    if last_update_time is None:
+        raw.current_document.CopyFrom(_Precondition(exists=False))
+    else:
+        raw.update_mask.field_paths.extend([*data, *delete])
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(last_update_time)
+        raw.current_document.CopyFrom(_Precondition(update_time=stamp))
+    batch._add_write_pbs([write.Write.wrap(raw)])
