@@ -45,8 +45,12 @@ lint: setup ## ruff (lint + format check) and mypy --strict on the shared core
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+PUBLISHER_TENANTS ?= 100000
+
 bench: setup ## Benchmarks: each figure beside its baseline and goal (machine must be quiet)
 	$(PY) -m benchmarks.pipeline $(BENCH_ARGS)
+	$(PY) -m benchmarks.publisher_scale --tenants $(PUBLISHER_TENANTS)
+	$(PY) -m benchmarks.cost
 
 plan: setup ## Print the production deployment plan (PROJECT=… REGION=…; needs no credentials)
 	$(need_target)
