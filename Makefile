@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint format bench clean plan deploy
+.PHONY: help setup run test lint format bench chaos clean plan deploy
 
 PROJECT ?=
 REGION ?=
@@ -60,6 +60,9 @@ deploy: setup ## Plan, then apply, the production deployment (PROJECT=… REGION
 	$(need_target)
 	$(PY) -m infra plan --project "$(PROJECT)" --region "$(REGION)" $(DEPLOY_ARGS)
 	$(PY) -m infra apply --project "$(PROJECT)" --region "$(REGION)" $(DEPLOY_ARGS)
+
+chaos: setup ## Fault-injection suite: one pulse over 300 tenants under faults, invariants checked
+	$(PY) -m chaos.run --tenants 300 $(CHAOS_ARGS)
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

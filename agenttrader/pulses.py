@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
+from google.api_core import exceptions as gexc
+
 from agenttrader.logs import get_logger
 from agenttrader.paths import LAST_PULSE_DOC, pulse_doc
 
@@ -98,6 +100,8 @@ def count_outcomes(db: firestore.Client, pulse_id: str) -> dict[Outcome, int]:
 
 
 CLOCK_SKEW = timedelta(seconds=1)
+LAST_PULSE_WRITE_ATTEMPTS = 5
+"""Conditional writes of ``ops/last_pulse`` tried before leaving it to the next rollup."""
 
 
 def rollup(
@@ -116,8 +120,6 @@ def rollup(
     publishes, because its workers then overwrite each user's outcome with the new pulse id.
     A finalized pulse is never counted again, so its figures cannot go down afterwards.
     """
-    from google.cloud import firestore
-
     now = datetime.now(UTC)  # before counting: a rollup stamped T counted everything before T
     snapshot = db.document(pulse_doc(pulse_id)).get()
     if not snapshot.exists:
@@ -149,24 +151,41 @@ def rollup(
         history_update["final"] = True
     db.document(pulse_doc(pulse_id)).update(history_update)
 
-    @firestore.transactional
-    def publish_last(transaction: firestore.Transaction) -> None:
-        ref = db.document(LAST_PULSE_DOC)
-        current = ref.get(transaction=transaction).to_dict() or {}
-        if str(current.get("pulse_id", "")) > pulse_id:
+    _publish_last(db, totals, counted_after, now)
+    return totals
+
+
+def _publish_last(
+    db: firestore.Client, totals: PulseTotals, counted_after: datetime | None, now: datetime
+) -> None:
+    """Write ``ops/last_pulse`` unless it shows a newer pulse, or a rollup that counted after
+    ``counted_after``. A conditional write on the document's update time, not a transaction:
+    a transaction locks the document until it ends, and a worker killed inside one left it
+    locked for a minute (every write to it failing meanwhile)."""
+    ref = db.document(LAST_PULSE_DOC)
+    for _ in range(LAST_PULSE_WRITE_ATTEMPTS):
+        snapshot = ref.get()
+        current = snapshot.to_dict() or {}
+        if str(current.get("pulse_id", "")) > totals.pulse_id:
             return
         updated = current.get("updated_at")
         if (
             counted_after is not None
-            and current.get("pulse_id") == pulse_id
+            and current.get("pulse_id") == totals.pulse_id
             and isinstance(updated, datetime)
             and updated > counted_after + CLOCK_SKEW
         ):
             return
-        transaction.set(ref, totals.last_pulse_doc(now))
-
-    publish_last(db.transaction())
-    return totals
+        try:
+            if snapshot.exists:
+                option = db.write_option(last_update_time=snapshot.update_time)
+                ref.update(totals.last_pulse_doc(now), option=option)
+            else:
+                ref.create(totals.last_pulse_doc(now))
+            return
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict):
+            continue  # another rollup wrote it meanwhile: decide again on what it wrote
+    log.warning("ops/last_pulse kept changing; left to the next rollup", pulse_id=totals.pulse_id)
 
 
 _LATEST = ""

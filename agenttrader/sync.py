@@ -252,13 +252,17 @@ class SyncWorker:
         from google.cloud import firestore
 
         body: dict[str, Any] = {
-            "pulse_id": request.pulse_id,
             "outcome": outcome.value,
             "reason": request.reason.value,
             "requested_at": request.requested_at,
             "at": datetime.now(UTC),
             "error_class": error_class,
         }
+        # A sync outside a pulse (first sync, manual, replay) keeps the stored pulse id: the
+        # user's latest outcome then counts for the last pulse they were in, so a replay that
+        # fixes a dead-lettered user turns that pulse's error into a success.
+        if request.pulse_id is not None:
+            body["pulse_id"] = request.pulse_id
         # Final failures in a row (the operator's alert); a skip neither breaks nor extends it.
         if outcome is Outcome.ERROR:
             body["consecutive_failures"] = firestore.Increment(1)

@@ -4,12 +4,15 @@ every invariant must hold."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from agenttrader.messages import Reason, SyncRequest
 from agenttrader.simulator import AlpacaSimulator
 from chaos.faults import Fault
+from chaos.invariants import Evidence, Message, TenantState, check
 from chaos.run import ChaosConfig, run_chaos
 
 pytestmark = pytest.mark.integration
@@ -32,3 +35,59 @@ def test_chaos_pulse_keeps_every_invariant(
     assert result.kill is not None and result.kill.restarted_pid != result.kill.killed_pid
     assert evidence.dead_letters, report
     assert result.ok, report
+
+
+def _evidence(*, broken: bool) -> Evidence:
+    """Two tenants after a pulse: consistent, or with one fault per invariant."""
+    at = datetime(2026, 1, 5, 15, 30, tzinfo=UTC)
+    pulse = "20260105T153000Z-1"
+    messages = {
+        f"m-{uid}": Message(
+            f"m-{uid}",
+            SyncRequest(uid, Reason.SCHEDULE, at, pulse_id=pulse).to_bytes(),
+            {"uid": uid},
+            at,
+        )
+        for uid in ("a", "b")
+    }
+    shown = {"a": "acct-a", "b": "acct-a" if broken else "acct-b"}
+    tenants = {
+        uid: TenantState(
+            uid=uid,
+            account_id=f"acct-{uid}",
+            fault=Fault.NONE,
+            configured=True,
+            enabled=True,
+            snapshot={
+                "requestedAt": at - timedelta(minutes=1) if broken and uid == "a" else at,
+                "account": {"id": shown[uid]},
+            },
+            last_error=None,
+            sync_state={"pulse_id": pulse, "outcome": "success"},
+        )
+        for uid in ("a", "b")
+    }
+    return Evidence(
+        pulse_id=pulse,
+        pulse_requested_at=at,
+        tenants=tenants,
+        last_pulse={
+            "pulse_id": pulse,
+            "success_count": 1 if broken else 2,
+            "error_count": 0,
+            "skipped_count": 0,
+            "published_count": 2,
+        },
+        published=messages,
+        dead_letters={},
+        injected={},
+        acked=1 if broken else 2,
+        nacked=0,
+        snapshot_history={"b": [at, at - timedelta(seconds=1), at] if broken else [at]},
+    )
+
+
+def test_every_invariant_can_fail() -> None:
+    """The checks are not vacuous: each flags its own kind of damage, and only then."""
+    assert all(not found for _name, found in check(_evidence(broken=False)))
+    assert all(found for _name, found in check(_evidence(broken=True)))
