@@ -127,6 +127,8 @@ class ManagedProcess:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    remove_log: bool = False
+    """A log in the temporary directory goes with the process (its tail is in any error)."""
     _stopped: bool = field(default=False, repr=False)
 
     ready_timeout: ClassVar[float] = READY_TIMEOUT_SECONDS
@@ -162,10 +164,9 @@ class ManagedProcess:
             if self.answers():
                 return
             time.sleep(0.2)
+        tail = self.log_tail()  # before stop(), which may remove the log
         self.stop()
-        raise self.unavailable(
-            f"{self.name} did not answer within {timeout:.0f} s:\n{self.log_tail()}"
-        )
+        raise self.unavailable(f"{self.name} did not answer within {timeout:.0f} s:\n{tail}")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -187,6 +188,9 @@ class ManagedProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        if self.remove_log:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
 
 
 @dataclass(kw_only=True)
@@ -253,7 +257,13 @@ def _spawn(kind: EmulatorKind, project: str, port: int, log_dir: Path | None = N
         raise EmulatorUnavailable(f"cannot run {command[0]!r}: {err}") from err
     finally:
         os.close(log_fd)
-    return Emulator(kind=kind, port=port, process=process, log_path=Path(log_name))
+    return Emulator(
+        kind=kind,
+        port=port,
+        process=process,
+        log_path=Path(log_name),
+        remove_log=log_dir is None,
+    )
 
 
 def clear_firestore(host_port: str, project: str) -> None:
