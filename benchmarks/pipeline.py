@@ -146,11 +146,14 @@ def run_pipeline(
     ]
     last_snapshot = max(t for t in synced_at if t is not None)
     tick_to_last = (last_snapshot - tick_at).total_seconds()
+    delays = sorted((t - tick_at).total_seconds() for t in synced_at if t is not None)
     return {
         "tenants": n,
         "synced": len(synced_at),
         "outcomes": done,
         "tick_to_last_snapshot_s": round(tick_to_last, 2),
+        "tick_to_snapshot_p50_p95_p99_s": [round(_percentile(delays, q), 1) for q in (50, 95, 99)],
+        "synced_within_60_s": sum(1 for d in delays if d <= 60.0),
         "syncs_per_s": round(len(synced_at) / tick_to_last, 1),
         "alpaca_calls_per_sync": round(
             (sim_calls(sim_url) - calls_before) / max(len(synced_at), 1), 2
@@ -168,6 +171,11 @@ def run_pipeline(
             if pid in before
         ],
     }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted ``values``."""
+    return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))]
 
 
 def run_single_loop(project: str, sim_url: str, n: int) -> dict[str, Any]:
@@ -255,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"  Firestore reads/sync   {meter['reads_per_sync']:>8.2f}     "
                     f"writes/sync {meter['writes_per_sync']:.2f} (sample of {METER_SAMPLE})"
+                )
+                p50, p95, p99 = pipeline["tick_to_snapshot_p50_p95_p99_s"]
+                print(
+                    f"  tick → snapshot        p50 {p50:.1f} s · p95 {p95:.1f} s · p99 {p99:.1f} s"
+                    f"   synced within 60 s: {pipeline['synced_within_60_s']:,} of {n:,}"
                 )
                 print(f"  Alpaca calls/sync      {pipeline['alpaca_calls_per_sync']:>8.2f}")
                 total_cpu = sum(p["cpu_ms_per_sync"] for p in pipeline["processes"])
