@@ -55,22 +55,32 @@ def _by_uid(docs: Iterable[Any], collection: str, doc_id: str) -> Iterable[tuple
             yield parts[1], doc
 
 
-def eligible_users(db: firestore.Client) -> dict[str, str | None]:
-    """Users whose keys are configured and whose kill-switch is on, with their keys' version
-    (read from ``configuredAt`` by the same query, at no extra cost)."""
+def _where_true(db: firestore.Client, group: str, field: str, fields: list[str]) -> Iterable[Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    def matching(group: str, field: str, fields: list[str]) -> Iterable[Any]:
-        query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
-        return cast(Iterable[Any], query.select(fields).stream())
+    query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
+    return cast(Iterable[Any], query.select(fields).stream())
 
-    configured = {
+
+def configured_users(db: firestore.Client) -> dict[str, str | None]:
+    """uid → keys version of every user whose ``config/alpaca.configured`` is true (the
+    version is ``configuredAt``, read by the same query at no extra cost)."""
+    docs = _where_true(db, "config", "configured", ["configuredAt"])
+    return {
         uid: version_of((doc.to_dict() or {}).get("configuredAt"))
-        for uid, doc in _by_uid(
-            matching("config", "configured", ["configuredAt"]), "config", "alpaca"
-        )
+        for uid, doc in _by_uid(docs, "config", "alpaca")
     }
-    enabled = {uid for uid, _ in _by_uid(matching("status", "enabled", []), "status", "trading")}
+
+
+def enabled_uids(db: firestore.Client) -> set[str]:
+    """Users whose kill-switch ``status/trading.enabled`` is true."""
+    docs = _where_true(db, "status", "enabled", [])
+    return {uid for uid, _ in _by_uid(docs, "status", "trading")}
+
+
+def eligible_users(db: firestore.Client) -> dict[str, str | None]:
+    """Users whose keys are configured and whose kill-switch is on, with their keys' version."""
+    configured, enabled = configured_users(db), enabled_uids(db)
     return {uid: configured[uid] for uid in sorted(configured.keys() & enabled)}
 
 

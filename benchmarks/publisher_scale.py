@@ -36,7 +36,6 @@ from typing import Any
 from agenttrader import emulators, fanout, paths, topology
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
-from agenttrader.key_cache import version_of
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
 from benchmarks import procstats
@@ -133,21 +132,12 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, Phase]:
 
 def enumerate_concurrently(db: Any) -> tuple[dict[str, str | None], int]:
     """The same two eligibility queries and the count as ``fan_out``, run side by side."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    def names(group: str, doc_id: str, field: str, fields: list[str]) -> dict[str, Any]:
-        query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
-        return dict(fanout._by_uid(query.select(fields).stream(), group, doc_id))
-
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        configured = pool.submit(names, "config", "alpaca", "configured", ["configuredAt"])
-        enabled = pool.submit(names, "status", "trading", "enabled", [])
+        configured = pool.submit(fanout.configured_users, db)
+        enabled = pool.submit(fanout.enabled_uids, db)
         count = pool.submit(fanout.count_users, db)
-        versions = {
-            uid: version_of((doc.to_dict() or {}).get("configuredAt"))
-            for uid, doc in configured.result().items()
-        }
-        eligible = {uid: versions[uid] for uid in sorted(versions.keys() & enabled.result().keys())}
+        versions = configured.result()
+        eligible = {uid: versions[uid] for uid in sorted(versions.keys() & enabled.result())}
         return eligible, count.result()
 
 
