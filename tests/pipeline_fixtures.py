@@ -14,7 +14,7 @@ from agenttrader import topology
 from agenttrader.localstack.seed import seed_user
 from agenttrader.simulator import AlpacaSimulator, Scenario
 
-__all__ = ["Tenant", "doc", "drain_dead_letters", "seed_user", "sim_tenant", "wait_for"]
+__all__ = ["Tenant", "doc", "drain_dead_letters", "pull", "seed_user", "sim_tenant", "wait_for"]
 
 T = TypeVar("T")
 
@@ -57,27 +57,42 @@ def doc(db: firestore.Client, path: str) -> dict[str, Any] | None:
     return snapshot.to_dict() if snapshot.exists else None
 
 
-def drain_dead_letters(project: str, expect: int, timeout: float = 60.0) -> list[Any]:
-    """Pull (and ack) dead letters until ``expect`` arrived or the time is up."""
+def pull(
+    project: str,
+    subscription: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 5.0,
+    until_quiet: bool = False,
+) -> list[Any]:
+    """Pull and acknowledge messages of ``subscription`` until ``expect`` arrived, or (with
+    ``until_quiet``) until a pull after the first messages finds nothing, or the time is up."""
     subscriber = pubsub_v1.SubscriberClient()
-    path = subscriber.subscription_path(project, topology.USER_SYNC_DEAD_LETTER_HOLD)
+    path = subscriber.subscription_path(project, subscription)
     got: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(got) < expect and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (expect is None or len(got) < expect):
             response = subscriber.pull(
-                request={"subscription": path, "max_messages": 100}, timeout=5
+                request={"subscription": path, "max_messages": 100}, timeout=3
             )
-            if response.received_messages:
-                subscriber.acknowledge(
-                    request={
-                        "subscription": path,
-                        "ack_ids": [m.ack_id for m in response.received_messages],
-                    }
-                )
-                got.extend(m.message for m in response.received_messages)
-            else:
+            if not response.received_messages:
+                if until_quiet and got:
+                    break
                 time.sleep(0.2)
+                continue
+            subscriber.acknowledge(
+                request={
+                    "subscription": path,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
+            )
+            got.extend(m.message for m in response.received_messages)
     finally:
         subscriber.close()
     return got
+
+
+def drain_dead_letters(project: str, expect: int, timeout: float = 60.0) -> list[Any]:
+    """Pull (and ack) dead letters until ``expect`` arrived or the time is up."""
+    return pull(project, topology.USER_SYNC_DEAD_LETTER_HOLD, expect=expect, timeout=timeout)

@@ -4,17 +4,16 @@ eligible user, a redelivered tick publishes nothing, stale ticks are dropped, pu
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore
 
 from agenttrader import paths, pulses
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.fanout import eligible_uids, fan_out
-from tests.pipeline_fixtures import doc, seed_user
+from tests.pipeline_fixtures import doc, pull, seed_user
 
 pytestmark = pytest.mark.integration
 
@@ -25,32 +24,9 @@ def deps(pipeline_deps: Deps) -> Deps:
 
 
 def published(project: str, timeout: float = 5.0) -> list[dict[str, object]]:
-    subscriber = pubsub_v1.SubscriberClient()
-    path = subscriber.subscription_path(project, "tap")
-    messages: list[dict[str, object]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            response = subscriber.pull(
-                request={"subscription": path, "max_messages": 500}, timeout=2
-            )
-            if not response.received_messages:
-                if messages:
-                    break
-                continue
-            subscriber.acknowledge(
-                request={
-                    "subscription": path,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                }
-            )
-            for m in response.received_messages:
-                body = json.loads(m.message.data)
-                assert m.message.attributes["uid"] == body["uid"]
-                messages.append(body)
-    finally:
-        subscriber.close()
-    return messages
+    messages = pull(project, "tap", timeout=timeout, until_quiet=True)
+    assert all(m.attributes["uid"] == json.loads(m.data)["uid"] for m in messages)
+    return [json.loads(m.data) for m in messages]
 
 
 def tick(message_id: str = "1001", age: timedelta = timedelta(0)) -> PubsubDelivery:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import functions_framework
 import pytest
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore
 
 from agenttrader import paths
 from agenttrader.deps import Deps
@@ -21,7 +21,7 @@ from agenttrader.events import (
 )
 from agenttrader.localstack.stack import LocalStack
 from agenttrader.simulator import AlpacaSimulator, Scenario
-from tests.pipeline_fixtures import doc, seed_user, wait_for
+from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,26 +40,7 @@ KEYS = {
 
 
 def tapped(project: str, wait: float = 3.0) -> list[dict[str, object]]:
-    subscriber = pubsub_v1.SubscriberClient()
-    path = subscriber.subscription_path(project, "tap")
-    out: list[dict[str, object]] = []
-    deadline = time.monotonic() + wait
-    try:
-        while time.monotonic() < deadline:
-            response = subscriber.pull(
-                request={"subscription": path, "max_messages": 50}, timeout=1
-            )
-            if response.received_messages:
-                subscriber.acknowledge(
-                    request={
-                        "subscription": path,
-                        "ack_ids": [m.ack_id for m in response.received_messages],
-                    }
-                )
-                out.extend(json.loads(m.message.data) for m in response.received_messages)
-    finally:
-        subscriber.close()
-    return out
+    return [json.loads(m.data) for m in pull(project, "tap", timeout=wait)]
 
 
 def post_event(

@@ -19,7 +19,7 @@ from agenttrader import paths, topology
 from agenttrader.localstack.stack import LocalStack
 from agenttrader.logs import CloudLoggingFormatter
 from agenttrader.simulator import AlpacaSimulator, Scenario
-from tests.pipeline_fixtures import doc, seed_user, wait_for
+from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,28 +67,6 @@ def all_documents(db: firestore.Client) -> list[tuple[str, dict[str, Any]]]:
     for collection in db.collections():
         walk(collection)
     return found
-
-
-def pull_all(project: str, subscription: str) -> list[Any]:
-    subscriber = pubsub_v1.SubscriberClient()
-    path = subscriber.subscription_path(project, subscription)
-    out: list[Any] = []
-    try:
-        while True:
-            response = subscriber.pull(
-                request={"subscription": path, "max_messages": 100}, timeout=3
-            )
-            if not response.received_messages:
-                return out
-            subscriber.acknowledge(
-                request={
-                    "subscription": path,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                }
-            )
-            out.extend(m.message for m in response.received_messages)
-    finally:
-        subscriber.close()
 
 
 def test_no_key_value_leaves_the_secrets_document(
@@ -170,7 +148,11 @@ def test_no_key_value_leaves_the_secrets_document(
             time.sleep(1)
 
         secrets = [v for t in [*tenants.values(), rotated] for v in (t.key_id, t.secret_key)]
-        messages = [m for topic in topology.TOPICS for m in pull_all(project, f"tap-{topic}")]
+        messages = [
+            m
+            for topic in topology.TOPICS
+            for m in pull(project, f"tap-{topic}", timeout=30, until_quiet=True)
+        ]
         assert any(m.attributes.get("error_class") for m in messages), "no dead letter captured"
         documents = [(p, d) for p, d in all_documents(db) if "/secrets/" not in p]
         assert any(p.endswith("/audit/" + p.rsplit("/", 1)[-1]) for p, _ in documents)
