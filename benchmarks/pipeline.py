@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -114,8 +115,14 @@ def run_pipeline(
     seed(db, sim_url, n)
     calls_before = sim_calls(sim_url)
     stack_env = {**env, "THREADS": str(concurrency), "PULSE_ROLLUP_DELAY_SECONDS": "2"}
+    log_dir = Path(tempfile.mkdtemp(prefix=f"agenttrader-bench-{n}-"))
     with LocalStack(
-        project, stack_env, in_process=False, push_concurrency=concurrency, audit_kill_switch=False
+        project,
+        stack_env,
+        in_process=False,
+        push_concurrency=concurrency,
+        audit_kill_switch=False,
+        log_dir=log_dir,
     ) as stack:
         assert stack.ticker is not None
         before = procstats.sample_tree()
