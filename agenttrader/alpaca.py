@@ -103,7 +103,7 @@ class AlpacaClientFactory:
     """Builds one ``TradingClient`` per tenant, refusing base URLs outside the allowlist."""
 
     def __init__(
-        self, allowed_base_urls: tuple[str, ...], timeout_seconds: float, pool_size: int = 64
+        self, allowed_base_urls: tuple[str, ...], timeout_seconds: float, pool_size: int = 256
     ) -> None:
         self._allowed = allowed_base_urls
         self._timeout = timeout_seconds

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,9 @@ from agenttrader.logs import get_logger
 from agenttrader.messages import format_timestamp
 
 log = get_logger(__name__)
+
+DRAIN_SECONDS = 5.0
+"""How long stopping waits for deliveries in flight."""
 
 
 def push_body(subscription_path: str, message: Any) -> dict[str, Any]:
@@ -81,6 +85,9 @@ class PushBridge:
         self._timeout = timeout
         self._local = threading.local()
         self._future: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight = 0
+        self._lock = threading.Lock()
         self.stats = BridgeStats()
 
     def _session(self) -> requests.Session:
@@ -91,6 +98,15 @@ class PushBridge:
         return session
 
     def _deliver(self, message: Any) -> None:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._post(message)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _post(self, message: Any) -> None:
         try:
             response = self._session().post(
                 self.endpoint,
@@ -114,6 +130,7 @@ class PushBridge:
         executor = ThreadPoolExecutor(
             max_workers=self._concurrency, thread_name_prefix="push-bridge"
         )
+        self._executor = executor
         self._future = self._subscriber.subscribe(
             self.subscription_path,
             self._deliver,
@@ -128,5 +145,12 @@ class PushBridge:
             # A cancelled stream ends with an error by design.
             with contextlib.suppress(Exception):
                 self._future.result(timeout=10)
+            # Let deliveries in flight finish (for a few seconds) before the functions behind
+            # them are stopped; whatever does not finish is nacked and redelivered later.
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + DRAIN_SECONDS
+            while self._in_flight and time.monotonic() < deadline:
+                time.sleep(0.05)
             self._future = None
         self._subscriber.close()
