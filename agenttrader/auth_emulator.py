@@ -71,11 +71,6 @@ class AuthEmulator(ManagedProcess):
     def name(self) -> str:
         return "Auth emulator"
 
-    @property
-    def host_port(self) -> str:
-        """The value of ``FIREBASE_AUTH_EMULATOR_HOST``."""
-        return f"127.0.0.1:{self.port}"
-
     def client(self) -> AuthEmulatorClient:
         return AuthEmulatorClient(self.host_port, self.project)
 

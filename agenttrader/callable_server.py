@@ -9,16 +9,14 @@ or node client talks to the same handlers through the same adapter.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING
 
+from agenttrader.background_server import BackgroundServer
 from agenttrader.callable import CallableError, HttpFunction, Status
 
 if TYPE_CHECKING:
     import flask
-    from werkzeug.serving import BaseWSGIServer
 
 
 def callables_app(
@@ -62,7 +60,7 @@ def callables_app(
     return app
 
 
-class CallablesServer:
+class CallablesServer(BackgroundServer):
     """:func:`callables_app` on a threaded loopback WSGI server; a context manager."""
 
     def __init__(
@@ -76,14 +74,7 @@ class CallablesServer:
         from werkzeug.serving import make_server
 
         app = callables_app(functions, project=project, region=region)
-        self._server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="callables", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port)
+        super().__init__(make_server("127.0.0.1", port, app, threaded=True), "callables")
 
     @property
     def host_port(self) -> str:
@@ -92,23 +83,3 @@ class CallablesServer:
 
     def url(self, project: str, region: str, name: str) -> str:
         return f"http://{self.host_port}/{project}/{region}/{name}"
-
-    def start(self) -> CallablesServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> CallablesServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -23,8 +23,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from agenttrader.background_server import BackgroundServer
 
 ROUTE = re.compile(
     r"^/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -90,20 +91,16 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class VertexStandIn:
+class VertexStandIn(BackgroundServer):
     """The server; ``with VertexStandIn() as standin:`` starts it on a free loopback port."""
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", hang_seconds: float = 10.0) -> None:
         self.hang_seconds = hang_seconds
         self._state = _State()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        server = ThreadingHTTPServer((host, port), self._handler_class())
+        server.daemon_threads = True
+        super().__init__(server, "vertex-standin")
 
     @property
     def base_url(self) -> str:
@@ -131,13 +128,6 @@ class VertexStandIn:
             self._state.scripted.clear()
             self._state.requests.clear()
 
-    def start(self) -> VertexStandIn:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="vertex-standin", daemon=True
-        )
-        self._thread.start()
-        return self
-
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (the command-line mode)."""
         try:
@@ -145,23 +135,8 @@ class VertexStandIn:
         finally:
             self._server.server_close()
 
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._stopping.set()  # releases requests held open by Mode.TIMEOUT
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> VertexStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _next_mode(self, recorded: RecordedRequest) -> Mode:
         with self._state.lock:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agenttrader.background_server import BackgroundServer
 from agenttrader.emulators import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,14 +50,8 @@ def serve_in_thread(target: str, port: int | None = None) -> ServedFunction:
     app = functions_framework.create_app(target=target, source=str(SOURCE))  # type: ignore[no-untyped-call]
     server = make_server("127.0.0.1", port or free_port(), app, threaded=True)
     server.socket.listen(1024)  # a deeper backlog than werkzeug's default, for bursts
-    thread = threading.Thread(target=server.serve_forever, name=f"fn-{target}", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return ServedFunction(target, server.server_port, stop)
+    background = BackgroundServer(server, f"fn-{target}").start()
+    return ServedFunction(target, background.port, background.stop)
 
 
 def serve_in_process(
