@@ -89,6 +89,25 @@ def pulse_shard_doc(pulse_id: str, shard: int) -> str:
     return f"{pulse_doc(pulse_id)}/shards/{shard}"
 
 
+ROSTER_SHARDS = 32
+"""How many documents the roster is spread over: each holds one map entry per user it
+covers (~60 bytes), so the roster serves ~400,000 users before a document nears 1 MiB."""
+
+ROSTER_COLLECTION = f"{OPS}/roster/shards"
+"""Who is eligible for the scheduled sync, kept by the triggers on ``config/alpaca`` and
+``status/trading`` so that a tick reads ``ROSTER_SHARDS`` documents instead of scanning."""
+
+
+def roster_shard_doc(shard: int) -> str:
+    if not 0 <= shard < ROSTER_SHARDS:
+        raise ValueError(f"roster shard {shard} out of range 0..{ROSTER_SHARDS - 1}")
+    return f"{ROSTER_COLLECTION}/{shard}"
+
+
+MARKET_CLOCK_DOC = f"{OPS}/market_clock"
+"""The latest answer of Alpaca's ``/v2/clock`` (``is_open``, ``next_open``, ``next_close``):
+the publisher's schedule when ``SYNC_SCHEDULE=market-hours``."""
+
 LEGACY_SNAPSHOT_DOC = "alpacaAccounts/snapshot"
 """The original single-user snapshot, source of ``migrate_legacy_data``."""
 

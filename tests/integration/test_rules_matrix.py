@@ -142,6 +142,15 @@ TARGETS: dict[str, Target] = {
         {"success": 9},
         {"error": 0},
     ),
+    "ops_roster_shard": Target(
+        "ops/roster/shards/0", {"members": {"u1": 3}}, {"members": {}}, {"members": {"x": 1}}
+    ),
+    "ops_market_clock": Target(
+        "ops/market_clock",
+        {"is_open": True, "next_open": NOW, "next_close": NOW},
+        {"is_open": False},
+        {"is_open": False},
+    ),
     "legacy_snapshot": Target(
         "alpacaAccounts/snapshot",
         {"equity": "5000", "cash": "5000"},
@@ -175,6 +184,8 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "ops_last_pulse":         (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse":              (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse_shard":        (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
+    "ops_roster_shard":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
+    "ops_market_clock":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "legacy_snapshot":        (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
     "secrets_other":          (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
     "data_other":             (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
@@ -571,7 +582,7 @@ def _model_paths() -> dict[str, str]:
         elif name.endswith("_doc") and inspect.isfunction(value):
             params = inspect.signature(value).parameters.values()
             args = [
-                990 + i if p.annotation in (int, "int") else f"ARG{i}" for i, p in enumerate(params)
+                10 + i if p.annotation in (int, "int") else f"ARG{i}" for i, p in enumerate(params)
             ]
             markers = {str(arg) for arg in args}
             segments = value(*args).split("/")
