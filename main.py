@@ -2,13 +2,19 @@
 and ``gcloud functions deploy NAME --source=. --entry-point=NAME`` find any function."""
 
 from accounts.main import migrate_legacy_data, onboard_user
-from publisher.main import on_alpaca_secret_written, on_trading_status_written, publish_user_syncs
+from publisher.main import (
+    on_alpaca_config_written,
+    on_alpaca_secret_written,
+    on_trading_status_written,
+    publish_user_syncs,
+)
 from signal_worker.main import generate_trading_signal
 from sync_worker.main import sync_user
 
 __all__ = [
     "generate_trading_signal",
     "migrate_legacy_data",
+    "on_alpaca_config_written",
     "on_alpaca_secret_written",
     "on_trading_status_written",
     "onboard_user",

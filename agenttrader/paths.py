@@ -93,7 +93,10 @@ ROSTER_SHARDS = 32
 """How many documents the roster is spread over: each holds one map entry per user it
 covers (~60 bytes), so the roster serves ~400,000 users before a document nears 1 MiB."""
 
-ROSTER_COLLECTION = f"{OPS}/roster/shards"
+ROSTER_DOC = f"{OPS}/roster"
+"""Marks the roster complete (``built_at``): without it the next tick rebuilds it from a scan."""
+
+ROSTER_COLLECTION = f"{ROSTER_DOC}/shards"
 """Who is eligible for the scheduled sync, kept by the triggers on ``config/alpaca`` and
 ``status/trading`` so that a tick reads ``ROSTER_SHARDS`` documents instead of scanning."""
 

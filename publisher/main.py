@@ -1,13 +1,14 @@
 """``publish_user_syncs`` (Pub/Sub ``sync-tick``), ``on_alpaca_secret_written`` (Firestore
-``document.v1.written`` on ``users/{uid}/secrets/alpaca``) and ``on_trading_status_written``
-(the kill-switch audit): decode, then call the core."""
+``document.v1.written`` on ``users/{uid}/secrets/alpaca``), ``on_alpaca_config_written`` and
+``on_trading_status_written`` (the roster and the kill-switch audit): decode, then call the
+core."""
 
 from __future__ import annotations
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from agenttrader import runtime
+from agenttrader import roster, runtime
 from agenttrader.events import document_change, pubsub_delivery
 from agenttrader.fanout import fan_out
 from agenttrader.key_changes import handle_key_change
@@ -43,13 +44,28 @@ def on_alpaca_secret_written(event: CloudEvent) -> None:
 
 
 @functions_framework.cloud_event
+def on_alpaca_config_written(event: CloudEvent) -> None:
+    """Keep the user's roster entry (who a tick publishes to) in step with
+    ``users/{uid}/config/alpaca``, whoever wrote it."""
+    try:
+        change = document_change(event)
+    except ValueError as err:
+        log.error(f"config event ignored: {err}", event_id=event["id"])
+        return
+    roster.on_source_written(runtime.deps().firestore, change.path)
+
+
+@functions_framework.cloud_event
 def on_trading_status_written(event: CloudEvent) -> None:
-    """Audit a kill-switch toggle (Firestore ``written.withAuthContext`` on
-    ``users/{uid}/status/trading``): who, and ``enabled`` old → new."""
+    """A write of the kill-switch (Firestore ``written.withAuthContext`` on
+    ``users/{uid}/status/trading``): refresh the user's roster entry, and audit a toggle (who,
+    and ``enabled`` old → new)."""
     try:
         change = document_change(event)
     except ValueError as err:
         log.error(f"trading status event ignored: {err}", event_id=event["id"])
         return
+    deps = runtime.deps()
+    roster.on_source_written(deps.firestore, change.path)
     actor = actor_of(event.get("authtype"), event.get("authid"))
-    handle_trading_change(runtime.deps(), change, event["id"], actor)
+    handle_trading_change(deps, change, event["id"], actor)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from agenttrader import paths
+from agenttrader import paths, roster
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -63,6 +63,9 @@ def seed_user(
     if keys is not None:
         batch.set(db.document(paths.alpaca_secret_doc(uid)), keys)
     batch.commit()
+    # What the triggers on those documents do, done here too: seeding may run before any
+    # trigger listens, and a repeated refresh changes nothing.
+    roster.refresh(db, uid)
 
 
 def store_keys(

@@ -14,7 +14,7 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from agenttrader import topology
+from agenttrader import roster, topology
 from agenttrader.events import FIRESTORE_WRITTEN_WITH_AUTH
 from agenttrader.key_changes import secret_owner
 from agenttrader.kill_switch import trading_owner
@@ -27,6 +27,7 @@ FUNCTIONS = (
     "publish_user_syncs",
     "sync_user",
     "on_alpaca_secret_written",
+    "on_alpaca_config_written",
     "on_trading_status_written",
 )
 
@@ -61,6 +62,7 @@ class LocalStack:
         self.push_bridge: PushBridge | None = None
         self.eventarc_bridge: EventarcBridge | None = None
         self.kill_switch_bridge: EventarcBridge | None = None
+        self.config_bridge: EventarcBridge | None = None
         self.ticker: Ticker | None = None
         self._stops: list[Any] = []
 
@@ -106,6 +108,15 @@ class LocalStack:
                 lambda path: secret_owner(path) is not None,
             ).start()
             self._stops.append(self.eventarc_bridge.stop)
+            self.config_bridge = EventarcBridge(
+                self.project,
+                firestore.Client(project=self.project),
+                "config",
+                self.url("on_alpaca_config_written"),
+                lambda path: roster.source_owner(path) is not None,
+                narrow=FieldFilter("configured", "in", [True, False]),
+            ).start()
+            self._stops.append(self.config_bridge.stop)
             if self._audit_kill_switch:
                 self.kill_switch_bridge = EventarcBridge(
                     self.project,

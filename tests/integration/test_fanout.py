@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.cloud import firestore
 
-from agenttrader import paths, pulses
+from agenttrader import paths, pulses, roster
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.fanout import eligible_uids, fan_out
@@ -50,11 +50,17 @@ def seed_population(db: firestore.Client) -> None:
     # Truthy but not true is not eligible.
     seed_user(db, "f-string-true")
     db.document(paths.trading_status_doc("f-string-true")).update({"enabled": "true"})
+    # What the triggers on config/alpaca and status/trading do after those writes.
+    for uid in ("a-eligible", "e-bare", "f-string-true"):
+        roster.refresh(db, uid)
 
 
 def test_eligibility_is_read_from_the_documents(deps: Deps) -> None:
     seed_population(deps.firestore)
     assert eligible_uids(deps.firestore) == ["a-eligible", "b-eligible"]
+    loaded = roster.read(deps.firestore)
+    assert loaded is None  # never built: the first tick builds it from the same scan
+    assert list(roster.load(deps.firestore).eligible) == ["a-eligible", "b-eligible"]
 
 
 def test_one_message_per_eligible_user_and_pulse_recorded(deps: Deps, project: str) -> None:

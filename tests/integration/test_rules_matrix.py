@@ -142,6 +142,9 @@ TARGETS: dict[str, Target] = {
         {"success": 9},
         {"error": 0},
     ),
+    "ops_roster": Target(
+        "ops/roster", {"built_at": NOW, "shards": 32}, {"shards": 1}, {"shards": 1}
+    ),
     "ops_roster_shard": Target(
         "ops/roster/shards/0", {"members": {"u1": 3}}, {"members": {}}, {"members": {"x": 1}}
     ),
@@ -184,6 +187,7 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "ops_last_pulse":         (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse":              (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse_shard":        (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
+    "ops_roster":             (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_roster_shard":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_market_clock":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "legacy_snapshot":        (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),

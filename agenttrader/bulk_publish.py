@@ -1,0 +1,56 @@
+"""Publishing a whole pulse: ``user-sync`` messages 1,000 per request from a few threads.
+
+The client library's ``publish`` costs ~0.2 ms of CPU per message (a future, a batching thread,
+proto-plus wrappers); a tick of 100,000 tenants spent 25-32 s there. Here each request is built
+as a raw protobuf and sent through the same client's transport (``PublisherClient.api``, with
+its retry settings and, locally, the emulator switch): ~20,000 messages/s on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from agenttrader.logs import get_logger
+from agenttrader.messages import SyncRequest
+from agenttrader.topology import USER_SYNC
+
+if TYPE_CHECKING:
+    from agenttrader.deps import Deps
+
+log = get_logger(__name__)
+
+MESSAGES_PER_REQUEST = 1_000
+"""Pub/Sub's maximum per publish request (and far below its 10 MB)."""
+THREADS = 4
+REQUEST_TIMEOUT_SECONDS = 60.0
+
+
+def publish_all(deps: Deps, requests: Sequence[SyncRequest]) -> int:
+    """Publish every request to ``user-sync``; returns how many were not published."""
+    from google.pubsub_v1.types import PublishRequest, PubsubMessage
+
+    if not requests:
+        return 0
+    topic = deps.topic_path(USER_SYNC)
+    api: Any = deps.publisher.api
+    message = PubsubMessage.pb()
+
+    def send(start: int) -> int:
+        chunk = requests[start : start + MESSAGES_PER_REQUEST]
+        request = PublishRequest.pb()(topic=topic)
+        for sync in chunk:
+            request.messages.append(message(data=sync.to_bytes(), attributes=sync.attributes()))
+        try:
+            response = api.publish(
+                request=PublishRequest.wrap(request), timeout=REQUEST_TIMEOUT_SECONDS
+            )
+        except Exception as err:  # noqa: BLE001 - counted and reported by the caller
+            log.warning(f"a publish request of {len(chunk)} messages failed: {type(err).__name__}")
+            return len(chunk)
+        return len(chunk) - len(response.message_ids)
+
+    starts = range(0, len(requests), MESSAGES_PER_REQUEST)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=THREADS) as pool:
+        return sum(pool.map(send, starts))

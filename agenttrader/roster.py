@@ -1,0 +1,229 @@
+"""The roster: who a tick publishes to, read from ``ROSTER_SHARDS`` documents instead of a scan.
+
+Eligibility stays what DESIGN.md says: ``config/alpaca.configured`` and
+``status/trading.enabled`` both true, whoever wrote them. The triggers on those two documents
+(``on_alpaca_config_written``, ``on_trading_status_written``) call :func:`refresh`, which reads
+both documents at one read time and records the verdict in the user's shard document
+``ops/roster/shards/{n}``:
+
+- ``members.{uid}`` = read time in µs × 2 + (1 if eligible else 0), written with Firestore's
+  ``maximum`` transform. The verdict read last wins whatever order the triggers run, retry or
+  race in: no transaction, no lock, and a redelivered event changes nothing. A verdict read at
+  time *t* is the truth at *t*; every later write of either document fires a trigger whose
+  read comes later still, so the entry always ends at the truth.
+- ``keys.{uid}`` = ``configuredAt`` in µs (also ``maximum``): the ``keys_version`` the worker's
+  key cache checks; keys rotate forward only.
+
+A tick reads the 32 shard documents (and ``ops/roster``, the marker written once the roster is
+complete); where the marker is missing — a new deployment, data written before the roster
+existed — the first tick rebuilds the roster from a scan of the two documents
+(:func:`rebuild`, also ``agenttrader roster rebuild``), with the scan's start as read time so
+that every trigger that runs meanwhile still wins.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from agenttrader.key_cache import version_of
+from agenttrader.logs import get_logger
+from agenttrader.paths import (
+    ROSTER_DOC,
+    ROSTER_SHARDS,
+    USERS,
+    alpaca_config_doc,
+    roster_shard_doc,
+    trading_status_doc,
+)
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+log = get_logger(__name__)
+
+USERS_PER_WRITE = 200
+"""Entries per rebuild commit: two ``maximum`` transforms each, under Firestore's limit of 500
+field transforms per commit."""
+
+
+def shard_of(uid: str) -> int:
+    return zlib.crc32(uid.encode()) % ROSTER_SHARDS
+
+
+def _micros(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def entry(read_time: datetime, eligible: bool) -> int:
+    """The ``members`` value of a verdict read at ``read_time``: later reads compare greater."""
+    return _micros(read_time) * 2 + int(eligible)
+
+
+def _keys_micros(keys_version: str | None) -> int | None:
+    return int(keys_version) if keys_version is not None else None
+
+
+def _update(uid: str, value: int, keys_version: str | None) -> dict[str, Any]:
+    from google.cloud.firestore import Maximum
+
+    body: dict[str, Any] = {"members": {uid: Maximum(value)}}
+    keys = _keys_micros(keys_version)
+    if keys is not None:
+        body["keys"] = {uid: Maximum(keys)}
+    return body
+
+
+@dataclass(frozen=True)
+class Verdict:
+    uid: str
+    eligible: bool
+    keys_version: str | None
+
+
+def verdict(uid: str, config: dict[str, Any] | None, trading: dict[str, Any] | None) -> Verdict:
+    """Eligibility from the two documents (``None`` = missing), exactly as DESIGN.md defines."""
+    configured = (config or {}).get("configured") is True
+    enabled = (trading or {}).get("enabled") is True
+    keys_version = version_of((config or {}).get("configuredAt")) if configured else None
+    return Verdict(uid, configured and enabled, keys_version)
+
+
+def refresh(db: firestore.Client, uid: str) -> Verdict:
+    """Read ``uid``'s two documents and record the verdict; safe to repeat, in any order."""
+    config, trading = db.get_all(
+        [db.document(alpaca_config_doc(uid)), db.document(trading_status_doc(uid))]
+    )
+    found = {snap.reference.path: snap for snap in (config, trading)}
+    config_snap = found[alpaca_config_doc(uid)]
+    trading_snap = found[trading_status_doc(uid)]
+    result = verdict(
+        uid,
+        config_snap.to_dict() if config_snap.exists else None,
+        trading_snap.to_dict() if trading_snap.exists else None,
+    )
+    read_time = min(config_snap.read_time, trading_snap.read_time)
+    db.document(roster_shard_doc(shard_of(uid))).set(
+        _update(uid, entry(read_time, result.eligible), result.keys_version), merge=True
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class Roster:
+    """What one tick needs: eligible uids with their keys' version, sorted by uid."""
+
+    eligible: dict[str, str | None]
+    members: int
+    """Users with an entry, eligible or not."""
+
+
+def _parse(shards: Iterable[dict[str, Any]]) -> Roster:
+    eligible: dict[str, str | None] = {}
+    members = 0
+    for data in shards:
+        entries: dict[str, int] = data.get("members") or {}
+        keys: dict[str, int] = data.get("keys") or {}
+        members += len(entries)
+        for uid, value in entries.items():
+            if value & 1:
+                version = keys.get(uid)
+                eligible[uid] = str(version) if version is not None else None
+    return Roster(dict(sorted(eligible.items())), members)
+
+
+def read(db: firestore.Client) -> Roster | None:
+    """The roster, or ``None`` when it was never built (``ops/roster`` missing)."""
+    refs = [db.document(ROSTER_DOC)] + [
+        db.document(roster_shard_doc(k)) for k in range(ROSTER_SHARDS)
+    ]
+    marker_built = False
+    shards: list[dict[str, Any]] = []
+    for snap in db.get_all(refs):
+        if snap.reference.path == ROSTER_DOC:
+            marker_built = snap.exists
+        elif snap.exists:
+            shards.append(snap.to_dict() or {})
+    return _parse(shards) if marker_built else None
+
+
+def rebuild(db: firestore.Client) -> Roster:
+    """Record every user's verdict from a scan of the two documents, then mark the roster built.
+
+    The verdicts carry the read time of a read made before the scan, so an entry a trigger
+    writes meanwhile (from a later read) is kept. Users the roster holds as eligible that the
+    scan no longer finds eligible are recorded as not eligible.
+    """
+    from agenttrader.fanout import configured_users, enabled_uids
+
+    started = db.document(ROSTER_DOC).get().read_time
+    configured = configured_users(db)
+    enabled = enabled_uids(db)
+    verdicts = {uid: Verdict(uid, uid in enabled, version) for uid, version in configured.items()}
+    for uid in enabled - configured.keys():
+        verdicts[uid] = Verdict(uid, False, None)
+    for uid in _parse(_shards(db)).eligible:
+        verdicts.setdefault(uid, Verdict(uid, False, None))
+    by_shard: dict[int, list[Verdict]] = {}
+    for item in verdicts.values():
+        by_shard.setdefault(shard_of(item.uid), []).append(item)
+    for shard, items in sorted(by_shard.items()):
+        ref = db.document(roster_shard_doc(shard))
+        for start in range(0, len(items), USERS_PER_WRITE):
+            body: dict[str, Any] = {"members": {}, "keys": {}}
+            for item in items[start : start + USERS_PER_WRITE]:
+                part = _update(item.uid, entry(started, item.eligible), item.keys_version)
+                body["members"].update(part["members"])
+                body["keys"].update(part.get("keys", {}))
+            ref.set({name: value for name, value in body.items() if value}, merge=True)
+    db.document(ROSTER_DOC).set(
+        {"built_at": datetime.now(UTC), "shards": ROSTER_SHARDS, "users": len(verdicts)}
+    )
+    roster = _parse(_shards(db))
+    log.info(
+        "roster rebuilt from a scan",
+        fields={"users": len(verdicts), "eligible": len(roster.eligible)},
+    )
+    return roster
+
+
+def _shards(db: firestore.Client) -> list[dict[str, Any]]:
+    refs = [db.document(roster_shard_doc(k)) for k in range(ROSTER_SHARDS)]
+    return [snap.to_dict() or {} for snap in db.get_all(refs) if snap.exists]
+
+
+def load(db: firestore.Client) -> Roster:
+    """The roster, rebuilt first if it was never built."""
+    roster = read(db)
+    if roster is None:
+        log.warning("roster missing: rebuilding it from a scan (once)")
+        roster = rebuild(db)
+    return roster
+
+
+def source_owner(path: str) -> str | None:
+    """The uid when ``path`` is a document eligibility is decided from
+    (``users/{uid}/config/alpaca`` or ``users/{uid}/status/trading``), else ``None``."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[0] == USERS and tuple(parts[2:]) in _SOURCES:
+        return parts[1]
+    return None
+
+
+_SOURCES = {("config", "alpaca"), ("status", "trading")}
+
+
+def on_source_written(db: firestore.Client, path: str) -> Verdict | None:
+    """A trigger's whole job: refresh the roster entry of the user whose document changed.
+
+    The event's values are not used (they may be older than what the read finds)."""
+    uid = source_owner(path)
+    if uid is None:
+        log.warning("roster: event for a document eligibility does not depend on ignored")
+        return None
+    result = refresh(db, uid)
+    log.info("roster entry refreshed", uid=uid, fields={"eligible": result.eligible})
+    return result

@@ -1,0 +1,90 @@
+"""The roster's pure parts: the verdict, the entry encoding, reading shards, trigger paths."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agenttrader import paths, roster
+
+AT = datetime(2026, 11, 27, 14, 30, 0, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("config", "trading", "eligible"),
+    [
+        ({"configured": True}, {"enabled": True}, True),
+        ({"configured": True}, {"enabled": False}, False),
+        ({"configured": False}, {"enabled": True}, False),
+        ({"configured": True}, None, False),
+        (None, {"enabled": True}, False),
+        (None, None, False),
+        ({"configured": "true"}, {"enabled": True}, False),  # truthy is not true
+        ({"configured": True}, {"enabled": 1}, False),
+        ({}, {}, False),
+    ],
+)
+def test_verdict_is_design_md_eligibility(
+    config: dict[str, object] | None, trading: dict[str, object] | None, eligible: bool
+) -> None:
+    assert roster.verdict("u1", config, trading).eligible is eligible
+
+
+def test_verdict_carries_the_keys_version_of_configured_users_only() -> None:
+    configured = {"configured": True, "configuredAt": AT}
+    assert roster.verdict("u1", configured, {"enabled": False}).keys_version == str(
+        int(AT.timestamp() * 1_000_000)
+    )
+    assert roster.verdict("u1", {**configured, "configured": False}, None).keys_version is None
+
+
+def test_a_later_read_always_compares_greater_whatever_the_verdict() -> None:
+    earlier, later = AT, AT + timedelta(microseconds=1)
+    assert roster.entry(later, False) > roster.entry(earlier, True)
+    assert roster.entry(later, True) > roster.entry(earlier, False)
+    assert roster.entry(AT, True) & 1 and not roster.entry(AT, False) & 1
+    assert roster.entry(AT, True) < 2**63  # a Firestore integer
+
+
+def test_parse_keeps_eligible_entries_with_their_versions_sorted() -> None:
+    shards = [
+        {"members": {"b": roster.entry(AT, True), "c": roster.entry(AT, False)}, "keys": {"b": 7}},
+        {"members": {"a": roster.entry(AT, True)}},
+        {},
+    ]
+    parsed = roster._parse(shards)
+    assert parsed.eligible == {"a": None, "b": "7"}
+    assert list(parsed.eligible) == ["a", "b"]
+    assert parsed.members == 3
+
+
+def test_every_uid_has_a_shard_in_range_and_keeps_it() -> None:
+    uids = [f"user-{i}" for i in range(2_000)] + ["a.b@c", "x:y-z_"]
+    shards = {uid: roster.shard_of(uid) for uid in uids}
+    assert all(0 <= s < paths.ROSTER_SHARDS for s in shards.values())
+    assert {uid: roster.shard_of(uid) for uid in uids} == shards
+    # Spread: no shard holds more than twice its share.
+    counts = [list(shards.values()).count(s) for s in range(paths.ROSTER_SHARDS)]
+    assert max(counts) < 2 * len(uids) / paths.ROSTER_SHARDS
+
+
+@pytest.mark.parametrize(
+    ("path", "uid"),
+    [
+        ("users/u1/config/alpaca", "u1"),
+        ("users/u1/status/trading", "u1"),
+        ("users/u1/status/sync", None),
+        ("users/u1/secrets/alpaca", None),
+        ("users/u1/config/alpaca/x/y", None),
+        ("other/u1/config/alpaca", None),
+    ],
+)
+def test_only_the_two_source_documents_refresh_the_roster(path: str, uid: str | None) -> None:
+    assert roster.source_owner(path) == uid
+
+
+def test_shard_paths_are_bounded() -> None:
+    assert paths.roster_shard_doc(0) == "ops/roster/shards/0"
+    with pytest.raises(ValueError, match="out of range"):
+        paths.roster_shard_doc(paths.ROSTER_SHARDS)
