@@ -302,6 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
     status_parser.set_defaults(handler=_status)
+
+    roster_parser = commands.add_parser(
+        "roster",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="show or rebuild the roster of users a tick publishes to",
+        description=_wrap(
+            "The roster (ops/roster/shards/*) says who is eligible for the scheduled sync; the"
+            " triggers on config/alpaca and status/trading keep it. `show` prints its size;"
+            " `rebuild` records every user's eligibility again from a scan of those documents"
+            " (safe while the pipeline runs: a trigger's later verdict always wins)."
+        ),
+    )
+    roster_parser.add_argument(
+        "action", choices=("show", "rebuild"), help="show: sizes; rebuild: from a scan"
+    )
+    roster_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    roster_parser.set_defaults(handler=_roster)
     return parser
 
 
@@ -477,6 +495,34 @@ def _status(args: argparse.Namespace, target: Target) -> int:
             )
         )
     return EXIT_ALERT if args.check and status.alerts else EXIT_OK
+
+
+def _roster(args: argparse.Namespace, target: Target) -> int:
+    from google.cloud import firestore
+
+    from agenttrader import paths, roster
+
+    db = firestore.Client(project=target.project)
+    loaded = roster.rebuild(db) if args.action == "rebuild" else roster.read(db)
+    marker = db.document(paths.ROSTER_DOC).get()
+    built_at = (marker.to_dict() or {}).get("built_at") if marker.exists else None
+    summary = {
+        "project": target.project,
+        "built_at": built_at.isoformat() if isinstance(built_at, datetime) else None,
+        "shards": paths.ROSTER_SHARDS,
+        "users": loaded.members if loaded else None,
+        "eligible": len(loaded.eligible) if loaded else None,
+    }
+    if args.json:
+        _print_json(summary)
+    elif loaded is None:
+        print("roster: not built yet (the next tick builds it from a scan)")
+    else:
+        print(
+            f"roster of {target.project}: {loaded.members} users, {len(loaded.eligible)} eligible,"
+            f" {paths.ROSTER_SHARDS} shards, built {summary['built_at']}"
+        )
+    return EXIT_OK
 
 
 # --- entry point --------------------------------------------------------------------------------

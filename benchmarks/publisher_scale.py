@@ -1,19 +1,15 @@
 """Publisher at scale: one tick's fan-out over N eligible tenants against the emulators.
 
-Seeds N tenants with only the documents the publisher reads (``users/{uid}`` for the count,
-``config/alpaca {configured, configuredAt}`` and ``status/trading {enabled}`` for eligibility),
-then runs :func:`agenttrader.fanout.fan_out` once and times its phases: enumerating the
-eligible users, counting the users, publishing the messages (batched and flow-controlled by
-the client ``Deps`` builds), and the rest (pulse documents, rollups). Only the publisher is
-measured: ``user-sync`` has no subscriber that is fed here.
+Seeds N tenants with the documents eligibility is decided from (``users/{uid}`` for the count,
+``config/alpaca {configured, configuredAt}``, ``status/trading {enabled}``), builds the roster
+from them once (what a new deployment's first tick does; afterwards the triggers keep it), then
+runs :func:`agenttrader.fanout.fan_out` once and times its phases: reading the roster, counting
+the users (in its own thread), publishing (``bulk_publish``), and the rest (pulse documents,
+rollups). Then, on the same data, the baseline: the design before the roster (two
+collection-group scans, the count, one client ``publish`` future per message). Only the
+publisher is measured: ``user-sync`` has no subscriber that is fed here.
 
-    python -m benchmarks.publisher_scale --tenants 100000 [--profile] [--experiments]
-
-``--experiments`` then measures, on the same data, the changes proposed to ``fanout.py``
-without making them: the two eligibility queries and the count run concurrently; a roster
-(eligible uids with their keys' version in a few shard documents, which triggers on
-``config/alpaca`` and ``status/trading`` would maintain) read instead of the scan; and the
-messages published as raw protobufs, 1,000 per request, from a few threads.
+    python -m benchmarks.publisher_scale --tenants 100000 [--profile] [--no-baseline]
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agenttrader import emulators, fanout, paths, topology
+from agenttrader import emulators, fanout, paths, roster, topology
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
@@ -104,24 +100,22 @@ class Phases:
 
 @contextmanager
 def phases_of_fan_out() -> Iterator[Phases]:
-    """Time ``fanout``'s phases by wrapping the module functions ``fan_out`` calls."""
+    """Time ``fan_out``'s phases by wrapping what it calls (the count runs in its own thread,
+    beside the roster read and the publishing: its wall time overlaps theirs)."""
     phases = Phases()
-    names = {"eligible_users": "enumerate", "count_users": "count", "_publish": "publish"}
-    originals = {attr: getattr(fanout, attr) for attr in names}
-    for attr, name in names.items():
-        setattr(fanout, attr, phases.timed(name, originals[attr]))
+    wrapped = [
+        (roster, "load", "roster"),
+        (fanout, "count_users", "count"),
+        (fanout, "_publish", "publish"),
+    ]
+    originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in wrapped]
+    for (owner, attr, name), (_, _, original) in zip(wrapped, originals, strict=True):
+        setattr(owner, attr, phases.timed(name, original))
     try:
         yield phases
     finally:
-        for attr, original in originals.items():
-            setattr(fanout, attr, original)
-
-
-ROSTER_SHARD_TENANTS = 10_000
-"""About 450 KB of ``uid version`` lines per shard: well inside Firestore's 1 MiB document."""
-PUBLISH_PER_REQUEST = 1_000
-"""Pub/Sub's maximum number of messages in one publish request."""
-PUBLISH_THREADS = 4
+        for owner, attr, original in originals:
+            setattr(owner, attr, original)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, Phase]:
@@ -130,95 +124,32 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, Phase]:
     return value, Phase(time.monotonic() - wall, time.process_time() - cpu)
 
 
-def enumerate_concurrently(db: Any) -> tuple[dict[str, str | None], int]:
-    """The same two eligibility queries and the count as ``fan_out``, run side by side."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        configured = pool.submit(fanout.configured_users, db)
-        enabled = pool.submit(fanout.enabled_uids, db)
-        count = pool.submit(fanout.count_users, db)
-        versions = configured.result()
-        eligible = {uid: versions[uid] for uid in sorted(versions.keys() & enabled.result())}
-        return eligible, count.result()
-
-
-def roster_shard_doc(k: int) -> str:
-    return f"{paths.OPS}/roster/shards/{k:04d}"
-
-
-def write_roster(db: Any, users: dict[str, str | None]) -> int:
-    """What the triggers would maintain: ``uid version`` lines, a shard per 10,000 users."""
-    uids = sorted(users)
-    shards = 0
-    for shards, start in enumerate(range(0, len(uids), ROSTER_SHARD_TENANTS), start=1):
-        lines = (f"{u} {users[u] or ''}" for u in uids[start : start + ROSTER_SHARD_TENANTS])
-        db.document(roster_shard_doc(shards - 1)).set(
-            {
-                "entries": "\n".join(lines).encode(),
-                "count": min(ROSTER_SHARD_TENANTS, len(uids) - start),
-            }
-        )
-    return shards
-
-
-def read_roster(db: Any, shards: int) -> tuple[dict[str, str | None], int]:
-    users: dict[str, str | None] = {}
-    total = 0
-    for snapshot in db.get_all([db.document(roster_shard_doc(k)) for k in range(shards)]):
-        data = snapshot.to_dict() or {}
-        total += int(data.get("count", 0))
-        for line in bytes(data["entries"]).decode().splitlines():
-            uid, _, version = line.partition(" ")
-            users[uid] = version or None
-    return users, total
-
-
-def publish_raw(deps: Deps, users: dict[str, str | None], pulse_id: str, at: datetime) -> int:
-    """The same messages as ``fanout._publish``, as raw protobufs, 1,000 per publish request
-    (Pub/Sub's maximum), from a few threads: no per-message future, no batching thread."""
-    from google.pubsub_v1.services.publisher.client import PublisherClient as Gapic
-    from google.pubsub_v1.types import PublishRequest, PubsubMessage
-
+def publish_with_client(deps: Deps, users: dict[str, str | None], at: datetime) -> int:
+    """The baseline's publishing: one ``PublisherClient.publish`` future per message (the
+    client batches and flow-controls), as ``fan_out`` published before ``bulk_publish``."""
     topic = deps.topic_path(topology.USER_SYNC)
-    message = PubsubMessage.pb()
-    items = list(users.items())
-
-    def send(start: int) -> int:
-        request = PublishRequest.pb()(topic=topic)
-        for uid, version in items[start : start + PUBLISH_PER_REQUEST]:
-            sync = SyncRequest(uid, Reason.SCHEDULE, at, pulse_id=pulse_id, keys_version=version)
-            request.messages.append(message(data=sync.to_bytes(), attributes=sync.attributes()))
-        response = Gapic.publish(deps.publisher, request=PublishRequest.wrap(request))
-        return len(response.message_ids)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=PUBLISH_THREADS) as pool:
-        return sum(pool.map(send, range(0, len(items), PUBLISH_PER_REQUEST)))
+    futures = []
+    for uid, version in users.items():
+        sync = SyncRequest(uid, Reason.SCHEDULE, at, pulse_id="baseline", keys_version=version)
+        futures.append(deps.publisher.publish(topic, sync.to_bytes(), **sync.attributes()))
+    return sum(1 for f in futures if f.result(timeout=300))
 
 
-def experiments(deps: Deps) -> dict[str, Any]:
+def baseline(deps: Deps) -> dict[str, Phase]:
+    """The design before the roster, on the same data: the eligibility scan and the count,
+    then client-batched publishing."""
     db = deps.firestore
-    (eligible, count), concurrent_enum = timed(lambda: enumerate_concurrently(db))
-    shards = write_roster(db, eligible)
-    (roster, roster_count), roster_read = timed(lambda: read_roster(db, shards))
-    if roster != eligible or not roster_count == count == len(eligible):
-        raise RuntimeError("the roster does not hold what the scan found")
-    published, raw_publish = timed(
-        lambda: publish_raw(deps, roster, "experiment-pulse", datetime.now(UTC))
-    )
-    if published != len(roster):
-        raise RuntimeError(f"published {published} of {len(roster)}")
-    return {
-        "concurrent_enumeration": concurrent_enum,
-        "roster_shards": shards,
-        "roster_read": roster_read,
-        "raw_publish": raw_publish,
-    }
+    users, scan = timed(lambda: fanout.eligible_users(db))
+    _, count = timed(lambda: fanout.count_users(db))
+    _, publish = timed(lambda: publish_with_client(deps, users, datetime.now(UTC)))
+    return {"scan": scan, "count": count, "publish": publish}
 
 
 def tick() -> PubsubDelivery:
     return PubsubDelivery(f"scale-{uuid.uuid4().hex[:8]}", b"{}", {}, datetime.now(UTC), 1)
 
 
-def run(n: int, seed_threads: int, profile: bool, experiment: bool) -> dict[str, Any]:
+def run(n: int, seed_threads: int, profile: bool, with_baseline: bool) -> dict[str, Any]:
     project = f"scale-{uuid.uuid4().hex[:6]}"
     with emulators.running(emulators.PUBSUB, emulators.FIRESTORE, project=project) as hosts:
         os.environ.update({**hosts, "GOOGLE_CLOUD_PROJECT": project})
@@ -234,6 +165,11 @@ def run(n: int, seed_threads: int, profile: bool, experiment: bool) -> dict[str,
         print(
             f"seeded {n:,} tenants ({n * DOCS_PER_TENANT:,} documents) in {seed_s:.1f} s "
             f"({n * DOCS_PER_TENANT / seed_s:,.0f} documents/s, {seed_threads} threads)"
+        )
+        rebuilt, rebuild = timed(lambda: roster.rebuild(deps.firestore))
+        print(
+            f"roster rebuilt from a scan in {rebuild.wall_s:.1f} s "
+            f"({len(rebuilt.eligible):,} eligible; once per deployment, not per tick)"
         )
         deps.firestore.document(paths.LAST_PULSE_DOC).get()  # connect outside the timing
         emulator_pids = [p for p in procstats.descendants(os.getpid()) if p != os.getpid()]
@@ -257,6 +193,7 @@ def run(n: int, seed_threads: int, profile: bool, experiment: bool) -> dict[str,
                 procstats.sample(os.getpid()) or procstats.ProcessSample(0, "", 0, 0)
             ).peak_rss_mb,
             "seed_s": seed_s,
+            "rebuild": rebuild,
         }
         if profile:
             profiler = cProfile.Profile()
@@ -268,8 +205,8 @@ def run(n: int, seed_threads: int, profile: bool, experiment: bool) -> dict[str,
             stats.sort_stats("tottime").print_stats(20)
             stats.sort_stats("cumulative").print_stats(25)
             figures["profile"] = out.getvalue()
-        if experiment:
-            figures["experiments"] = experiments(deps)
+        if with_baseline:
+            figures["baseline"] = baseline(deps)
         deps.publisher.stop()
         return figures
 
@@ -277,20 +214,21 @@ def run(n: int, seed_threads: int, profile: bool, experiment: bool) -> dict[str,
 def report(figures: dict[str, Any]) -> None:
     n, total = figures["tenants"], figures["total"]
     phases: dict[str, Phase] = figures["phases"]
+    serial = ("roster", "publish")
     other = Phase(
-        total.wall_s - sum(p.wall_s for p in phases.values()),
-        total.cpu_s - sum(p.cpu_s for p in phases.values()),
+        total.wall_s - sum(phases.get(p, Phase()).wall_s for p in serial),
+        total.cpu_s - sum(phases.get(p, Phase()).cpu_s for p in serial),
     )
     print(f"\nfan-out of one tick over {n:,} eligible tenants (published {figures['published']:,})")
-    print(f"  {'phase':<34}{'wall s':>8}{'CPU s (this process)':>22}")
+    print(f"  {'phase':<44}{'wall s':>8}{'CPU s (this process)':>22}")
     for label, phase in (
-        ("enumerate (eligible_users)", phases.get("enumerate", Phase())),
-        ("count users (count_users)", phases.get("count", Phase())),
-        ("publish (_publish)", phases.get("publish", Phase())),
-        ("pulse docs, rollups (rest)", other),
+        (f"read the roster ({paths.ROSTER_SHARDS} shards)", phases.get("roster", Phase())),
+        ("count users (beside the rest)", phases.get("count", Phase())),
+        ("publish (bulk_publish, raw, 1,000/request)", phases.get("publish", Phase())),
+        ("pulse docs, rollups, waiting on the count", other),
         ("total fan_out", total),
     ):
-        print(f"  {label:<34}{phase.wall_s:>8.2f}{phase.cpu_s:>22.2f}")
+        print(f"  {label:<44}{phase.wall_s:>8.2f}{phase.cpu_s:>22.2f}")
     verdict = "PASS" if total.wall_s < GOAL_SECONDS else "FAIL"
     print(f"  total {total.wall_s:.2f} s (goal < {GOAL_SECONDS:.0f} s): {verdict}")
     publish = phases.get("publish", Phase())
@@ -303,40 +241,28 @@ def report(figures: dict[str, Any]) -> None:
     for name, cpu in sorted(figures["emulator_cpu_s"].items()):
         print(f"  CPU of {name}: {cpu:.2f} s")
     print(f"  peak RSS of this process: {figures['peak_rss_mb']:.0f} MB")
-    if "experiments" in figures:
-        report_experiments(figures)
+    if "baseline" in figures:
+        report_baseline(figures)
     if "profile" in figures:
         print("\ncProfile of a second fan-out (same data):\n" + figures["profile"])
 
 
-def report_experiments(figures: dict[str, Any]) -> None:
-    x, n = figures["experiments"], figures["tenants"]
+def report_baseline(figures: dict[str, Any]) -> None:
+    base: dict[str, Phase] = figures["baseline"]
     phases: dict[str, Phase] = figures["phases"]
-    print("\nproposed changes to fanout.py, measured on the same data (not made):")
+    total = figures["total"]
+    before = sum(p.wall_s for p in base.values())
+    print("\nbaseline, same data: the design before the roster (scan, count, client publish)")
+    print(f"  {'step':<40}{'wall s':>8}{'now s':>8}{'ratio':>8}")
     rows = (
-        ("scan: 2 queries + count, as now", _sum(phases, "enumerate", "count")),
-        ("scan: 2 queries + count concurrently", x["concurrent_enumeration"]),
-        (f"roster: get_all of {x['roster_shards']} shard documents", x["roster_read"]),
-        ("publish: as now (client batching)", phases.get("publish", Phase())),
-        (
-            f"publish: raw, {PUBLISH_PER_REQUEST}/request, {PUBLISH_THREADS} threads",
-            x["raw_publish"],
-        ),
+        ("eligibility scan → roster read", base["scan"], phases.get("roster", Phase())),
+        ("count users", base["count"], phases.get("count", Phase())),
+        ("client publish → bulk publish", base["publish"], phases.get("publish", Phase())),
+        ("total", Phase(before), total),
     )
-    print(f"  {'variant':<48}{'wall s':>8}{'CPU s':>8}")
-    for label, phase in rows:
-        print(f"  {label:<48}{phase.wall_s:>8.2f}{phase.cpu_s:>8.2f}")
-    best = x["roster_read"].wall_s + x["raw_publish"].wall_s
-    verdict = "PASS" if best < GOAL_SECONDS else "FAIL"
-    print(
-        f"  roster + raw publish: {best:.2f} s for {n:,} tenants "
-        f"(goal < {GOAL_SECONDS:.0f} s, before pulse documents and rollups): {verdict}"
-    )
-
-
-def _sum(phases: dict[str, Phase], *names: str) -> Phase:
-    chosen = [phases.get(name, Phase()) for name in names]
-    return Phase(sum(p.wall_s for p in chosen), sum(p.cpu_s for p in chosen))
+    for label, then, now in rows:
+        ratio = then.wall_s / now.wall_s if now.wall_s else float("inf")
+        print(f"  {label:<40}{then.wall_s:>8.2f}{now.wall_s:>8.2f}{ratio:>7.1f}×")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -347,15 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile", action="store_true", help="also cProfile a second fan-out on the same data"
     )
     parser.add_argument(
-        "--experiments",
+        "--no-baseline",
         action="store_true",
-        help="also measure the changes proposed to fanout.py (see the module docstring)",
+        help="skip the baseline (the scan and client publishing of the design before the roster)",
     )
     args = parser.parse_args(argv)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
-    report(run(args.tenants, args.seed_threads, args.profile, args.experiments))
+    report(run(args.tenants, args.seed_threads, args.profile, not args.no_baseline))
     return 0
 
 

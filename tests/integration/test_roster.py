@@ -129,3 +129,23 @@ def test_bridged_triggers_follow_writes_by_anyone(
         wait_for(lambda: sorted(eligible(db)) == ["admin-made", "switch"], timeout=20)
         db.document(paths.alpaca_config_doc("admin-made")).delete()
         wait_for(lambda: list(eligible(db)) == ["switch"], timeout=20)
+
+
+def test_operator_shows_and_rebuilds_the_roster(
+    db: firestore.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from agenttrader import cli
+
+    seed_user(db, "r1")
+    seed_user(db, "r2", enabled=False)
+    assert cli.main(["roster", "show"]) == 0
+    assert "not built yet" in capsys.readouterr().out
+    assert cli.main(["roster", "rebuild", "--json"]) == 0
+    rebuilt = json.loads(capsys.readouterr().out)
+    assert (rebuilt["users"], rebuilt["eligible"]) == (2, 1) and rebuilt["built_at"]
+    db.document(paths.trading_status_doc("r2")).update({"enabled": True})
+    roster.refresh(db, "r2")
+    assert cli.main(["roster", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["eligible"] == 2
