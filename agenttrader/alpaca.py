@@ -184,3 +184,15 @@ def fetch_account_state(client: TradingClient, keys: AlpacaKeys) -> dict[str, An
         ):
             raise AlpacaRequestError("Alpaca sent a response that does not parse (wrong shape)")
         return {"account": account, "positions": positions}
+
+
+def fetch_clock(client: TradingClient, keys: AlpacaKeys) -> dict[str, Any]:
+    """Alpaca's market clock (``GET /v2/clock``, 1 call) with one tenant's client, as sent:
+    ``timestamp``, ``is_open``, ``next_open``, ``next_close``. The same allowlisted client,
+    timeout and error translation as :func:`fetch_account_state`; the fields are checked by
+    :mod:`agenttrader.market_clock`."""
+    with alpaca_errors(keys):
+        clock = client.get("/clock")
+        if not isinstance(clock, dict):
+            raise AlpacaRequestError("Alpaca sent a clock that does not parse (wrong shape)")
+        return clock

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from agenttrader import pulses
+from agenttrader import market_clock, pulses, roster
+from agenttrader.bulk_publish import publish_all
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.events import PubsubDelivery
 from agenttrader.key_cache import version_of
 from agenttrader.logs import get_logger
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import LAST_PULSE_DOC, USERS, pulse_doc
-from agenttrader.topology import USER_SYNC
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -102,6 +102,16 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     if now - tick.publish_time > STALE_TICK_AFTER:
         log.warning("dropping a stale tick", pulse_id=pulse_id, message_id=tick.message_id)
         return FanoutResult(pulse_id, skipped_tick="stale")
+    schedule = market_clock.decide_for_tick(deps, now)
+    if not schedule.publish:
+        next_open = schedule.clock.next_open.isoformat() if schedule.clock else None
+        log.info(
+            "tick skipped: the market is closed",
+            pulse_id=pulse_id,
+            message_id=tick.message_id,
+            fields={"next_open": next_open},
+        )
+        return FanoutResult(pulse_id, skipped_tick="market_closed")
     ref = db.document(pulse_doc(pulse_id))
     existing = ref.get()
     if existing.exists and (existing.to_dict() or {}).get("state") == "published":
@@ -118,9 +128,16 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
         }
     )
     _finish_previous(db, pulse_id)
-    users = eligible_users(db)
-    ineligible = max(count_users(db) - len(users), 0)
-    _publish(deps, users, pulse_id, tick.publish_time)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        # The count is an aggregation the server takes a while over: it runs beside the rest.
+        counted = pool.submit(count_users, db)
+        users = roster.load(db).eligible
+        asker = market_clock.pick_asker(users, pulse_id) if schedule.check_clock else None
+        if asker is not None:
+            market_clock.publish_asking(deps, asker, users[asker], pulse_id, tick.publish_time)
+        others = {uid: v for uid, v in users.items() if uid != asker}
+        _publish(deps, others, pulse_id, tick.publish_time)
+        ineligible = max(counted.result() - len(users), 0)
     ref.update(
         {
             "state": "published",
@@ -142,16 +159,12 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
 def _publish(
     deps: Deps, users: dict[str, str | None], pulse_id: str, requested_at: datetime
 ) -> None:
-    """Publish one message per user (batched, flow-controlled by the client); all or raise."""
-    topic = deps.topic_path(USER_SYNC)
-    futures = []
-    for uid, keys_version in users.items():
-        request = SyncRequest(
-            uid, Reason.SCHEDULE, requested_at, pulse_id=pulse_id, keys_version=keys_version
-        )
-        futures.append(deps.publisher.publish(topic, request.to_bytes(), **request.attributes()))
-    done, not_done = concurrent.futures.wait(futures, timeout=PUBLISH_TIMEOUT_SECONDS)
-    failed = len(not_done) + sum(1 for f in done if f.exception() is not None)
+    """Publish one message per user; all or raise."""
+    requests = [
+        SyncRequest(uid, Reason.SCHEDULE, requested_at, pulse_id=pulse_id, keys_version=version)
+        for uid, version in users.items()
+    ]
+    failed = publish_all(deps, requests)
     if failed:
         # The pulse stays "publishing": the redelivered tick publishes it again, and the
         # worker ignores the duplicates of what did go out.

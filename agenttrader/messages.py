@@ -70,6 +70,9 @@ class SyncRequest:
     """For replays: the reason of the message that was dead-lettered."""
     keys_version: str | None = None
     """Version of the user's keys when the sync was requested (see ``key_cache``)."""
+    check_clock: bool = False
+    """After a successful sync, also read Alpaca's ``/v2/clock`` with this user's keys and
+    store it in ``ops/market_clock`` (one message of a pulse asks; see ``market_clock``)."""
 
     def __post_init__(self) -> None:
         validate_uid(self.uid)
@@ -79,6 +82,7 @@ class SyncRequest:
             raise ValueError("replay_count must not be negative")
         _pulse_id(self.pulse_id)
         _keys_version(self.keys_version)
+        _check_clock(self.check_clock)
 
     @property
     def effective_reason(self) -> Reason:
@@ -99,6 +103,8 @@ class SyncRequest:
             payload["original_reason"] = self.original_reason.value
         if self.keys_version is not None:
             payload["keys_version"] = self.keys_version
+        if self.check_clock:
+            payload["check_clock"] = True
         return payload
 
     def to_bytes(self) -> bytes:
@@ -136,6 +142,7 @@ class SyncRequest:
             replay_count=replay_count,
             original_reason=None if original is None else _reason(original, "original_reason"),
             keys_version=_keys_version(payload.get("keys_version")),
+            check_clock=_check_clock(payload.get("check_clock", False)),
         )
 
     @classmethod
@@ -190,4 +197,10 @@ def _keys_version(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value.isdigit() or len(value) > 32:
         raise ValueError("keys_version must be a string of at most 32 digits")
+    return value
+
+
+def _check_clock(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"check_clock must be true or false, got {type(value).__name__}")
     return value

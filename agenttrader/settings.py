@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 OFFICIAL_ALPACA_BASE_URLS: tuple[str, ...] = (
     "https://paper-api.alpaca.markets",
@@ -15,6 +16,26 @@ OFFICIAL_ALPACA_BASE_URLS: tuple[str, ...] = (
 
 DEFAULT_PROJECT = "demo-agenttrader"
 """The ``demo-`` prefix marks an emulator-only project, as the Firebase tools do."""
+
+
+class SyncSchedule(StrEnum):
+    """When ``publish_user_syncs`` publishes (``SYNC_SCHEDULE``)."""
+
+    ALWAYS = "always"
+    """Every tick, around the clock (the default; ``make run`` and the tests)."""
+    MARKET_HOURS = "market-hours"
+    """Only while Alpaca's ``/v2/clock`` says the market is open (see ``market_clock``)."""
+
+
+def _schedule(env: Mapping[str, str]) -> SyncSchedule:
+    raw = env.get("SYNC_SCHEDULE", "").strip()
+    if not raw:
+        return SyncSchedule.ALWAYS
+    try:
+        return SyncSchedule(raw)
+    except ValueError:
+        allowed = " or ".join(s.value for s in SyncSchedule)
+        raise ValueError(f"SYNC_SCHEDULE must be {allowed}, got {raw[:40]!r}") from None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -80,6 +101,8 @@ class Settings:
     pulse_rollup_delay_seconds: float = 5.0
     """How long a worker instance gathers results before it refreshes ``ops/last_pulse``
     (``PULSE_ROLLUP_DELAY_SECONDS``): at most one refresh per instance per delay."""
+    sync_schedule: SyncSchedule = SyncSchedule.ALWAYS
+    """When ticks publish (``SYNC_SCHEDULE``): ``always`` or ``market-hours``."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -109,4 +132,5 @@ class Settings:
             alpaca_timeout_seconds=_float(env, "ALPACA_TIMEOUT_SECONDS", 10.0),
             signal_daily_quota=_int(env, "SIGNAL_DAILY_QUOTA", 20),
             pulse_rollup_delay_seconds=_float(env, "PULSE_ROLLUP_DELAY_SECONDS", 5.0),
+            sync_schedule=_schedule(env),
         )

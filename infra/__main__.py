@@ -1,7 +1,7 @@
 """``python -m infra``: plan, apply, and the helpers docs/DEPLOY.md points to.
 
 python -m infra plan  --project P --region R [--schedule CRON] [--firestore-location L]
-                      [--set NAME=VALUE ...]
+                      [--sync-schedule market-hours|always] [--set NAME=VALUE ...]
 python -m infra apply (same options)
 python -m infra apis --project P     the `gcloud services enable` command to run once
 python -m infra indexes              the content of firestore.indexes.json
@@ -16,6 +16,7 @@ import sys
 import tomllib
 from collections.abc import Sequence
 
+from agenttrader.settings import SyncSchedule
 from infra import iam, indexes, resources, source
 from infra.apply import SubprocessRunner, apply
 from infra.model import shell
@@ -43,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
             "--schedule",
             default=resources.DEFAULT_SCHEDULE,
             help="cron schedule of sync-tick (UTC), default every minute",
+        )
+        sub.add_argument(
+            "--sync-schedule",
+            choices=[s.value for s in SyncSchedule],
+            default=resources.PRODUCTION_SYNC_SCHEDULE.value,
+            help="when ticks publish: while Alpaca's /v2/clock says the market is open"
+            " (default) or around the clock",
         )
         sub.add_argument(
             "--firestore-location",
@@ -90,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         firestore_location=args.firestore_location,
         env=tuple(sorted(dict(args.env).items())),
         source_digest=source.digest(),
+        sync_schedule=args.sync_schedule,
     )
     try:
         plan = build_plan(config)

@@ -62,10 +62,12 @@ class DeployConfig:
     env: tuple[tuple[str, str], ...] = ()
     """Setting overrides by variable name (``--set NAME=VALUE``)."""
     source_digest: str = "0" * 16
+    sync_schedule: str = resources.PRODUCTION_SYNC_SCHEDULE.value
+    """``SYNC_SCHEDULE`` of ``publish_user_syncs`` (``--sync-schedule``)."""
 
     def settings(self) -> Settings:
         try:
-            return resources.deploy_settings(self.project, dict(self.env))
+            return resources.deploy_settings(self.project, dict(self.env), self.sync_schedule)
         except ValueError as err:
             raise PlanError(str(err)) from err
 
@@ -94,6 +96,10 @@ def build_plan(config: DeployConfig) -> Plan:
         notes=(
             f"Functions: {', '.join(f.name for f in resources.FUNCTIONS)} ({resources.RUNTIME}).",
             f"Environment: {resources.env_flag(resources.environment(settings))}",
+            *(
+                f"{fn} also: {name}={resources.environment(settings, fn)[name]}"
+                for name, fn in resources.FUNCTION_SETTINGS.items()
+            ),
         ),
     )
 
@@ -509,7 +515,7 @@ class _Planner:
             f"--concurrency={fn.concurrency}",
             "--min-instances=0",
             f"--max-instances={fn.max_instances}",
-            resources.env_flag(resources.environment(self.settings)),
+            resources.env_flag(resources.environment(self.settings, fn.name)),
         ]
         fp = fingerprint(args, self.config.source_digest)
         deploy = (*args, f"--update-labels={FINGERPRINT_KEY}={fp}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from agenttrader import topology
-from agenttrader.settings import Settings
+from agenttrader.settings import Settings, SyncSchedule
 
 RUNTIME = "python311"
 
@@ -98,10 +98,21 @@ FUNCTIONS: tuple[Function, ...] = (
         document="users/{uid}/secrets/alpaca",
     ),
     Function(
+        name="on_alpaca_config_written",
+        module="publisher.main",
+        trigger=Trigger.FIRESTORE,
+        purpose="keeps the user's roster entry (who a tick publishes to) in step",
+        timeout_seconds=60,
+        concurrency=10,
+        max_instances=10,
+        event_type=FIRESTORE_WRITTEN,
+        document="users/{uid}/config/alpaca",
+    ),
+    Function(
         name="on_trading_status_written",
         module="publisher.main",
         trigger=Trigger.FIRESTORE,
-        purpose="audits kill-switch toggles (who, enabled old -> new)",
+        purpose="keeps the roster entry in step; audits kill-switch toggles (who, old -> new)",
         timeout_seconds=60,
         concurrency=10,
         max_instances=10,
@@ -155,7 +166,9 @@ SCHEDULER_TIME_ZONE = "Etc/UTC"
 TICK_BODY = "{}"
 
 WORKER_ALPACA_REQUESTS = 2
-"""Alpaca requests one sync makes (account, positions)."""
+"""Alpaca requests one sync makes (account, positions). The market-clock call of the one
+``check_clock`` message of a pulse starts only when it still ends within the ack deadline
+(``agenttrader.market_clock.clock_call_fits``), so it does not add to the worst case."""
 WORKER_FIRESTORE_ALLOWANCE_SECONDS = 10
 """Firestore reads and writes of one sync, generously."""
 
@@ -234,6 +247,12 @@ NEVER_DEPLOYED: frozenset[str] = frozenset(
 REFUSED: Mapping[str, str] = {
     "VERTEX_AI_BASE_URL": "it replaces Vertex AI with a local stand-in (tests only)",
 }
+FUNCTION_SETTINGS: Mapping[str, str] = {"SYNC_SCHEDULE": "publish_user_syncs"}
+"""Settings only one function reads: deployed to that function alone, so changing one
+redeploys only it."""
+PRODUCTION_SYNC_SCHEDULE = SyncSchedule.MARKET_HOURS
+"""The plan's ``SYNC_SCHEDULE`` (``--sync-schedule``): sync while Alpaca's clock says the
+market is open (Settings' own default, ``always``, is the local stack's and the tests')."""
 
 
 def env_name(field_name: str) -> str:
@@ -241,8 +260,13 @@ def env_name(field_name: str) -> str:
     return _ENV_NAMES.get(field_name, field_name.upper())
 
 
-def deploy_settings(project: str, overrides: Mapping[str, str]) -> Settings:
-    """The functions' settings: Settings' defaults, ``overrides`` (variable names) on top.
+def deploy_settings(
+    project: str,
+    overrides: Mapping[str, str],
+    sync_schedule: str = PRODUCTION_SYNC_SCHEDULE.value,
+) -> Settings:
+    """The functions' settings: Settings' defaults, ``overrides`` (variable names) on top, and
+    ``sync_schedule`` (``--sync-schedule``) as ``SYNC_SCHEDULE``.
 
     Refuses the emulator switches and the test-only overrides, and unknown names.
     """
@@ -254,9 +278,12 @@ def deploy_settings(project: str, overrides: Mapping[str, str]) -> Settings:
             raise ValueError(f"{name} is not deployed: {REFUSED[name]}")
         if name == "GOOGLE_CLOUD_PROJECT":
             raise ValueError("GOOGLE_CLOUD_PROJECT is the --project being deployed to")
+        if name == "SYNC_SCHEDULE":
+            raise ValueError("SYNC_SCHEDULE is chosen with --sync-schedule")
         if name not in known:
             raise ValueError(f"{name} is not a setting (known: {', '.join(sorted(known))})")
-    return Settings.from_env({**overrides, "GOOGLE_CLOUD_PROJECT": project})
+    env = {**overrides, "SYNC_SCHEDULE": sync_schedule, "GOOGLE_CLOUD_PROJECT": project}
+    return Settings.from_env(env)
 
 
 def _env_value(value: object) -> str | None:
@@ -269,14 +296,17 @@ def _env_value(value: object) -> str | None:
     return str(value)
 
 
-def environment(settings: Settings) -> dict[str, str]:
-    """Every setting as its environment variable, in field order; unset optional ones and
-    the emulator switches left out. ``Settings.from_env`` of the result gives ``settings``
-    back (a unit test holds this for every field)."""
+def environment(settings: Settings, function: str | None = None) -> dict[str, str]:
+    """Every setting as its environment variable, in field order; unset optional ones, the
+    emulator switches and the settings of other functions (:data:`FUNCTION_SETTINGS`; all of
+    them without ``function``) left out. ``Settings.from_env`` of a function's result gives
+    ``settings`` back, as far as that function reads them (a unit test holds this)."""
     env: dict[str, str] = {}
     for f in dataclasses.fields(Settings):
         name = env_name(f.name)
         if name in NEVER_DEPLOYED or name in REFUSED:
+            continue
+        if name in FUNCTION_SETTINGS and FUNCTION_SETTINGS[name] != function:
             continue
         value = _env_value(getattr(settings, f.name))
         if value is not None:

@@ -16,10 +16,21 @@ server_error (``status``, 5xx), timeout (hangs ``hang_seconds``), flaky (503 at
 
 Admin API (JSON, no Alpaca auth): ``POST /_sim/tenants`` (201, the only answer carrying a
 secret), ``GET /_sim/tenants``, ``GET /_sim/tenants/{key_id}``,
-``PUT /_sim/tenants/{key_id}/scenario``, ``GET /_sim/stats``, ``POST /_sim/reset-stats``.
+``PUT /_sim/tenants/{key_id}/scenario``, ``GET /_sim/stats``, ``POST /_sim/reset-stats``,
+``GET | PUT | DELETE /_sim/clock`` (pin ``/v2/clock``'s ``is_open`` / ``next_open`` /
+``next_close``, or make it fail with ``fail_status``; DELETE restores the regular session).
 """
 
+from agenttrader.simulator.clock import REGULAR, ClockSetting
 from agenttrader.simulator.server import AlpacaSimulator
 from agenttrader.simulator.tenants import SCENARIO_KINDS, Scenario, ScenarioKind, SimTenant
 
-__all__ = ["SCENARIO_KINDS", "AlpacaSimulator", "Scenario", "ScenarioKind", "SimTenant"]
+__all__ = [
+    "REGULAR",
+    "SCENARIO_KINDS",
+    "AlpacaSimulator",
+    "ClockSetting",
+    "Scenario",
+    "ScenarioKind",
+    "SimTenant",
+]

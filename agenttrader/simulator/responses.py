@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
+from agenttrader.simulator.clock import ClockSetting
 from agenttrader.simulator.tenants import CENT, Holding, Portfolio, SimOrder, SimTenant
 
 _NEW_YORK = ZoneInfo("America/New_York")
@@ -248,6 +249,23 @@ def _order(o: SimOrder) -> JSON:
         "source": None,
         "expires_at": _timestamp(o.expires_at),
     }
+
+
+def clock_reply(setting: ClockSetting, now: datetime) -> Reply:
+    """GET /v2/clock as ``setting`` says: the regular session, a pinned answer, or an error."""
+    if setting.fail_status is not None:
+        return error_reply(setting.fail_status)
+    if setting.is_open is None or setting.next_open is None or setting.next_close is None:
+        return Reply(200, clock_body(now))
+    return Reply(
+        200,
+        {
+            "timestamp": now.astimezone(_NEW_YORK).isoformat(),
+            "is_open": setting.is_open,
+            "next_open": setting.next_open.astimezone(_NEW_YORK).isoformat(),
+            "next_close": setting.next_close.astimezone(_NEW_YORK).isoformat(),
+        },
+    )
 
 
 def clock_body(now: datetime) -> JSON:

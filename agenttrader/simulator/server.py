@@ -21,10 +21,11 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from agenttrader.simulator.clock import REGULAR, ClockSetting
 from agenttrader.simulator.responses import (
     Reply,
     account_body,
-    clock_body,
+    clock_reply,
     error_reply,
     orders_reply,
     positions_body,
@@ -94,6 +95,8 @@ class SimulatorCore:
         self.stats = RequestStats()
         self.stopping = threading.Event()
         self.default_latency_ms = default_latency_ms
+        self.clock: ClockSetting = REGULAR
+        """What ``/v2/clock`` answers; replaced whole (one reference), so no lock."""
 
     def stats_snapshot(self) -> dict[str, Any]:
         return {**self.stats.snapshot(), "tenants": len(self.registry)}
@@ -142,7 +145,7 @@ class SimulatorCore:
             case "/v2/orders":
                 return orders_reply(tenant.orders, query)
             case _:
-                return Reply(200, clock_body(now))
+                return clock_reply(self.clock, now)
 
     def admin(self, method: str, path: str, body: bytes) -> Reply:
         """The ``/_sim/`` API: manage tenants and scenarios at run time, read counters."""
@@ -161,7 +164,14 @@ class SimulatorCore:
                 return error_reply(404, "tenant not found") if tenant is None else _info(tenant)
             case "PUT", ["tenants", key_id, "scenario"]:
                 return self._put_scenario(key_id, body)
-            case _, ["stats"] | ["reset-stats"] | ["tenants"]:
+            case "GET", ["clock"]:
+                return Reply(200, self.clock.to_dict())
+            case "PUT", ["clock"]:
+                return self._put_clock(body)
+            case "DELETE", ["clock"]:
+                self.clock = REGULAR
+                return Reply(200, self.clock.to_dict())
+            case _, ["stats"] | ["reset-stats"] | ["tenants"] | ["clock"]:
                 return error_reply(405)
             case _, ["tenants", _] | ["tenants", _, "scenario"]:
                 return error_reply(405)
@@ -200,6 +210,14 @@ class SimulatorCore:
             return error_reply(400, str(exc))
         tenant.set_scenario(scenario)
         return _info(tenant)
+
+    def _put_clock(self, body: bytes) -> Reply:
+        try:
+            setting = ClockSetting.from_dict(_json_object(body))
+        except ValueError as exc:
+            return error_reply(400, str(exc))
+        self.clock = setting
+        return Reply(200, setting.to_dict())
 
 
 def _info(tenant: SimTenant) -> Reply:
@@ -471,6 +489,14 @@ class AlpacaSimulator:
     def stats(self) -> dict[str, Any]:
         """Trading API counters: total, by_endpoint, by_status, in_flight, tenants."""
         return self._core.stats_snapshot()
+
+    def set_clock(self, setting: ClockSetting) -> None:
+        """What ``/v2/clock`` answers from now on (:data:`REGULAR`: the regular session)."""
+        self._core.clock = setting
+
+    @property
+    def clock(self) -> ClockSetting:
+        return self._core.clock
 
     def requests_for(self, key_id: str) -> int:
         return self.tenant(key_id).requests

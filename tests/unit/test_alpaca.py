@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,6 +30,7 @@ from agenttrader.alpaca import (
     AlpacaKeys,
     alpaca_errors,
     fetch_account_state,
+    fetch_clock,
     translate,
 )
 from agenttrader.emulators import free_port
@@ -47,7 +49,7 @@ from agenttrader.errors import (
     RetryableError,
 )
 from agenttrader.settings import OFFICIAL_ALPACA_BASE_URLS
-from agenttrader.simulator import AlpacaSimulator, Scenario
+from agenttrader.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario
 
 KEY_ID = "PKTESTKEY0123456789A"
 SECRET = "sEcReT-value-0123456789abcdefghijklmnopq"
@@ -385,6 +387,33 @@ def test_unparseable_success_bodies_are_request_errors(
         fetch_account_state(client, keys)
 
 
+@pytest.mark.parametrize("body", ["not json at all", "[1, 2]", '"open"'])
+def test_unparseable_clock_bodies_are_request_errors(
+    server: _Server, clients: list[TradingClient], body: str
+) -> None:
+    server.respond = _reply(200, body)
+    client, keys = _client_for(server, clients)
+
+    with pytest.raises(AlpacaRequestError, match="does not parse"):
+        fetch_clock(client, keys)
+
+    assert [path for path, _ in server.hits] == ["/v2/clock"]
+
+
+def test_the_clock_is_asked_with_this_users_keys_and_no_redirect(
+    server: _Server, clients: list[TradingClient]
+) -> None:
+    server.respond = _reply(302, headers={"Location": "http://169.254.169.254/latest"})
+    client, keys = _client_for(server, clients)
+
+    with pytest.raises(AlpacaRequestError, match="redirect") as info:
+        fetch_clock(client, keys)
+
+    ((path, headers),) = server.hits
+    assert path == "/v2/clock" and headers["APCA-API-KEY-ID"] == KEY_ID
+    _assert_no_secret(str(info.value))
+
+
 def test_nothing_listening_is_a_connection_error(clients: list[TradingClient]) -> None:
     base_url = f"http://127.0.0.1:{free_port()}"
     keys = _keys(base_url)
@@ -626,3 +655,45 @@ def test_one_tenants_failure_does_not_touch_another(
     state = fetch_account_state(good_client, good_keys)
 
     assert "equity" in state["account"]
+
+
+def test_fetch_clock_returns_alpacas_body_as_sent(
+    simulator: AlpacaSimulator, clients: list[TradingClient]
+) -> None:
+    client, keys = _sim_client(simulator, clients, Scenario(kind="normal"))
+    opens = datetime(2031, 1, 2, 14, 30, tzinfo=UTC)
+    simulator.set_clock(ClockSetting(is_open=False, next_open=opens, next_close=opens))
+    try:
+        clock = fetch_clock(client, keys)
+    finally:
+        simulator.set_clock(REGULAR)
+
+    assert set(clock) == {"timestamp", "is_open", "next_open", "next_close"}
+    assert clock["is_open"] is False
+    assert datetime.fromisoformat(clock["next_open"]) == opens
+    assert simulator.requests_for(keys.key_id) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(503, AlpacaUnavailable), (429, AlpacaRateLimited), (401, AlpacaAuthError)],
+)
+def test_a_failing_clock_maps_to_the_retry_contract_without_secrets(
+    simulator: AlpacaSimulator,
+    clients: list[TradingClient],
+    captured_logs: Callable[[], str],
+    status: int,
+    error: type[AgentTraderError],
+) -> None:
+    client, keys = _sim_client(simulator, clients, Scenario(kind="normal"))
+    simulator.set_clock(ClockSetting(fail_status=status))
+    try:
+        with pytest.raises(error) as info:
+            fetch_clock(client, keys)
+    finally:
+        simulator.set_clock(REGULAR)
+
+    assert simulator.requests_for(keys.key_id) == 1
+    text = str(info.value) + "".join(traceback.format_exception(info.value))
+    _assert_no_secret(text, keys.key_id, keys.secret_key)
+    _assert_no_secret(captured_logs(), keys.key_id, keys.secret_key)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agenttrader import topology
-from agenttrader.settings import Settings
+from agenttrader.settings import Settings, SyncSchedule
 from infra import iam, resources
 from infra.__main__ import main as infra_main
 from infra.model import FINGERPRINT_KEY, Argv, Fingerprinted, HasBinding, Plan, Step
@@ -345,6 +345,7 @@ EXPECTED_ROLES = {
         ("roles/datastore.user", "project", ""),
         ("roles/pubsub.publisher", "topic", "user-sync"),
     },
+    "at-on-alpaca-config-written": {("roles/datastore.user", "project", "")},
     "at-on-trading-status-written": {("roles/datastore.user", "project", "")},
     "at-onboard-user": {("roles/datastore.user", "project", "")},
     "at-migrate-legacy-data": {("roles/datastore.user", "project", "")},
@@ -356,6 +357,7 @@ EXPECTED_ROLES = {
         ("roles/run.invoker", "service", "publish_user_syncs"),
         ("roles/run.invoker", "service", "sync_user"),
         ("roles/run.invoker", "service", "on_alpaca_secret_written"),
+        ("roles/run.invoker", "service", "on_alpaca_config_written"),
         ("roles/run.invoker", "service", "on_trading_status_written"),
         ("roles/eventarc.eventReceiver", "project", ""),
     },
@@ -404,6 +406,7 @@ def test_push_targets_are_invocable_by_the_push_invoker_only() -> None:
         "publish_user_syncs",
         "sync_user",
         "on_alpaca_secret_written",
+        "on_alpaca_config_written",
         "on_trading_status_written",
     ):
         service = (
@@ -464,9 +467,46 @@ def test_environment_comes_from_the_settings_module() -> None:
     assert not any(name.endswith("_EMULATOR_HOST") for name in env)
     assert "ALPACA_ALLOWED_BASE_URLS" not in env
     assert "VERTEX_AI_BASE_URL" not in env
+    assert "SYNC_SCHEDULE" not in env
     assert Settings.from_env(env) == Settings.from_env({"GOOGLE_CLOUD_PROJECT": PROJECT})
     for fn in resources.FUNCTIONS:
-        assert env_of(plan, fn.name) == env
+        if fn.name != "publish_user_syncs":
+            assert env_of(plan, fn.name) == env
+    assert env_of(plan, "publish_user_syncs") == {**env, "SYNC_SCHEDULE": "market-hours"}
+
+
+def test_publish_user_syncs_follows_market_hours_by_default_and_always_on_request() -> None:
+    default, always = make_plan(), make_plan(sync_schedule="always")
+    publisher = Settings.from_env(env_of(default, "publish_user_syncs"))
+
+    assert publisher.sync_schedule is SyncSchedule.MARKET_HOURS
+    assert env_of(always, "publish_user_syncs")["SYNC_SCHEDULE"] == "always"
+    assert "publish_user_syncs also: SYNC_SCHEDULE=market-hours" in default.render()
+    for fn in resources.FUNCTIONS:
+        changed = default.step("function", fn.name).probe != always.step("function", fn.name).probe
+        assert changed is (fn.name == "publish_user_syncs"), fn.name  # only it is redeployed
+        if fn.name != "publish_user_syncs":
+            assert "SYNC_SCHEDULE" not in env_of(always, fn.name)
+
+
+def test_sync_schedule_is_validated_and_chosen_with_its_flag_only() -> None:
+    with pytest.raises(PlanError, match="SYNC_SCHEDULE must be always or market-hours"):
+        make_plan(sync_schedule="weekdays")
+    with pytest.raises(PlanError, match="--sync-schedule"):
+        make_plan(env=(("SYNC_SCHEDULE", "always"),))
+
+
+def test_sync_schedule_flag_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["plan", "--project", PROJECT, "--region", REGION]
+    assert infra_main(base) == 0
+    default = capsys.readouterr().out
+    assert infra_main([*base, "--sync-schedule", "always"]) == 0
+    always = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        infra_main([*base, "--sync-schedule", "sometimes"])
+
+    assert "SYNC_SCHEDULE=market-hours" in default and "SYNC_SCHEDULE=always" not in default
+    assert "SYNC_SCHEDULE=always" in always and "SYNC_SCHEDULE=market-hours" not in always
 
 
 def test_every_settings_field_maps_to_the_variable_settings_reads() -> None:
@@ -477,6 +517,8 @@ def test_every_settings_field_maps_to_the_variable_settings_reads() -> None:
         if f.name == "extra_alpaca_base_urls":
             value = "https://alpaca.example.com"
             expected: object = ("https://alpaca.example.com",)
+        elif f.name == "sync_schedule":
+            value, expected = "market-hours", SyncSchedule.MARKET_HOURS
         else:
             kind = type(getattr(Settings(project="p"), f.name) or "")
             expected = samples.get(kind, "x-sample")

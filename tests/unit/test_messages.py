@@ -52,8 +52,11 @@ def _encode(payload: object) -> bytes:
             replay_count=3,
             original_reason=Reason.SCHEDULE,
         ),
+        SyncRequest(
+            uid="user-3", reason=Reason.SCHEDULE, requested_at=WHEN, pulse_id="p", check_clock=True
+        ),
     ],
-    ids=["minimal", "uid-punctuation", "max-uid-with-pulse", "replay"],
+    ids=["minimal", "uid-punctuation", "max-uid-with-pulse", "replay", "check-clock"],
 )
 def test_round_trip(request_: SyncRequest) -> None:
     data = request_.to_bytes()
@@ -87,6 +90,15 @@ def test_optional_fields_are_written_only_when_set() -> None:
     assert payload["pulse_id"] == "p"
     assert payload["replay_count"] == 2
     assert payload["original_reason"] == "schedule"
+    assert "check_clock" not in payload
+    asking = SyncRequest(uid="user-1", reason=Reason.SCHEDULE, requested_at=WHEN, check_clock=True)
+    assert json.loads(asking.to_bytes())["check_clock"] is True
+
+
+def test_check_clock_defaults_to_false_for_messages_without_it() -> None:
+    assert SyncRequest.from_bytes(_encode(_body())).check_clock is False
+    assert SyncRequest.from_bytes(_encode(_body(check_clock=False))).check_clock is False
+    assert SyncRequest.from_bytes(_encode(_body(check_clock=True))).check_clock is True
 
 
 def test_timestamps_are_normalised_to_utc() -> None:
@@ -248,6 +260,9 @@ def test_missing_fields_are_named(drop: tuple[str, ...], named: list[str]) -> No
         ({"replay_count": False}, "replay_count must be a non-negative integer"),
         ({"replay_count": 1.5}, "replay_count must be a non-negative integer"),
         ({"replay_count": "2"}, "replay_count must be a non-negative integer"),
+        ({"check_clock": "true"}, "check_clock must be true or false"),
+        ({"check_clock": 1}, "check_clock must be true or false"),
+        ({"check_clock": None}, "check_clock must be true or false"),
     ],
 )
 def test_wrong_field_values_are_refused(overrides: dict[str, Any], match: str) -> None:

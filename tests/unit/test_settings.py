@@ -6,7 +6,12 @@ import dataclasses
 
 import pytest
 
-from agenttrader.settings import DEFAULT_PROJECT, OFFICIAL_ALPACA_BASE_URLS, Settings
+from agenttrader.settings import (
+    DEFAULT_PROJECT,
+    OFFICIAL_ALPACA_BASE_URLS,
+    Settings,
+    SyncSchedule,
+)
 
 
 def test_defaults_without_any_variable() -> None:
@@ -24,6 +29,7 @@ def test_defaults_without_any_variable() -> None:
     assert settings.vertex_ai_base_url is None
     assert settings.alpaca_timeout_seconds == 10.0
     assert settings.signal_daily_quota == 20
+    assert settings.sync_schedule is SyncSchedule.ALWAYS
     assert settings.uses_emulators is False
 
 
@@ -55,6 +61,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
     "alpaca_timeout_seconds": ("ALPACA_TIMEOUT_SECONDS", "2.5", 2.5),
     "signal_daily_quota": ("SIGNAL_DAILY_QUOTA", "7", 7),
     "pulse_rollup_delay_seconds": ("PULSE_ROLLUP_DELAY_SECONDS", "0.25", 0.25),
+    "sync_schedule": ("SYNC_SCHEDULE", "market-hours", SyncSchedule.MARKET_HOURS),
 }
 
 
@@ -181,6 +188,25 @@ def test_blank_strings_fall_back_to_defaults(name: str) -> None:
 )
 def test_uses_emulators(env: dict[str, str], uses: bool) -> None:
     assert Settings.from_env(env).uses_emulators is uses
+
+
+@pytest.mark.parametrize(
+    ("raw", "schedule"),
+    [
+        ("always", SyncSchedule.ALWAYS),
+        (" market-hours ", SyncSchedule.MARKET_HOURS),
+        ("", SyncSchedule.ALWAYS),
+        ("  ", SyncSchedule.ALWAYS),
+    ],
+)
+def test_sync_schedule_values(raw: str, schedule: SyncSchedule) -> None:
+    assert Settings.from_env({"SYNC_SCHEDULE": raw}).sync_schedule is schedule
+
+
+@pytest.mark.parametrize("raw", ["market_hours", "Market-Hours", "cron", "never", "1"])
+def test_unknown_sync_schedule_fails_naming_the_variable_and_the_choices(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"SYNC_SCHEDULE must be always or market-hours"):
+        Settings.from_env({"SYNC_SCHEDULE": raw})
 
 
 def test_settings_are_frozen() -> None:

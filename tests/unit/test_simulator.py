@@ -25,7 +25,7 @@ from alpaca.trading.enums import AccountStatus, OrderStatus, QueryOrderStatus
 from alpaca.trading.models import Clock, Order, Position, TradeAccount
 from alpaca.trading.requests import GetOrdersRequest
 
-from agenttrader.simulator import AlpacaSimulator, Scenario, SimTenant
+from agenttrader.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario, SimTenant
 from agenttrader.simulator.responses import clock_body
 
 CENT = Decimal("0.01")
@@ -181,6 +181,102 @@ def test_clock_follows_the_regular_session(
     assert body["is_open"] is is_open
     assert body["next_open"] == f"{next_open}-05:00"
     assert body["next_close"] == f"{next_close}-05:00"
+
+
+def test_pinned_clock_answers_as_pinned_through_the_python_api(
+    sim: AlpacaSimulator, connect: Connect
+) -> None:
+    client = connect(sim.add_tenant())
+    opens = datetime.fromisoformat("2030-01-02T14:30:00+00:00")
+    closes = datetime.fromisoformat("2030-01-02T21:00:00+00:00")
+
+    sim.set_clock(ClockSetting(is_open=False, next_open=opens, next_close=closes))
+    pinned = client.get_clock()
+    sim.set_clock(REGULAR)
+    regular = client.get_clock()
+
+    assert isinstance(pinned, Clock) and pinned.is_open is False
+    assert pinned.next_open == opens and pinned.next_close == closes
+    assert isinstance(regular, Clock) and regular.next_open != opens
+    assert sim.clock is REGULAR
+
+
+def test_clock_admin_api_pins_fails_and_restores(
+    sim: AlpacaSimulator, connect: Connect, http: requests.Session
+) -> None:
+    client = connect(sim.add_tenant())
+    base = f"{sim.base_url}/_sim/clock"
+    pin = {
+        "is_open": True,
+        "next_open": "2030-01-03T09:30:00-05:00",
+        "next_close": "2030-01-02T16:00:00-05:00",
+    }
+
+    assert http.get(base, timeout=5).json()["mode"] == "regular"
+    pinned = http.put(base, json=pin, timeout=5)
+    clock = client.get_clock()
+    failing = http.put(base, json={"fail_status": 503}, timeout=5)
+    with pytest.raises(APIError) as info:
+        client.get_clock()
+    restored = http.delete(base, timeout=5)
+
+    assert pinned.status_code == 200 and pinned.json()["mode"] == "pinned"
+    assert isinstance(clock, Clock) and clock.is_open is True
+    assert clock.next_close == datetime.fromisoformat(pin["next_close"])  # type: ignore[arg-type]
+    assert failing.json()["mode"] == "failing" and info.value.status_code == 503
+    assert restored.json()["mode"] == "regular" and sim.clock == REGULAR
+    assert isinstance(client.get_clock(), Clock)
+    assert client.get_account() is not None  # the other endpoints never followed the clock
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"is_open": True}, "pinned together"),
+        (
+            {
+                "is_open": "yes",
+                "next_open": "2030-01-01T00:00:00Z",
+                "next_close": "2030-01-01T01:00:00Z",
+            },
+            "is_open must be",
+        ),
+        (
+            {"is_open": False, "next_open": "soon", "next_close": "2030-01-01T01:00:00Z"},
+            "next_open is not",
+        ),
+        (
+            {
+                "is_open": False,
+                "next_open": "2030-01-01T00:00:00",
+                "next_close": "2030-01-01T01:00:00Z",
+            },
+            "timezone",
+        ),
+        ({"fail_status": 200}, "fail_status must be"),
+        ({"fail_status": True}, "fail_status must be"),
+        (
+            {
+                "fail_status": 500,
+                "is_open": True,
+                "next_open": "2030-01-01T00:00:00Z",
+                "next_close": "2030-01-01T01:00:00Z",
+            },
+            "not both",
+        ),
+        ({"bogus": 1}, "unknown clock field(s): bogus"),
+        ([], "request body must be a JSON object"),
+    ],
+)
+def test_clock_admin_rejects_invalid_settings(
+    sim: AlpacaSimulator, http: requests.Session, body: object, message: str
+) -> None:
+    response = http.put(f"{sim.base_url}/_sim/clock", json=body, timeout=5)
+
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+    assert sim.clock == REGULAR
+    assert http.post(f"{sim.base_url}/_sim/clock", json={}, timeout=5).status_code == 405
 
 
 def test_prices_move_between_calls_and_follow_the_seed(
