@@ -1,14 +1,15 @@
 """``publish_user_syncs``: one ``user-sync`` message per eligible user, once per tick.
 
 Eligible (DESIGN.md): ``config/alpaca.configured == true`` and ``status/trading.enabled ==
-true``, read from those documents whoever wrote them. Two collection-group queries that return
-document names only: a tick costs one read per configured and per enabled user, never a read of
-the users that are neither, and one aggregation read per 1,000 users to count the rest.
+true``, decided from those documents whoever wrote them. A tick reads the roster the triggers
+on them keep (:mod:`agenttrader.roster`: 33 documents whatever the number of users, the skipped
+count included) and publishes 1,000 messages per request (:mod:`agenttrader.bulk_publish`).
+The scan below (two collection-group queries that return document names only, one read per
+configured and per enabled user) rebuilds a roster that was never built.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def eligible_uids(db: firestore.Client) -> list[str]:
 
 
 def count_users(db: firestore.Client) -> int:
+    """Users, by an aggregation (one read per 1,000): what the roster's count replaced."""
     result: Any = cast(Any, db.collection(USERS)).count().get()
     return int(result[0][0].value)
 
@@ -128,16 +130,13 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
         }
     )
     _finish_previous(db, pulse_id)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        # The count is an aggregation the server takes a while over: it runs beside the rest.
-        counted = pool.submit(count_users, db)
-        users = roster.load(db).eligible
-        asker = market_clock.pick_asker(users, pulse_id) if schedule.check_clock else None
-        if asker is not None:
-            market_clock.publish_asking(deps, asker, users[asker], pulse_id, tick.publish_time)
-        others = {uid: v for uid, v in users.items() if uid != asker}
-        _publish(deps, others, pulse_id, tick.publish_time)
-        ineligible = max(counted.result() - len(users), 0)
+    listed = roster.load(db)
+    users = listed.eligible
+    asker = market_clock.pick_asker(users, pulse_id) if schedule.check_clock else None
+    _publish(deps, users, pulse_id, tick.publish_time, asker=asker)
+    if asker is not None:
+        log.info("pulse asks for the market clock", uid=asker, pulse_id=pulse_id)
+    ineligible = max(listed.members - len(users), 0)
     ref.update(
         {
             "state": "published",
@@ -157,11 +156,24 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
 
 
 def _publish(
-    deps: Deps, users: dict[str, str | None], pulse_id: str, requested_at: datetime
+    deps: Deps,
+    users: dict[str, str | None],
+    pulse_id: str,
+    requested_at: datetime,
+    *,
+    asker: str | None = None,
 ) -> None:
-    """Publish one message per user; all or raise."""
+    """Publish one message per user (``asker``'s asks its worker to refresh the market
+    clock); all or raise."""
     requests = [
-        SyncRequest(uid, Reason.SCHEDULE, requested_at, pulse_id=pulse_id, keys_version=version)
+        SyncRequest(
+            uid,
+            Reason.SCHEDULE,
+            requested_at,
+            pulse_id=pulse_id,
+            keys_version=version,
+            check_clock=uid == asker,
+        )
         for uid, version in users.items()
     ]
     failed = publish_all(deps, requests)

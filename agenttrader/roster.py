@@ -3,20 +3,22 @@
 Eligibility stays what DESIGN.md says: ``config/alpaca.configured`` and
 ``status/trading.enabled`` both true, whoever wrote them. The triggers on those two documents
 (``on_alpaca_config_written``, ``on_trading_status_written``) call :func:`refresh`, which reads
-both documents at one read time and records the verdict in the user's shard document
+them and ``users/{uid}`` at one read time and records the verdict in the user's shard document
 ``ops/roster/shards/{n}``:
 
-- ``members.{uid}`` = read time in µs × 2 + (1 if eligible else 0), written with Firestore's
-  ``maximum`` transform. The verdict read last wins whatever order the triggers run, retry or
-  race in: no transaction, no lock, and a redelivered event changes nothing. A verdict read at
+- ``members.{uid}`` = read time in µs × 4 + state (3 eligible, 2 a user who is not, 0 no such
+  user any more), written with Firestore's ``maximum`` transform. The verdict read last wins
+  whatever order the triggers run, retry or race in: no transaction, no lock, and a
+  redelivered event changes nothing. A verdict read at
   time *t* is the truth at *t*; every later write of either document fires a trigger whose
   read comes later still, so the entry always ends at the truth.
 - ``keys.{uid}`` = ``configuredAt`` in µs (also ``maximum``): the ``keys_version`` the worker's
   key cache checks; keys rotate forward only.
 
 A tick reads the 32 shard documents (and ``ops/roster``, the marker written once the roster is
-complete); where the marker is missing — a new deployment, data written before the roster
-existed — the first tick rebuilds the roster from a scan of the two documents
+complete): the users to publish to, and how many others to count as skipped. Where the marker
+is missing — a new deployment, data written before the roster existed — the first tick
+rebuilds the roster from a scan of the documents
 (:func:`rebuild`, also ``agenttrader roster rebuild``), with the scan's start as read time so
 that every trigger that runs meanwhile still wins.
 """
@@ -38,6 +40,7 @@ from agenttrader.paths import (
     alpaca_config_doc,
     roster_shard_doc,
     trading_status_doc,
+    user_doc,
 )
 
 if TYPE_CHECKING:
@@ -58,9 +61,15 @@ def _micros(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
-def entry(read_time: datetime, eligible: bool) -> int:
+ELIGIBLE = 3
+KNOWN = 2
+"""Bit of a user who exists (counted as skipped unless eligible too)."""
+GONE = 0
+
+
+def entry(read_time: datetime, state: int) -> int:
     """The ``members`` value of a verdict read at ``read_time``: later reads compare greater."""
-    return _micros(read_time) * 2 + int(eligible)
+    return _micros(read_time) * 4 + state
 
 
 def _keys_micros(keys_version: str | None) -> int | None:
@@ -82,32 +91,42 @@ class Verdict:
     uid: str
     eligible: bool
     keys_version: str | None
+    exists: bool = True
+    """Whether the user has any of its documents (``users/{uid}``, the two above)."""
+
+    @property
+    def state(self) -> int:
+        return ELIGIBLE if self.eligible else KNOWN if self.exists else GONE
 
 
-def verdict(uid: str, config: dict[str, Any] | None, trading: dict[str, Any] | None) -> Verdict:
+def verdict(
+    uid: str,
+    config: dict[str, Any] | None,
+    trading: dict[str, Any] | None,
+    *,
+    exists: bool = True,
+) -> Verdict:
     """Eligibility from the two documents (``None`` = missing), exactly as DESIGN.md defines."""
     configured = (config or {}).get("configured") is True
     enabled = (trading or {}).get("enabled") is True
     keys_version = version_of((config or {}).get("configuredAt")) if configured else None
-    return Verdict(uid, configured and enabled, keys_version)
+    return Verdict(uid, configured and enabled, keys_version, exists)
 
 
 def refresh(db: firestore.Client, uid: str) -> Verdict:
-    """Read ``uid``'s two documents and record the verdict; safe to repeat, in any order."""
-    config, trading = db.get_all(
-        [db.document(alpaca_config_doc(uid)), db.document(trading_status_doc(uid))]
-    )
-    found = {snap.reference.path: snap for snap in (config, trading)}
-    config_snap = found[alpaca_config_doc(uid)]
-    trading_snap = found[trading_status_doc(uid)]
+    """Read ``uid``'s documents and record the verdict; safe to repeat, in any order."""
+    names = [user_doc(uid), alpaca_config_doc(uid), trading_status_doc(uid)]
+    found = {snap.reference.path: snap for snap in db.get_all([db.document(n) for n in names])}
+    user, config, trading = (found[name] for name in names)
     result = verdict(
         uid,
-        config_snap.to_dict() if config_snap.exists else None,
-        trading_snap.to_dict() if trading_snap.exists else None,
+        config.to_dict() if config.exists else None,
+        trading.to_dict() if trading.exists else None,
+        exists=user.exists or config.exists or trading.exists,
     )
-    read_time = min(config_snap.read_time, trading_snap.read_time)
+    read_time = min(snap.read_time for snap in found.values())
     db.document(roster_shard_doc(shard_of(uid))).set(
-        _update(uid, entry(read_time, result.eligible), result.keys_version), merge=True
+        _update(uid, entry(read_time, result.state), result.keys_version), merge=True
     )
     return result
 
@@ -118,7 +137,7 @@ class Roster:
 
     eligible: dict[str, str | None]
     members: int
-    """Users with an entry, eligible or not."""
+    """Users that exist, eligible or not: the others are a tick's skipped count."""
 
 
 def _parse(shards: Iterable[dict[str, Any]]) -> Roster:
@@ -127,9 +146,9 @@ def _parse(shards: Iterable[dict[str, Any]]) -> Roster:
     for data in shards:
         entries: dict[str, int] = data.get("members") or {}
         keys: dict[str, int] = data.get("keys") or {}
-        members += len(entries)
         for uid, value in entries.items():
-            if value & 1:
+            members += bool(value & KNOWN)
+            if value & 3 == ELIGIBLE:
                 version = keys.get(uid)
                 eligible[uid] = str(version) if version is not None else None
     return Roster(dict(sorted(eligible.items())), members)
@@ -154,19 +173,22 @@ def rebuild(db: firestore.Client) -> Roster:
     """Record every user's verdict from a scan of the two documents, then mark the roster built.
 
     The verdicts carry the read time of a read made before the scan, so an entry a trigger
-    writes meanwhile (from a later read) is kept. Users the roster holds as eligible that the
-    scan no longer finds eligible are recorded as not eligible.
+    writes meanwhile (from a later read) is kept. The scan reads every user's name once (the
+    skipped count) and the configured and the enabled users; users the roster holds that the
+    scan no longer finds are recorded as gone.
     """
     from agenttrader.fanout import configured_users, enabled_uids
 
     started = db.document(ROSTER_DOC).get().read_time
+    users = {doc.id for doc in db.collection(USERS).select([]).stream()}
     configured = configured_users(db)
     enabled = enabled_uids(db)
-    verdicts = {uid: Verdict(uid, uid in enabled, version) for uid, version in configured.items()}
-    for uid in enabled - configured.keys():
-        verdicts[uid] = Verdict(uid, False, None)
-    for uid in _parse(_shards(db)).eligible:
-        verdicts.setdefault(uid, Verdict(uid, False, None))
+    verdicts = {uid: Verdict(uid, False, None) for uid in users | enabled}
+    for uid, version in configured.items():
+        verdicts[uid] = Verdict(uid, uid in enabled, version)
+    for held in _shards(db):
+        for uid in held.get("members") or {}:
+            verdicts.setdefault(uid, Verdict(uid, False, None, exists=False))
     by_shard: dict[int, list[Verdict]] = {}
     for item in verdicts.values():
         by_shard.setdefault(shard_of(item.uid), []).append(item)
@@ -175,7 +197,7 @@ def rebuild(db: firestore.Client) -> Roster:
         for start in range(0, len(items), USERS_PER_WRITE):
             body: dict[str, Any] = {"members": {}, "keys": {}}
             for item in items[start : start + USERS_PER_WRITE]:
-                part = _update(item.uid, entry(started, item.eligible), item.keys_version)
+                part = _update(item.uid, entry(started, item.state), item.keys_version)
                 body["members"].update(part["members"])
                 body["keys"].update(part.get("keys", {}))
             ref.set({name: value for name, value in body.items() if value}, merge=True)

@@ -41,7 +41,7 @@ def test_refresh_follows_the_documents_and_a_late_trigger_loses(db: firestore.Cl
     assert roster.refresh(db, "u.dot@x").eligible is False
     assert eligible(db) == {}
     # A trigger that read "eligible" before the switch was turned off runs last: ignored.
-    write_verdict(db, "u.dot@x", roster.entry(earlier, True))
+    write_verdict(db, "u.dot@x", roster.entry(earlier, roster.ELIGIBLE))
     assert eligible(db) == {}
     # The same trigger delivered twice changes nothing either.
     assert roster.refresh(db, "u.dot@x").eligible is False
@@ -105,7 +105,7 @@ def test_a_missing_roster_is_rebuilt_from_a_scan_keeping_later_trigger_verdicts(
     )
     # A trigger that reads after the rebuild's scan started, still on its way.
     future = db.document(paths.user_doc("late")).get().read_time + timedelta(minutes=5)
-    write_verdict(db, "late", roster.entry(future, False))
+    write_verdict(db, "late", roster.entry(future, roster.KNOWN))
     assert roster.read(db) is None  # no marker: never built
     rebuilt = roster.load(db)
     assert list(rebuilt.eligible) == ["on"]  # "gone" turned off, "late" kept off

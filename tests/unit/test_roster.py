@@ -39,24 +39,40 @@ def test_verdict_carries_the_keys_version_of_configured_users_only() -> None:
     assert roster.verdict("u1", {**configured, "configured": False}, None).keys_version is None
 
 
-def test_a_later_read_always_compares_greater_whatever_the_verdict() -> None:
+STATES = (roster.ELIGIBLE, roster.KNOWN, roster.GONE)
+
+
+@pytest.mark.parametrize("old", STATES)
+@pytest.mark.parametrize("new", STATES)
+def test_a_later_read_always_compares_greater_whatever_the_verdict(old: int, new: int) -> None:
     earlier, later = AT, AT + timedelta(microseconds=1)
-    assert roster.entry(later, False) > roster.entry(earlier, True)
-    assert roster.entry(later, True) > roster.entry(earlier, False)
-    assert roster.entry(AT, True) & 1 and not roster.entry(AT, False) & 1
-    assert roster.entry(AT, True) < 2**63  # a Firestore integer
+    assert roster.entry(later, new) > roster.entry(earlier, old)
+    assert roster.entry(later, new) < 2**63  # a Firestore integer
 
 
-def test_parse_keeps_eligible_entries_with_their_versions_sorted() -> None:
+def test_the_state_of_a_verdict() -> None:
+    assert roster.Verdict("u", True, None).state == roster.ELIGIBLE
+    assert roster.Verdict("u", False, None).state == roster.KNOWN
+    assert roster.Verdict("u", False, None, exists=False).state == roster.GONE
+
+
+def test_parse_keeps_eligible_entries_with_their_versions_sorted_and_counts_users() -> None:
     shards = [
-        {"members": {"b": roster.entry(AT, True), "c": roster.entry(AT, False)}, "keys": {"b": 7}},
-        {"members": {"a": roster.entry(AT, True)}},
+        {
+            "members": {
+                "b": roster.entry(AT, roster.ELIGIBLE),
+                "c": roster.entry(AT, roster.KNOWN),
+                "gone": roster.entry(AT, roster.GONE),
+            },
+            "keys": {"b": 7, "c": 8},
+        },
+        {"members": {"a": roster.entry(AT, roster.ELIGIBLE)}},
         {},
     ]
     parsed = roster._parse(shards)
     assert parsed.eligible == {"a": None, "b": "7"}
     assert list(parsed.eligible) == ["a", "b"]
-    assert parsed.members == 3
+    assert parsed.members == 3  # a, b, c: "gone" is no user any more
 
 
 def test_every_uid_has_a_shard_in_range_and_keeps_it() -> None:
