@@ -1,12 +1,15 @@
 """Pulses: one scheduler tick's fan-out, and how its results are counted.
 
-Counting without a hot document: each worker writes the outcome of its own user's sync to
-``users/{uid}/status/sync`` (``pulse_id``, ``outcome``), a document it writes anyway. A rollup
-counts those documents with aggregation queries (one read per 1,000 matches) and writes the
-totals to ``ops/pulses/history/{pulse_id}`` and ``ops/last_pulse``. Each worker instance rolls
-up at most once per ``pulse_rollup_delay_seconds`` (trailing edge, so the last result is always
-counted), and only when ``ops/last_pulse`` was not refreshed within that delay by another.
-Duplicated deliveries cannot double-count: a user has one outcome per pulse.
+Counting without a hot document, on documents each sync writes anyway: a success is counted on
+the user's snapshot (``users/{uid}/data/snapshot``: ``pulseId``, ``syncOutcome``), the one
+document a healthy tenant's sync writes; an error or a skip on ``users/{uid}/status/sync``
+(``pulse_id``, ``outcome``), written only then (agenttrader/sync_record.py keeps the two
+consistent: a user is counted once, for its latest outcome). A rollup counts them with
+aggregation queries (one read per 1,000 matches) and writes the totals to
+``ops/pulses/history/{pulse_id}`` and ``ops/last_pulse``. Each worker instance rolls up at most
+once per ``pulse_rollup_delay_seconds`` (trailing edge, so the last result is always counted),
+and only when ``ops/last_pulse`` was not refreshed within that delay by another. Duplicated
+deliveries cannot double-count: a user has one outcome per pulse.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 STATUS_COLLECTION_GROUP = "status"
-"""Collection group of ``users/{uid}/status/sync``, where outcomes are counted."""
+"""Collection group of ``users/{uid}/status/sync``, where errors and skips are counted."""
+SNAPSHOT_COLLECTION_GROUP = "data"
+"""Collection group of ``users/{uid}/data/snapshot``, where successes are counted."""
+SNAPSHOT_PULSE_FIELD = "pulseId"
+"""The snapshot's pulse: the one its tenant's latest outcome counts for."""
+SNAPSHOT_OUTCOME_FIELD = "syncOutcome"
+"""The snapshot's copy of ``status/sync.outcome``: the tenant's latest outcome."""
 
 
 class Outcome(StrEnum):
@@ -84,19 +93,29 @@ class PulseTotals:
 
 
 def count_outcomes(db: firestore.Client, pulse_id: str) -> dict[Outcome, int]:
-    """Outcomes recorded for ``pulse_id``, by aggregation queries (no documents read)."""
+    """Outcomes recorded for ``pulse_id``, by aggregation queries (no documents read):
+    successes on the snapshots, errors and skips on ``status/sync``."""
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    counts: dict[Outcome, int] = {}
-    for outcome in Outcome:
+    successes = (
+        db.collection_group(SNAPSHOT_COLLECTION_GROUP)
+        .where(filter=FieldFilter(SNAPSHOT_PULSE_FIELD, "==", pulse_id))
+        .where(filter=FieldFilter(SNAPSHOT_OUTCOME_FIELD, "==", Outcome.SUCCESS.value))
+    )
+    counts = {Outcome.SUCCESS: _count(successes)}
+    for outcome in (Outcome.ERROR, Outcome.SKIPPED):
         query = (
             db.collection_group(STATUS_COLLECTION_GROUP)
             .where(filter=FieldFilter("pulse_id", "==", pulse_id))
             .where(filter=FieldFilter("outcome", "==", outcome.value))
         )
-        result: Any = cast(Any, query).count().get()
-        counts[outcome] = int(result[0][0].value)
+        counts[outcome] = _count(query)
     return counts
+
+
+def _count(query: Any) -> int:
+    result: Any = cast(Any, query).count().get()
+    return int(result[0][0].value)
 
 
 CLOCK_SKEW = timedelta(seconds=1)

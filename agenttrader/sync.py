@@ -8,6 +8,7 @@ One place decides what a failure means (:meth:`SyncWorker.handle`):
   acknowledged.
 Snapshots are ordered by ``requestedAt`` with an optimistic precondition on the snapshot's
 update time: an older message never overwrites a newer snapshot, a duplicate writes nothing.
+What a result writes (one write for a healthy tenant's success) is :mod:`agenttrader.sync_record`.
 """
 
 from __future__ import annotations
@@ -34,20 +35,19 @@ from agenttrader.errors import (
     UnknownUser,
 )
 from agenttrader.events import PubsubDelivery
-from agenttrader.firestore_codec import add_set_fields
 from agenttrader.key_cache import KeyCache
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import (
     alpaca_secret_doc,
-    last_sync_error_doc,
     snapshot_doc,
-    sync_state_doc,
     trading_status_doc,
     user_doc,
     validate_uid,
 )
-from agenttrader.pulses import Outcome, RollupScheduler
+from agenttrader.pulses import RollupScheduler
+from agenttrader.sync_record import Change, Stored, record
+from agenttrader.sync_record import firestore_call as _call
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -59,7 +59,6 @@ log = get_logger(__name__)
 _DEAD_LETTER = topology.subscription(topology.USER_SYNC_WORKER).dead_letter
 MAX_DELIVERY_ATTEMPTS = _DEAD_LETTER.max_delivery_attempts if _DEAD_LETTER else 5
 """The delivery on which Pub/Sub gives up: a transient failure then counts as an error."""
-PRECONDITION_RETRIES = 3
 KILL_SWITCH_REASONS = frozenset({Reason.SCHEDULE})
 """Reasons a disabled kill-switch skips; first syncs, manual syncs and replays run anyway."""
 
@@ -78,7 +77,14 @@ class Result(StrEnum):
 class _Loaded:
     trading: Any
     secret: Any
-    snapshot: Any
+    snapshot: Stored
+
+
+@dataclass
+class _Seen:
+    """The snapshot a sync read last: it guards the record of the sync's failure."""
+
+    snapshot: Stored | None = None
 
 
 class SyncWorker:
@@ -107,10 +113,11 @@ class SyncWorker:
             "reason": request.reason.value,
         }
         started = time.monotonic()
+        seen = _Seen()
         try:
-            result = self._sync(request)
+            result = self._sync(request, seen)
         except PermanentError as err:
-            self._record_failure(request, delivery, err, final=True)
+            self._record_failure(request, delivery, err, final=True, stored=seen.snapshot)
             publish_dead_letter(
                 self._deps,
                 delivery.data,
@@ -131,7 +138,7 @@ class SyncWorker:
             return Result.DEAD_LETTERED
         except RetryableError as err:
             final = (delivery.delivery_attempt or 0) >= MAX_DELIVERY_ATTEMPTS
-            self._record_failure(request, delivery, err, final=final)
+            self._record_failure(request, delivery, err, final=final, stored=seen.snapshot)
             log.warning(
                 f"sync failed, will be retried: {err}",
                 error_class=err.error_class,
@@ -148,19 +155,18 @@ class SyncWorker:
 
     # --- the sync itself -------------------------------------------------------------------
 
-    def _sync(self, request: SyncRequest, *, use_cache: bool = True) -> Result:
+    def _sync(self, request: SyncRequest, seen: _Seen, *, use_cache: bool = True) -> Result:
         db = self._deps.firestore
         cached = self._keys.get(request.uid, request.keys_version) if use_cache else None
         loaded = self._load(db, request.uid, with_secret=cached is None)
+        seen.snapshot = loaded.snapshot
+        stale = loaded.snapshot.staleness(request.requested_at)
+        if stale is not None:
+            return Result(stale.value)
         if request.effective_reason in KILL_SWITCH_REASONS and not _enabled(loaded.trading):
-            self._commit_outcome(db, request, Outcome.SKIPPED)
-            return Result.SKIPPED
+            return self._record(request, loaded.snapshot, Change.skip(), Result.SKIPPED)
         keys = cached or self._keys_from(db, request, loaded)
         client = self._deps.alpaca.for_user(keys)
-        snapshot = loaded.snapshot
-        stale = _staleness(snapshot, request)
-        if stale:
-            return stale
         try:
             state = fetch_account_state(client, keys)
         except AlpacaAuthError:
@@ -168,18 +174,17 @@ class SyncWorker:
                 raise
             # Rotated since the message was published: read the keys once more.
             self._keys.drop(request.uid)
-            return self._sync(request, use_cache=False)
-        for _ in range(PRECONDITION_RETRIES):
-            try:
-                self._write_snapshot(db, request, snapshot, state)
-                return Result.SYNCED
-            except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict):
-                # Another delivery wrote the snapshot since we read it: decide again.
-                snapshot = _call(db.document(snapshot_doc(request.uid)).get)
-                stale = _staleness(snapshot, request)
-                if stale:
-                    return stale
-        raise DependencyUnavailable("snapshot kept changing while it was written")
+            return self._sync(request, seen, use_cache=False)
+        snapshot = _snapshot_body(request, state)
+        return self._record(request, loaded.snapshot, Change.success(snapshot), Result.SYNCED)
+
+    def _record(self, request: SyncRequest, stored: Stored, change: Change, done: Result) -> Result:
+        """Write the result (see :mod:`agenttrader.sync_record`); count it in its pulse."""
+        stale = record(self._deps.firestore, request, stored, change)
+        if stale is not None:
+            return Result(stale.value)
+        self._counted(request)
+        return done
 
     def _keys_from(self, db: firestore.Client, request: SyncRequest, loaded: _Loaded) -> AlpacaKeys:
         """The keys read with the snapshot, validated and cached under the message's version."""
@@ -203,79 +208,11 @@ class SyncWorker:
         found = {s.reference.path: s for s in _call(lambda: list(db.get_all(refs)))}
         return _Loaded(
             trading=found[paths[0]],
-            snapshot=found[paths[1]],
+            snapshot=Stored.of(found[paths[1]]),
             secret=found[paths[2]] if with_secret else None,
         )
 
-    def _write_snapshot(
-        self, db: firestore.Client, request: SyncRequest, current: Any, state: dict[str, Any]
-    ) -> None:
-        account = state["account"]
-        body: dict[str, Any] = {
-            "syncedAt": datetime.now(UTC),
-            "requestedAt": request.requested_at,
-            "pulseId": request.pulse_id,
-            "reason": request.reason.value,
-            "account": account,
-            "equity": _money(account.get("equity")),
-            "buying_power": _money(account.get("buying_power")),
-            "cash": _money(account.get("cash")),
-            "positions": state["positions"],
-            "positions_count": len(state["positions"]),
-        }
-        batch = db.batch()
-        # Updated only if unchanged since read, or created only if still absent: a concurrent
-        # delivery's write makes this one fail and decide again (see ``_sync``).
-        add_set_fields(
-            batch,
-            db,
-            snapshot_doc(request.uid),
-            body,
-            delete=("placeholder",) if current.exists else (),
-            last_update_time=current.update_time if current.exists else None,
-        )
-        batch.delete(db.document(last_sync_error_doc(request.uid)))
-        self._add_outcome(db, batch, request, Outcome.SUCCESS)
-        _call(batch.commit)
-        self._counted(request)
-
     # --- outcomes and failures -------------------------------------------------------------
-
-    def _add_outcome(
-        self,
-        db: firestore.Client,
-        batch: Any,
-        request: SyncRequest,
-        outcome: Outcome,
-        error_class: str | None = None,
-    ) -> None:
-        from google.cloud import firestore
-
-        body: dict[str, Any] = {
-            "outcome": outcome.value,
-            "reason": request.reason.value,
-            "requested_at": request.requested_at,
-            "at": datetime.now(UTC),
-            "error_class": error_class,
-        }
-        # A sync outside a pulse (first sync, manual, replay) keeps the stored pulse id: the
-        # user's latest outcome then counts for the last pulse they were in, so a replay that
-        # fixes a dead-lettered user turns that pulse's error into a success.
-        if request.pulse_id is not None:
-            body["pulse_id"] = request.pulse_id
-        # Final failures in a row (the operator's alert); a skip neither breaks nor extends it.
-        if outcome is Outcome.ERROR:
-            body["consecutive_failures"] = firestore.Increment(1)
-        elif outcome is Outcome.SUCCESS:
-            body["consecutive_failures"] = 0
-        # merge: every other field is written each time; the counter must survive to increment.
-        batch.set(db.document(sync_state_doc(request.uid)), body, merge=True)
-
-    def _commit_outcome(self, db: firestore.Client, request: SyncRequest, outcome: Outcome) -> None:
-        batch = db.batch()
-        self._add_outcome(db, batch, request, outcome)
-        _call(batch.commit)
-        self._counted(request)
 
     def _counted(self, request: SyncRequest) -> None:
         if self._rollups is not None:
@@ -288,37 +225,40 @@ class SyncWorker:
         error: AgentTraderError,
         *,
         final: bool,
+        stored: Stored | None,
     ) -> None:
         """Write ``status/last_sync_error`` (and the pulse outcome once the failure is final).
 
-        Nothing is written for an unknown user: that would create a tenant out of thin air.
+        Nothing is written for an unknown user (that would create a tenant out of thin air),
+        nor for a message no newer than the stored snapshot (a copy of one that succeeded).
         """
         if isinstance(error, UnknownUser):
             return
-        db = self._deps.firestore
-        batch = db.batch()
-        batch.set(
-            db.document(last_sync_error_doc(request.uid)),
-            {
-                "error": redact(str(error)),
-                "timestamp": datetime.now(UTC),
-                "error_class": error.error_class,
-                "permanent": isinstance(error, PermanentError),
-                "final": final,
-                "reason": request.reason.value,
-                "pulse_id": request.pulse_id,
-                "message_id": delivery.message_id,
-                "delivery_attempt": delivery.delivery_attempt,
-            },
-        )
-        if final:
-            self._add_outcome(db, batch, request, Outcome.ERROR, error.error_class)
+        body = {
+            "error": redact(str(error)),
+            "timestamp": datetime.now(UTC),
+            "error_class": error.error_class,
+            "permanent": isinstance(error, PermanentError),
+            "final": final,
+            "reason": request.reason.value,
+            "pulse_id": request.pulse_id,
+            "message_id": delivery.message_id,
+            "delivery_attempt": delivery.delivery_attempt,
+        }
+        change = Change.failure(body, error.error_class, final=final)
         try:
-            batch.commit()
-        except gexc.GoogleAPICallError as err:
+            stale = record(self._deps.firestore, request, stored, change)
+        except (gexc.GoogleAPICallError, DependencyUnavailable) as err:
             # The failure itself stands; losing its record must not turn it into a retry loop.
             log.error(
                 f"could not record a sync failure ({type(err).__name__})",
+                uid=request.uid,
+                message_id=delivery.message_id,
+            )
+            return
+        if stale is not None:
+            log.info(
+                f"failure not recorded: the message is {stale.value} by the stored snapshot",
                 uid=request.uid,
                 message_id=delivery.message_id,
             )
@@ -357,35 +297,22 @@ def _enabled(trading: Any) -> bool:
     return bool(trading.exists and (trading.to_dict() or {}).get("enabled") is True)
 
 
-def _staleness(snapshot: Any, request: SyncRequest) -> Result | None:
-    """``DUPLICATE`` / ``SUPERSEDED`` when the stored snapshot is as new or newer."""
-    if not snapshot.exists:
-        return None
-    stored = snapshot.to_dict() or {}
-    stored_at = stored.get("requestedAt")
-    if not isinstance(stored_at, datetime):
-        return None  # placeholder or migrated legacy data: any real sync is newer
-    if stored_at > request.requested_at:
-        return Result.SUPERSEDED
-    if stored_at == request.requested_at:
-        return Result.DUPLICATE
-    return None
+def _snapshot_body(request: SyncRequest, state: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot's data; :func:`agenttrader.sync_record.record` adds the pulse fields."""
+    account = state["account"]
+    return {
+        "syncedAt": datetime.now(UTC),
+        "requestedAt": request.requested_at,
+        "reason": request.reason.value,
+        "account": account,
+        "equity": _money(account.get("equity")),
+        "buying_power": _money(account.get("buying_power")),
+        "cash": _money(account.get("cash")),
+        "positions": state["positions"],
+        "positions_count": len(state["positions"]),
+    }
 
 
 def _money(value: Any) -> str:
     """Amounts are strings, as Alpaca sends them and as the spec stores them."""
     return "0" if value is None else str(value)
-
-
-def _call(fn: Any) -> Any:
-    """Run a Firestore call; its transient failures become ``DependencyUnavailable``."""
-    try:
-        return fn()
-    except (
-        gexc.ServiceUnavailable,
-        gexc.DeadlineExceeded,
-        gexc.InternalServerError,
-        gexc.TooManyRequests,
-        gexc.Aborted,
-    ) as err:
-        raise DependencyUnavailable(f"Firestore is unavailable ({type(err).__name__})") from None

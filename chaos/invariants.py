@@ -17,6 +17,7 @@ from typing import Any
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.operator.deadletters import SOURCE_DELIVERY_LIMIT, decode
 from agenttrader.pulses import Outcome
+from agenttrader.sync_record import counted_outcome, inconsistencies
 from chaos.faults import Fault
 
 MAX_LISTED = 12
@@ -57,9 +58,16 @@ class TenantState:
     configured: bool
     enabled: bool
     snapshot: dict[str, Any] | None
+    """``data/snapshot``: carries a success (``pulseId``, ``syncOutcome``), see
+    :mod:`agenttrader.sync_record`."""
     last_error: dict[str, Any] | None
     sync_state: dict[str, Any] | None
-    """``status/sync``: the outcome of its latest sync (``pulse_id``, ``outcome``)."""
+    """``status/sync``: carries an error or a skip (``pulse_id``, ``outcome``)."""
+
+    @property
+    def counted(self) -> tuple[str | None, str] | None:
+        """``(pulse id, outcome)`` its documents say it counts for, if any."""
+        return counted_outcome(self.snapshot, self.sync_state)
 
     @property
     def eligible(self) -> bool:
@@ -121,12 +129,10 @@ class Evidence:
         return Counter(m.uid for m in self.dead_letters.values() if m.uid)
 
     def outcomes(self) -> Counter[str]:
-        """The truth of the pulse: per-user ``status/sync`` outcomes recorded for it."""
-        return Counter(
-            str(t.sync_state.get("outcome"))
-            for t in self.tenants.values()
-            if t.sync_state and t.sync_state.get("pulse_id") == self.pulse_id
-        )
+        """The truth of the pulse, user by user: each tenant's latest outcome if it counts for
+        this pulse (a success on its snapshot, else an error or skip on ``status/sync``)."""
+        counted = [t.counted for t in self.tenants.values()]
+        return Counter(c[1] for c in counted if c is not None and c[0] == self.pulse_id)
 
 
 def _requested_at(snapshot: dict[str, Any] | None) -> datetime | None:
@@ -195,9 +201,10 @@ def snapshots_hold_own_account(evidence: Evidence) -> list[str]:
 
 
 def last_pulse_counts_match_truth(evidence: Evidence) -> list[str]:
-    """``ops/last_pulse`` equals the per-user truth: success / error = users whose
-    ``status/sync`` holds that outcome for this pulse; skipped = users the publisher left out
-    (every user minus those it published a message for) + users the worker skipped."""
+    """``ops/last_pulse`` equals the per-user truth: success / error = users whose documents
+    hold that outcome for this pulse (read one by one: :meth:`TenantState.counted`; the rollup
+    counts with aggregation queries); skipped = users the publisher left out (every user minus
+    those it published a message for) + users the worker skipped."""
     last = evidence.last_pulse
     if last is None:
         return ["ops/last_pulse does not exist"]
@@ -216,6 +223,18 @@ def last_pulse_counts_match_truth(evidence: Evidence) -> list[str]:
         for name, value in expected.items()
         if last.get(name) != value
     ]
+
+
+def outcome_documents_agree(evidence: Evidence) -> list[str]:
+    """Each tenant's snapshot, ``status/sync`` and ``status/last_sync_error`` agree: the same
+    latest outcome, counted for the same pulse, ``syncFailing`` exactly while an error is
+    recorded. (A success counted on the snapshot while ``status/sync`` holds an error or a
+    skip would count the tenant twice; a stale error document would list it as failing.)"""
+    violations = []
+    for tenant in sorted(evidence.tenants.values(), key=lambda t: t.uid):
+        found = inconsistencies(tenant.snapshot, tenant.sync_state, tenant.last_error)
+        violations.extend(f"{tenant.uid} (fault {tenant.fault}): {v}" for v in found)
+    return violations
 
 
 def no_message_lost(evidence: Evidence) -> list[str]:
@@ -245,6 +264,7 @@ INVARIANTS: tuple[tuple[str, Invariant], ...] = (
     ("no snapshot older than one already written", snapshots_never_go_back),
     ("no tenant's snapshot holds another tenant's data", snapshots_hold_own_account),
     ("ops/last_pulse counts equal the per-user truth", last_pulse_counts_match_truth),
+    ("each tenant's outcome documents agree", outcome_documents_agree),
     ("no message lost: published = acknowledged + dead-lettered", no_message_lost),
 )
 

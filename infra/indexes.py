@@ -6,10 +6,11 @@ collection-scoped): each needs a ``COLLECTION_GROUP`` index, declared in
 
 - one equality (or ``in``) field: a single-field override in collection-group scope, which keeps the
   automatic collection-scope indexes of that field (an override replaces them otherwise);
-- several equality fields: one composite index. ``status.pulse_id == X and outcome == Y``
-  could be served by merging two single-field indexes, but a merge walks both (``outcome ==
-  success`` matches most users of most pulses), while the composite reads exactly the matches
-  and keeps the count aggregation at one read per 1,000 of them.
+- several equality fields: one composite index. ``status.pulse_id == X and outcome == Y`` (and
+  ``data.pulseId == X and syncOutcome == success``) could be served by merging two single-field
+  indexes, but a merge walks both (``syncOutcome == success`` matches most users of most
+  pulses), while the composite reads exactly the matches and keeps the count aggregation at one
+  read per 1,000 of them.
 
 tests/integration/test_indexes.py runs the queries against the emulator and checks each one
 is covered; tests/unit/test_infra_indexes.py keeps this list in step with the source.
@@ -46,6 +47,12 @@ REQUIRED_INDEXES: tuple[RequiredIndex, ...] = (
     RequiredIndex(
         "status",
         ("pulse_id", "outcome"),
+        "agenttrader.pulses.count_outcomes",
+        "agenttrader/pulses.py",
+    ),
+    RequiredIndex(
+        "data",
+        ("pulseId", "syncOutcome"),
         "agenttrader.pulses.count_outcomes",
         "agenttrader/pulses.py",
     ),

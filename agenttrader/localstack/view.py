@@ -70,7 +70,9 @@ class TenantRow:
     synced_at: datetime | None = None
     equity: str | None = None
     outcome: str | None = None
-    """``status/sync.outcome`` of its latest sync: success, error, skipped."""
+    """``status/sync.outcome`` of its latest sync: success, error, skipped. Exact although a
+    healthy tenant's sync writes only its snapshot: the worker writes ``status/sync`` whenever
+    the outcome changes (agenttrader/sync_record.py); its ``pulse_id`` may be older."""
     error_class: str | None = None
     """``status/last_sync_error.error_class`` (absent once a sync succeeds)."""
     error_at: datetime | None = None

@@ -4,7 +4,11 @@ alert conditions of the product spec.
 Everything is read from what the pipeline already writes: ``ops/pulses/history/{pulse_id}``
 (counts and timing of each pulse), ``users/{uid}/status/last_sync_error`` (present while a
 tenant's latest sync failed; deleted by the next success) and ``users/{uid}/status/sync``
-(``consecutive_failures``, maintained by the worker). The tool never reads secrets.
+(``consecutive_failures``, maintained by the worker). A healthy tenant's sync writes only its
+snapshot, but these stay exact: every failure writes ``last_sync_error`` and flags the snapshot
+(``syncFailing``), and the first success after a flagged snapshot deletes ``last_sync_error``
+and resets ``consecutive_failures`` in the same commit (agenttrader/sync_record.py). The tool
+never reads secrets.
 """
 
 from __future__ import annotations

@@ -61,9 +61,16 @@ def _evidence(*, broken: bool) -> Evidence:
             snapshot={
                 "requestedAt": at - timedelta(minutes=1) if broken and uid == "a" else at,
                 "account": {"id": shown[uid]},
+                "pulseId": pulse,
+                "syncOutcome": "success",
+                "syncFailing": False,
             },
             last_error=None,
-            sync_state={"pulse_id": pulse, "outcome": "success"},
+            # Broken: an error beside a success of the same pulse (it would count twice).
+            sync_state={
+                "pulse_id": pulse,
+                "outcome": "error" if broken and uid == "b" else "success",
+            },
         )
         for uid in ("a", "b")
     }

@@ -69,7 +69,9 @@ def seed(db: firestore.Client) -> None:
         db.document(paths.alpaca_config_doc(uid)).set({"configured": True, "createdAt": now})
         db.document(paths.trading_status_doc(uid)).set({"enabled": enabled, "createdAt": now})
         db.document(paths.sync_state_doc(uid)).set({"pulse_id": "p1", "outcome": outcome})
-        db.document(paths.snapshot_doc(uid)).set({"pulseId": "p1", "syncedAt": now})
+        db.document(paths.snapshot_doc(uid)).set(
+            {"pulseId": "p1", "syncOutcome": outcome, "syncedAt": now}
+        )
     db.document(paths.last_sync_error_doc("u-off")).set(
         {"error": "401", "error_class": "InvalidKeys", "timestamp": now, "final": True}
     )
@@ -84,7 +86,8 @@ def test_code_queries_are_covered_by_declared_collection_group_indexes(
 
     # agenttrader.fanout: configured and enabled users.
     assert eligible_uids(db) == ["u-on"]
-    # agenttrader.pulses: outcome counts of one pulse (count aggregations).
+    # agenttrader.pulses: outcome counts of one pulse (count aggregations: successes on the
+    # snapshots, errors and skips on status/sync).
     counts = pulses.count_outcomes(db, "p1")
     assert counts == {
         pulses.Outcome.SUCCESS: 1,

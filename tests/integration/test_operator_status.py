@@ -17,6 +17,7 @@ from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.simulator import AlpacaSimulator, Scenario
 from agenttrader.sync import Result, SyncWorker
+from tests.firestore_ops import counted
 from tests.pipeline_fixtures import doc, seed_user, sim_tenant
 
 pytestmark = pytest.mark.integration
@@ -152,3 +153,21 @@ def test_worker_counts_consecutive_failures(
     assert streak() == 0
     code, status = status_json(capsys, "--check", "--no-dead-letters")
     assert code == 0 and status["failing_tenants"] == [] and status["alerts"] == []
+
+    # A healthy tenant's sync writes its snapshot alone; the reset and the empty list hold.
+    with counted() as healthy:
+        assert sync() is Result.SYNCED
+    assert (healthy.writes, healthy.deletes) == (1, 0)
+    code, status = status_json(capsys, "--check", "--no-dead-letters")
+    assert code == 0 and status["failing_tenants"] == []
+    simulator.set_scenario(tenant.key_id, Scenario(kind="bad_keys"))
+    assert sync() is Result.DEAD_LETTERED
+    assert streak() == 1
+    code, status = status_json(capsys, "--no-dead-letters")
+    (alice,) = status["failing_tenants"]
+    assert (alice["uid"], alice["error_class"], alice["consecutive_failures"]) == (
+        "alice",
+        "AlpacaAuthError",
+        1,
+    )
+    assert alice["final"] and alice["last_failed_at"]

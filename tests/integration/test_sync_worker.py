@@ -17,8 +17,11 @@ from agenttrader import errors, paths
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
+from agenttrader.pulses import Outcome, count_outcomes
 from agenttrader.simulator import AlpacaSimulator, Scenario
 from agenttrader.sync import MAX_DELIVERY_ATTEMPTS, Result, SyncWorker
+from agenttrader.sync_record import Change, Stale, Stored, inconsistencies, record
+from tests.firestore_ops import counted
 from tests.pipeline_fixtures import Tenant, doc, drain_dead_letters, sim_tenant
 
 pytestmark = pytest.mark.integration
@@ -52,6 +55,27 @@ def delivery(
         publish_time=datetime.now(UTC),
         delivery_attempt=attempt,
     )
+
+
+def counts(db: firestore.Client, pulse_id: str) -> tuple[int, int, int]:
+    """(success, error, skipped) of a pulse, as the rollup counts them."""
+    found = count_outcomes(db, pulse_id)
+    return found[Outcome.SUCCESS], found[Outcome.ERROR], found[Outcome.SKIPPED]
+
+
+def assert_consistent(db: firestore.Client, uid: str) -> None:
+    """The snapshot, status/sync and status/last_sync_error agree (agenttrader.sync_record)."""
+    found = inconsistencies(
+        doc(db, paths.snapshot_doc(uid)),
+        doc(db, paths.sync_state_doc(uid)),
+        doc(db, paths.last_sync_error_doc(uid)),
+    )
+    assert found == []
+
+
+def final_failure(worker: SyncWorker, request: SyncRequest) -> None:
+    with pytest.raises(errors.RetryableError):
+        worker.handle(delivery(request, attempt=MAX_DELIVERY_ATTEMPTS))
 
 
 def test_sync_writes_snapshot_and_clears_error(
@@ -113,11 +137,18 @@ def test_kill_switch_off_skips_schedule_but_not_first_sync(
     assert doc(db, paths.snapshot_doc("u-off")) is None
     assert doc(db, paths.last_sync_error_doc("u-off")) is None
     assert doc(db, paths.sync_state_doc("u-off"))["outcome"] == "skipped"  # type: ignore[index]
+    assert counts(db, "p1") == (0, 0, 1)
     assert worker.handle(delivery(SyncRequest.now("u-off", Reason.FIRST_SYNC))) is Result.SYNCED
+    # A sync outside a pulse keeps the pulse the user's outcome counts for: now a success.
+    assert counts(db, "p1") == (1, 0, 0)
+    assert doc(db, paths.snapshot_doc("u-off"))["pulseId"] == "p1"  # type: ignore[index]
+    assert_consistent(db, "u-off")
     replayed_schedule = SyncRequest.now(
         "u-off", Reason.REPLAY, original_reason=Reason.SCHEDULE, replay_count=1
     )
     assert worker.handle(delivery(replayed_schedule)) is Result.SKIPPED
+    assert counts(db, "p1") == (0, 0, 1)
+    assert_consistent(db, "u-off")
 
 
 @pytest.mark.parametrize(
@@ -261,3 +292,194 @@ def test_cached_keys_refused_by_alpaca_are_read_again_once(
     later = SyncRequest.now("u-rot", Reason.SCHEDULE, pulse_id="p2", keys_version="1")
     assert worker.handle(delivery(later)) is Result.SYNCED
     assert simulator.requests_for(new.key_id) == 2
+
+
+# --- what a result writes: one write for a healthy tenant, counts exact ------------------------
+
+
+def test_warm_success_of_a_healthy_tenant_is_one_write(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-warm", Scenario(kind="normal"))
+    at = datetime.now(UTC)
+
+    def scheduled(seconds: int, pulse_id: str) -> SyncRequest:
+        return SyncRequest(
+            "u-warm", Reason.SCHEDULE, at + timedelta(seconds=seconds), pulse_id=pulse_id,
+            keys_version="7",
+        )  # fmt: skip
+
+    worker = SyncWorker(deps)
+    with counted() as first:
+        assert worker.handle(delivery(scheduled(0, "p1"))) is Result.SYNCED
+    # No snapshot yet: status/sync is written and status/last_sync_error deleted as well.
+    assert (first.reads, first.writes, first.deletes) == (3, 2, 1)
+    with counted() as warm:
+        assert worker.handle(delivery(scheduled(1, "p2"))) is Result.SYNCED
+    # Kill-switch and snapshot in one batched get (keys cached); the snapshot alone written.
+    assert (warm.reads, warm.writes, warm.deletes) == (2, 1, 0)
+    with counted() as cold:
+        assert SyncWorker(deps).handle(delivery(scheduled(2, "p3"))) is Result.SYNCED
+    assert (cold.reads, cold.writes, cold.deletes) == (3, 1, 0)
+    snapshot = doc(db, paths.snapshot_doc("u-warm"))
+    assert snapshot is not None
+    assert (snapshot["pulseId"], snapshot["syncOutcome"], snapshot["syncFailing"]) == (
+        "p3",
+        "success",
+        False,
+    )
+    assert [counts(db, p) for p in ("p1", "p2", "p3")] == [(0, 0, 0), (0, 0, 0), (1, 0, 0)]
+    state = doc(db, paths.sync_state_doc("u-warm"))
+    assert state is not None and state["outcome"] == "success" and state["pulse_id"] == "p1"
+    assert_consistent(db, "u-warm")
+
+
+def test_failed_then_recovered_in_the_same_pulse_counts_once_as_success(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    tenant = sim_tenant(simulator, db, "u-heal", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    assert worker.handle(delivery(SyncRequest.now("u-heal", Reason.SCHEDULE, pulse_id="p0")))
+    simulator.set_scenario(tenant.key_id, Scenario(kind="server_error", status=503))
+    request = SyncRequest.now("u-heal", Reason.SCHEDULE, pulse_id="p1")
+    with counted() as retried, pytest.raises(errors.AlpacaUnavailable):
+        worker.handle(delivery(request, attempt=1))
+    # Recorded for the operator, not counted while Pub/Sub retries.
+    assert (retried.writes, retried.deletes) == (2, 0)  # last_sync_error, snapshot flag
+    assert counts(db, "p1") == (0, 0, 0) and counts(db, "p0") == (1, 0, 0)
+    assert_consistent(db, "u-heal")
+    with counted() as final:
+        final_failure(worker, request)
+    assert (final.writes, final.deletes) == (3, 0)  # + status/sync
+    assert counts(db, "p1") == (0, 1, 0)
+    snapshot = doc(db, paths.snapshot_doc("u-heal"))
+    assert snapshot is not None and snapshot["syncFailing"] and snapshot["syncOutcome"] == "error"
+    assert_consistent(db, "u-heal")
+
+    simulator.set_scenario(tenant.key_id, Scenario(kind="normal"))
+    replay = SyncRequest.now("u-heal", Reason.REPLAY, original_reason=Reason.SCHEDULE)
+    with counted() as recovered:
+        assert worker.handle(delivery(replay)) is Result.SYNCED
+    # The snapshot said failing: status/sync reset, last_sync_error deleted, in the same batch.
+    assert (recovered.writes, recovered.deletes) == (2, 1)
+    assert counts(db, "p1") == (1, 0, 0)
+    assert doc(db, paths.last_sync_error_doc("u-heal")) is None
+    state = doc(db, paths.sync_state_doc("u-heal"))
+    assert state is not None and state["outcome"] == "success"
+    assert state["consecutive_failures"] == 0 and state["pulse_id"] == "p1"
+    assert_consistent(db, "u-heal")
+    with counted() as healthy:
+        assert worker.handle(delivery(SyncRequest.now("u-heal", Reason.SCHEDULE, pulse_id="p2")))
+    assert (healthy.writes, healthy.deletes) == (1, 0)
+    assert counts(db, "p1") == (0, 0, 0) and counts(db, "p2") == (1, 0, 0)
+
+
+def test_succeeded_then_a_racing_replay_failed_counts_once_as_error(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    tenant = sim_tenant(simulator, db, "u-race", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    ok = SyncRequest.now("u-race", Reason.SCHEDULE, pulse_id="p1")
+    assert worker.handle(delivery(ok)) is Result.SYNCED
+    assert counts(db, "p1") == (1, 0, 0)
+    simulator.set_scenario(tenant.key_id, Scenario(kind="bad_keys"))
+    replay = SyncRequest.now("u-race", Reason.REPLAY, original_reason=Reason.SCHEDULE)
+    assert worker.handle(delivery(replay)) is Result.DEAD_LETTERED
+    assert counts(db, "p1") == (0, 1, 0)
+    state = doc(db, paths.sync_state_doc("u-race"))
+    assert state is not None and state["pulse_id"] == "p1" and state["consecutive_failures"] == 1
+    assert_consistent(db, "u-race")
+
+
+def test_a_copy_of_a_message_that_succeeded_records_neither_failure_nor_skip(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-copy", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    request = SyncRequest.now("u-copy", Reason.SCHEDULE, pulse_id="p1")
+    before = Stored.read(db, "u-copy")  # what a copy in flight read, before the first commit
+    assert worker.handle(delivery(request)) is Result.SYNCED
+    # The copy's Alpaca call failed for good: its record loses the race, reads the snapshot
+    # again and finds its own message already synced.
+    error = {"error": "503", "timestamp": datetime.now(UTC), "error_class": "AlpacaUnavailable"}
+    failure = Change.failure(error, "AlpacaUnavailable", final=True)
+    assert record(db, request, before, failure) is Stale.DUPLICATE
+    # A kill-switch turned off since: a copy is a duplicate, not a skip.
+    db.document(paths.trading_status_doc("u-copy")).update({"enabled": False})
+    assert worker.handle(delivery(request)) is Result.DUPLICATE
+    assert counts(db, "p1") == (1, 0, 0)
+    assert doc(db, paths.last_sync_error_doc("u-copy")) is None
+    assert_consistent(db, "u-copy")
+    # A newer message is skipped, and the skip replaces the success in its pulse.
+    later = SyncRequest.now("u-copy", Reason.REPLAY, original_reason=Reason.SCHEDULE)
+    assert worker.handle(delivery(later)) is Result.SKIPPED
+    assert counts(db, "p1") == (0, 0, 1)
+    assert_consistent(db, "u-copy")
+
+
+def test_a_failure_recorded_between_read_and_commit_never_loses_the_success(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-mid", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    assert worker.handle(delivery(SyncRequest.now("u-mid", Reason.SCHEDULE, pulse_id="p1")))
+    read_by_success = Stored.read(db, "u-mid")
+    failing = SyncRequest.now("u-mid", Reason.MANUAL)
+    error = {"error": "429", "timestamp": datetime.now(UTC), "error_class": "AlpacaRateLimited"}
+    retrying = Change.failure(error, "AlpacaRateLimited", final=False)
+    assert record(db, failing, None, retrying) is None
+    assert doc(db, paths.snapshot_doc("u-mid"))["syncFailing"] is True  # type: ignore[index]
+    newer = SyncRequest.now("u-mid", Reason.SCHEDULE, pulse_id="p2")
+    body = {"syncedAt": datetime.now(UTC), "requestedAt": newer.requested_at, "account": {}}
+    # Guarded by the snapshot as read before the failure: fails once, decides again, writes.
+    assert record(db, newer, read_by_success, Change.success(body)) is None
+    snapshot = doc(db, paths.snapshot_doc("u-mid"))
+    assert snapshot is not None and snapshot["requestedAt"] == newer.requested_at
+    assert snapshot["syncFailing"] is False and snapshot["pulseId"] == "p2"
+    assert doc(db, paths.last_sync_error_doc("u-mid")) is None  # cleared: it was flagged
+    assert counts(db, "p2") == (1, 0, 0)
+    assert_consistent(db, "u-mid")
+    # An older message's failure never marks the newer snapshot.
+    older = SyncRequest("u-mid", Reason.SCHEDULE, failing.requested_at, pulse_id="p1")
+    final = Change.failure(error, "AlpacaRateLimited", final=True)
+    assert record(db, older, None, final) is Stale.SUPERSEDED
+    assert counts(db, "p2") == (1, 0, 0) and counts(db, "p1") == (0, 0, 0)
+
+
+def test_a_failure_that_read_no_snapshot_marks_the_one_written_meanwhile(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-new", Scenario(kind="normal"))
+    absent = Stored.read(db, "u-new")
+    assert not absent.exists
+    assert SyncWorker(deps).handle(
+        delivery(SyncRequest.now("u-new", Reason.SCHEDULE, pulse_id="p1"))
+    )
+    replay = SyncRequest.now("u-new", Reason.REPLAY)
+    error = {"error": "401", "timestamp": datetime.now(UTC), "error_class": "AlpacaAuthError"}
+    assert record(db, replay, absent, Change.failure(error, "AlpacaAuthError", final=True)) is None
+    # Not a status/sync write beside a clean snapshot: the snapshot is marked too, same pulse.
+    assert counts(db, "p1") == (0, 1, 0)
+    snapshot = doc(db, paths.snapshot_doc("u-new"))
+    assert snapshot is not None and snapshot["syncOutcome"] == "error"
+    assert snapshot["account"]["id"]  # the data stays
+    assert_consistent(db, "u-new")
+
+
+def test_a_placeholder_snapshot_takes_the_pulse_from_status_sync(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    from agenttrader.onboarding import placeholder_snapshot
+
+    tenant = sim_tenant(simulator, db, "u-ph", Scenario(kind="bad_keys"))
+    db.document(paths.snapshot_doc("u-ph")).set(placeholder_snapshot())
+    worker = SyncWorker(deps)
+    request = SyncRequest.now("u-ph", Reason.SCHEDULE, pulse_id="p1")
+    assert worker.handle(delivery(request)) is Result.DEAD_LETTERED
+    assert counts(db, "p1") == (0, 1, 0)
+    simulator.set_scenario(tenant.key_id, Scenario(kind="normal"))
+    assert worker.handle(delivery(SyncRequest.now("u-ph", Reason.MANUAL))) is Result.SYNCED
+    assert counts(db, "p1") == (1, 0, 0)
+    snapshot = doc(db, paths.snapshot_doc("u-ph"))
+    assert snapshot is not None and "placeholder" not in snapshot
+    assert_consistent(db, "u-ph")

@@ -49,7 +49,15 @@ def test_every_required_index_is_covered_in_collection_group_scope() -> None:
                 {"fieldPath": "pulse_id", "order": "ASCENDING"},
                 {"fieldPath": "outcome", "order": "ASCENDING"},
             ],
-        }
+        },
+        {
+            "collectionGroup": "data",
+            "queryScope": "COLLECTION_GROUP",
+            "fields": [
+                {"fieldPath": "pulseId", "order": "ASCENDING"},
+                {"fieldPath": "syncOutcome", "order": "ASCENDING"},
+            ],
+        },
     ]
 
 
