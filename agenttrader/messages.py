@@ -6,6 +6,7 @@ optional fields, and the attribute ``uid``. A message never carries a secret.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -25,12 +26,17 @@ class Reason(StrEnum):
     MANUAL = "manual"
 
 
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+"""One compact encoder for every message (``json.dumps`` with options builds one per call)."""
+
 MAX_MESSAGE_BYTES = 4096
 """Far above any valid message; larger payloads are refused before parsing."""
 
 
+@functools.lru_cache(maxsize=64)
 def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and a ``Z``."""
+    """RFC 3339 in UTC with microseconds and a ``Z`` (cached: a pulse's 100,000 messages share
+    one ``requested_at``)."""
     if value.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -108,7 +114,7 @@ class SyncRequest:
         return payload
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return _encode_json(self.to_dict()).encode()
 
     def attributes(self) -> dict[str, str]:
         """Pub/Sub attributes: ``uid`` lets operators filter without decoding the body."""

@@ -156,17 +156,41 @@ def _parse(shards: Iterable[dict[str, Any]]) -> Roster:
 
 def read(db: firestore.Client) -> Roster | None:
     """The roster, or ``None`` when it was never built (``ops/roster`` missing)."""
-    refs = [db.document(ROSTER_DOC)] + [
-        db.document(roster_shard_doc(k)) for k in range(ROSTER_SHARDS)
-    ]
-    marker_built = False
-    shards: list[dict[str, Any]] = []
-    for snap in db.get_all(refs):
-        if snap.reference.path == ROSTER_DOC:
-            marker_built = snap.exists
-        elif snap.exists:
-            shards.append(snap.to_dict() or {})
-    return _parse(shards) if marker_built else None
+    names = [ROSTER_DOC] + [roster_shard_doc(k) for k in range(ROSTER_SHARDS)]
+    found = _get_maps(db, names)
+    if found.get(ROSTER_DOC) is None:
+        return None
+    return _parse(shard for name, shard in found.items() if name != ROSTER_DOC and shard)
+
+
+def _get_maps(db: firestore.Client, names: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The ``members`` and ``keys`` maps of the documents ``names`` (``None``: missing),
+    decoded from the protobuf directly: the client's generic decoding (``to_dict``) of
+    100,000 map entries costs several times the CPU (0.84 s against 0.26 s, measured). Uses
+    the client's own transport, retry settings and emulator switch."""
+    from google.cloud.firestore_v1.types import BatchGetDocumentsRequest
+
+    client: Any = db
+    prefix = f"{client._database_string}/documents/"
+    request = BatchGetDocumentsRequest(
+        database=client._database_string, documents=[prefix + name for name in names]
+    )
+    found: dict[str, dict[str, Any] | None] = {}
+    responses = client._firestore_api.batch_get_documents(
+        request=request, metadata=client._rpc_metadata
+    )
+    for response in responses:
+        pb = response._pb
+        if pb.HasField("found"):
+            fields = pb.found.fields
+            found[pb.found.name.removeprefix(prefix)] = {
+                field: {k: v.integer_value for k, v in fields[field].map_value.fields.items()}
+                for field in ("members", "keys")
+                if field in fields
+            }
+        else:
+            found[pb.missing.removeprefix(prefix)] = None
+    return found
 
 
 def rebuild(db: firestore.Client) -> Roster:
@@ -213,8 +237,8 @@ def rebuild(db: firestore.Client) -> Roster:
 
 
 def _shards(db: firestore.Client) -> list[dict[str, Any]]:
-    refs = [db.document(roster_shard_doc(k)) for k in range(ROSTER_SHARDS)]
-    return [snap.to_dict() or {} for snap in db.get_all(refs) if snap.exists]
+    found = _get_maps(db, [roster_shard_doc(k) for k in range(ROSTER_SHARDS)])
+    return [shard for shard in found.values() if shard]
 
 
 def load(db: firestore.Client) -> Roster:

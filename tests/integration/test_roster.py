@@ -149,3 +149,21 @@ def test_operator_shows_and_rebuilds_the_roster(
     roster.refresh(db, "r2")
     assert cli.main(["roster", "show", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["eligible"] == 2
+
+
+def test_the_raw_read_decodes_what_the_client_decodes(db: firestore.Client) -> None:
+    """``roster._get_maps`` reads through the client's transport, not its public API: it must
+    agree with ``to_dict`` on the same documents, missing ones included."""
+    for i in range(40):
+        seed_user(db, f"raw-{i}.x@y", enabled=i % 3 != 0)
+    names = [paths.roster_shard_doc(k) for k in range(paths.ROSTER_SHARDS)] + [paths.ROSTER_DOC]
+    raw = roster._get_maps(db, names)
+    by_client = {}
+    for name in names:
+        snapshot = db.document(name).get()
+        data = snapshot.to_dict() if snapshot.exists else None
+        by_client[name] = (
+            {k: v for k, v in data.items() if k in ("members", "keys")} if data else None
+        )
+    assert raw == by_client
+    assert sum(len((shard or {}).get("members", {})) for shard in raw.values()) == 40
