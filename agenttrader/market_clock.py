@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from agenttrader import topology
 from agenttrader.alpaca import AlpacaKeys, fetch_clock
-from agenttrader.errors import AgentTraderError, DependencyUnavailable
+from agenttrader.errors import AgentTraderError
 from agenttrader.logs import get_logger, redact
-from agenttrader.messages import Reason, SyncRequest, parse_timestamp
+from agenttrader.messages import SyncRequest, parse_timestamp
 from agenttrader.paths import MARKET_CLOCK_DOC
 from agenttrader.settings import SyncSchedule
 
@@ -50,7 +50,6 @@ MAX_CLOCK_AGE = timedelta(hours=24)
 a hand-edited document cannot hold the schedule for more than a day)."""
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
 """A ``checked_at`` further in the future than clock skew explains is stale too."""
-PUBLISH_TIMEOUT_SECONDS = 120.0
 CLOCK_WRITE_ALLOWANCE_SECONDS = 10.0
 """Time kept for writing ``ops/market_clock`` and acknowledging (see :func:`clock_call_fits`)."""
 
@@ -180,31 +179,6 @@ def pick_asker(uids: Iterable[str], pulse_id: str) -> str | None:
         return None
     digest = hashlib.sha256(pulse_id.encode()).digest()
     return ordered[int.from_bytes(digest[:8], "big") % len(ordered)]
-
-
-def publish_asking(
-    deps: Deps, uid: str, keys_version: str | None, pulse_id: str, requested_at: datetime
-) -> None:
-    """Publish ``uid``'s scheduled sync of this pulse with ``check_clock`` set (the same
-    message the fan-out sends everyone else, plus the flag); raises if it is not published,
-    so the tick is redelivered as for any other message of the pulse."""
-    request = SyncRequest(
-        uid,
-        Reason.SCHEDULE,
-        requested_at,
-        pulse_id=pulse_id,
-        keys_version=keys_version,
-        check_clock=True,
-    )
-    try:
-        deps.publisher.publish(
-            deps.topic_path(topology.USER_SYNC), request.to_bytes(), **request.attributes()
-        ).result(timeout=PUBLISH_TIMEOUT_SECONDS)
-    except Exception as err:  # noqa: BLE001 - any publish failure: the tick is redelivered
-        raise DependencyUnavailable(
-            f"could not publish the clock-asking message ({type(err).__name__})"
-        ) from None
-    log.info("pulse asks for the market clock", uid=uid, pulse_id=pulse_id)
 
 
 def refresh_after_sync(

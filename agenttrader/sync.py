@@ -14,14 +14,14 @@ What a result writes (one write for a healthy tenant's success) is :mod:`agenttr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 
-from agenttrader import topology
+from agenttrader import market_clock, topology
 from agenttrader.alpaca import AlpacaKeys, fetch_account_state
 from agenttrader.deadletter import dead_letter_attributes, publish_dead_letter
 from agenttrader.errors import (
@@ -85,6 +85,8 @@ class _Seen:
     """The snapshot a sync read last: it guards the record of the sync's failure."""
 
     snapshot: Stored | None = None
+    started: float = field(default_factory=time.monotonic)
+    """When handling began (the market-clock call starts only if it fits the ack deadline)."""
 
 
 class SyncWorker:
@@ -176,7 +178,10 @@ class SyncWorker:
             self._keys.drop(request.uid)
             return self._sync(request, seen, use_cache=False)
         snapshot = _snapshot_body(request, state)
-        return self._record(request, loaded.snapshot, Change.success(snapshot), Result.SYNCED)
+        done = self._record(request, loaded.snapshot, Change.success(snapshot), Result.SYNCED)
+        if done is Result.SYNCED:  # a ``check_clock`` message refreshes ops/market_clock
+            market_clock.refresh_after_sync(self._deps, client, keys, request, seen.started)
+        return done
 
     def _record(self, request: SyncRequest, stored: Stored, change: Change, done: Result) -> Result:
         """Write the result (see :mod:`agenttrader.sync_record`); count it in its pulse."""

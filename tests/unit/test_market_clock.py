@@ -1,5 +1,5 @@
 """The market-hours schedule: the pure decision on hand-written clocks, the asking tenant, and
-the worker's clock refresh with hand-written fakes (Firestore, Pub/Sub, Alpaca client)."""
+the worker's clock refresh with hand-written fakes (Firestore, Alpaca client)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from agenttrader import logs, market_clock
 from agenttrader.alpaca import AlpacaKeys
 from agenttrader.deps import Deps
-from agenttrader.errors import AlpacaUnavailable, DependencyUnavailable
+from agenttrader.errors import AlpacaUnavailable
 from agenttrader.market_clock import (
     MAX_CLOCK_AGE,
     Decision,
@@ -27,7 +26,6 @@ from agenttrader.market_clock import (
     decide,
     decide_for_tick,
     pick_asker,
-    publish_asking,
     refresh,
     refresh_after_sync,
 )
@@ -206,9 +204,9 @@ class _FakeFirestore:
         return _Doc(self, path)
 
 
-def _deps(schedule: SyncSchedule, db: _FakeFirestore, publisher: Any = None) -> Deps:
+def _deps(schedule: SyncSchedule, db: _FakeFirestore) -> Deps:
     settings = Settings(project="demo-clock", sync_schedule=schedule)
-    return Deps(settings, firestore_client=db, publisher=publisher)  # type: ignore[arg-type]
+    return Deps(settings, firestore_client=db)  # type: ignore[arg-type]
 
 
 def test_always_reads_nothing() -> None:
@@ -253,47 +251,6 @@ def test_the_asker_changes_between_pulses() -> None:
     askers = {pick_asker(users, f"20261201T15{minute:02d}00Z-{minute}") for minute in range(60)}
 
     assert askers == set(users)
-
-
-class _FakePublisher:
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
-
-    def publish(self, topic: str, data: bytes, **attributes: str) -> Future[str]:
-        self.sent.append((topic, data, attributes))
-        future: Future[str] = Future()
-        if self.error is not None:
-            future.set_exception(self.error)
-        else:
-            future.set_result("1")
-        return future
-
-
-def test_the_asking_message_is_the_users_scheduled_sync_with_the_flag() -> None:
-    publisher = _FakePublisher()
-    deps = _deps(MARKET, _FakeFirestore(), publisher)
-
-    publish_asking(deps, "u-7", "1700000000000000", "p-9", NOW)
-
-    ((topic, data, attributes),) = publisher.sent
-    assert topic == "projects/demo-clock/topics/user-sync"
-    assert attributes == {"uid": "u-7"}
-    assert SyncRequest.from_bytes(data, attributes) == SyncRequest(
-        "u-7",
-        Reason.SCHEDULE,
-        NOW,
-        pulse_id="p-9",
-        keys_version="1700000000000000",
-        check_clock=True,
-    )
-
-
-def test_an_unpublished_asking_message_raises_for_a_redelivery() -> None:
-    deps = _deps(MARKET, _FakeFirestore(), _FakePublisher(RuntimeError("pubsub down")))
-
-    with pytest.raises(DependencyUnavailable, match="clock-asking message"):
-        publish_asking(deps, "u-7", None, "p-9", NOW)
 
 
 # --- the worker's refresh ------------------------------------------------------------------------
