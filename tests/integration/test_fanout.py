@@ -105,8 +105,13 @@ def test_rollup_counts_outcomes_and_last_pulse_never_goes_back(deps: Deps) -> No
     seed_population(db)
     old = fan_out(deps, tick("4004", age=timedelta(minutes=2)))
     new = fan_out(deps, tick("4005"))
-    for uid, outcome in (("a-eligible", "success"), ("b-eligible", "error")):
-        db.document(paths.sync_state_doc(uid)).set({"pulse_id": new.pulse_id, "outcome": outcome})
+    # A success is counted on the snapshot, an error on status/sync (as sync_user writes them).
+    db.document(paths.snapshot_doc("a-eligible")).set(
+        {pulses.SNAPSHOT_PULSE_FIELD: new.pulse_id, pulses.SNAPSHOT_OUTCOME_FIELD: "success"}
+    )
+    db.document(paths.sync_state_doc("b-eligible")).set(
+        {"pulse_id": new.pulse_id, "outcome": "error"}
+    )
     totals = pulses.rollup(db, new.pulse_id)
     assert totals is not None and totals.complete
     assert (totals.success, totals.error, totals.skipped) == (1, 1, 4)
