@@ -45,7 +45,8 @@ class FanoutResult:
     published: int = 0
     ineligible: int = 0
     skipped_tick: str | None = None
-    """Why the tick published nothing (``duplicate``, ``stale``), else ``None``."""
+    """Why the tick published nothing (``duplicate``, ``stale``, ``market_closed``), else
+    ``None``."""
 
 
 def _by_uid(docs: Iterable[Any], collection: str, doc_id: str) -> Iterable[tuple[str, Any]]:
