@@ -32,7 +32,7 @@ from agenttrader.events import PubsubDelivery
 from agenttrader.localstack.stack import LocalStack
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
-from agenttrader.sync import SyncWorker
+from agenttrader.sync import Result, SyncWorker
 from benchmarks import procstats
 from benchmarks.metering import metered
 
@@ -42,6 +42,10 @@ GOAL_RATIO_AT_1000 = 15.0
 LOOP_SAMPLE = 100
 """Users the single loop walks for real; its total for N users is its measured rate × N."""
 METER_SAMPLE = 100
+GOAL_DUPLICATES = 0
+PULSE_PUBLISHED_TIMEOUT_S = 120.0
+OUTCOMES_TIMEOUT_S = 900.0
+"""Per pulse, at least; a larger N gets 0.1 s per tenant (10,000 tenants: 1,000 s)."""
 
 
 def start_simulator(port: int) -> subprocess.Popen[bytes]:
@@ -124,20 +128,21 @@ def run_pipeline(
         audit_kill_switch=False,
         log_dir=log_dir,
     ) as stack:
-        assert stack.ticker is not None
+        assert stack.ticker is not None and stack.push_bridge is not None
+        bridge = stack.push_bridge
         before = procstats.sample_tree()
         started = time.monotonic()
         tick_at = datetime.now(UTC)
         stack.ticker.tick()
         pulse_id = None
-        while pulse_id is None and time.monotonic() - started < 120:
+        while pulse_id is None and time.monotonic() - started < PULSE_PUBLISHED_TIMEOUT_S:
             last = db.document(paths.LAST_PULSE_DOC).get().to_dict() or {}
             pulse_id = last.get("pulse_id")
             time.sleep(0.2)
         if pulse_id is None:
             raise RuntimeError("the tick was not published")
         done = 0
-        while time.monotonic() - started < 900:
+        while time.monotonic() - started < max(OUTCOMES_TIMEOUT_S, n * 0.1):
             counts = pulses.count_outcomes(db, pulse_id)
             done = sum(counts.values())
             if done >= n:
@@ -145,19 +150,31 @@ def run_pipeline(
             time.sleep(0.5)
         wall = time.monotonic() - started
         after = procstats.sample_tree()
+        stats = bridge.stats
+        deliveries = {
+            "delivered": stats.delivered,
+            "acked": stats.acked,
+            "nacked": stats.nacked,
+            "duplicates": stats.duplicates,
+            "pull_errors": stats.pull_errors,
+        }
     synced_at = [
         (s.to_dict() or {}).get("syncedAt")
         for s in db.collection_group("data")
         .where(filter=FieldFilter("pulseId", "==", pulse_id))
         .stream()
     ]
-    last_snapshot = max(t for t in synced_at if t is not None)
-    tick_to_last = (last_snapshot - tick_at).total_seconds()
     delays = sorted((t - tick_at).total_seconds() for t in synced_at if t is not None)
+    if not delays:
+        raise RuntimeError(f"no snapshot of pulse {pulse_id} was written; logs in {log_dir}")
+    tick_to_last = delays[-1]
     return {
         "tenants": n,
         "synced": len(synced_at),
         "outcomes": done,
+        "deliveries": deliveries,
+        "worker_duplicates": worker_duplicates(log_dir / "sync_user.log"),
+        "log_dir": str(log_dir),
         "tick_to_last_snapshot_s": round(tick_to_last, 2),
         "tick_to_snapshot_p50_p95_p99_s": [round(_percentile(delays, q), 1) for q in (50, 95, 99)],
         "synced_within_60_s": sum(1 for d in delays if d <= 60.0),
@@ -178,6 +195,21 @@ def run_pipeline(
             if pid in before
         ],
     }
+
+
+def worker_duplicates(log_file: Path) -> int:
+    """Syncs that ``sync_user`` recognised as duplicates (and wrote nothing for), from its log."""
+    wanted = f"sync {Result.DUPLICATE.value}"
+    count = 0
+    with log_file.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if wanted not in line or not line.startswith("{"):
+                continue
+            try:
+                count += json.loads(line).get("message") == wanted
+            except ValueError:
+                continue
+    return count
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -224,13 +256,35 @@ def meter_worker(project: str, sim_url: str) -> dict[str, float]:
     }
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [_positive(part.strip()) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 1000,5000,10000")
+    return sizes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1000,5000")
-    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default="1000,5000",
+        help="comma-separated tenant counts, one pulse each (e.g. 1000,5000,10000)",
+    )
+    parser.add_argument("--concurrency", type=_positive, default=128)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+    sizes: list[int] = args.sizes
     results: list[dict[str, Any]] = []
     sim_port = emulators.free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
@@ -277,6 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"   synced within 60 s: {pipeline['synced_within_60_s']:,} of {n:,}"
                 )
                 print(f"  Alpaca calls/sync      {pipeline['alpaca_calls_per_sync']:>8.2f}")
+                d = pipeline["deliveries"]
+                print(
+                    f"  duplicate deliveries   {d['duplicates']:>8,}     (goal {GOAL_DUPLICATES}; "
+                    f"push bridge: {d['delivered']:,} deliveries, acked {d['acked']:,}, "
+                    f"nacked {d['nacked']:,}, failed pulls {d['pull_errors']:,}; sync_user saw "
+                    f"{pipeline['worker_duplicates']:,} duplicates)"
+                )
                 total_cpu = sum(p["cpu_ms_per_sync"] for p in pipeline["processes"])
                 print(
                     f"  CPU per sync           {total_cpu:>8.1f} ms  (all processes; by process:)"
@@ -289,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                 print(
                     f"  synced {pipeline['synced']:,} of {n:,}; "
-                    f"outcomes counted {pipeline['outcomes']:,}"
+                    f"outcomes counted {pipeline['outcomes']:,}; function logs in "
+                    f"{pipeline['log_dir']}"
                 )
         finally:
             simulator.terminate()

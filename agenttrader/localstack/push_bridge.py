@@ -1,35 +1,85 @@
-"""Pub/Sub push, played locally: streaming-pull a subscription and POST each message to a
-function exactly as Pub/Sub push does.
+"""Pub/Sub push, played locally: pull a subscription and POST each message to a function exactly
+as Pub/Sub push does.
 
 The emulator's own push loop delivers at most 2 requests at a time; this bridge delivers with
 Pub/Sub-like concurrency. It acks on 2xx and nacks otherwise, so the emulator's retry and
 dead-letter policies stay in force.
+
+How it pulls: ``concurrency`` threads, each running synchronous ``Pull`` calls for **one**
+message, POSTing it at once, then ``Acknowledge`` on 2xx or ``ModifyAckDeadline(0)`` (nack)
+otherwise. A message is leased only by the thread that delivers it, so nothing waits
+un-delivered in a client-side queue. (Streaming pull did that: the client library leased many
+more messages than flow control handed out, leases lapsed in its queue and the emulator
+redelivered them, 3,105 duplicate deliveries in a pulse over 10,000 tenants.)
+
+Why no lease extension: the POST's timeout is kept below the subscription's ack deadline (read
+from the subscription), as with real push, where the ack deadline is the push request's
+timeout; a delivery that takes longer counts as failed and is nacked, so a lease cannot lapse
+while the bridge holds a message and there is nothing to extend. Batches of one on purpose: in a
+batch of k, the last message would wait for k - 1 deliveries, each of which may take up to the
+ack deadline, so its lease could lapse before it is even POSTed.
+
+An empty subscription costs one open pull at a time (see :mod:`.pull_gate`); errors of the
+emulator are logged once per kind and retried with backoff; no thread ever dies of them.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
+import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, timedelta
+from typing import TYPE_CHECKING, Any
 
 import requests
+from google.api_core.retry import Retry, if_transient_error
 
+from agenttrader.localstack.pull_gate import IdleGate
 from agenttrader.logs import get_logger
 from agenttrader.messages import format_timestamp
+
+if TYPE_CHECKING:
+    from google.pubsub_v1.types import Subscription
 
 log = get_logger(__name__)
 
 DRAIN_SECONDS = 5.0
 """How long stopping waits for deliveries in flight."""
+PULL_TIMEOUT_SECONDS = 2.0
+"""Deadline of one ``Pull``. The emulator answers an empty pull about 0.9 s before the
+deadline, so an idle watcher polls about once a second and stopping waits about 1 s for it."""
+MIN_IDLE_POLL_SECONDS = 0.5
+"""An empty pull that came back sooner than this is followed by a pause up to it: no busy loop
+even against a server that answers empty pulls at once."""
+LEASE_MARGIN = 0.1
+"""Share of the ack deadline kept free between a delivery's timeout and the lease's end."""
+RPC_TIMEOUT_SECONDS = 10.0
+"""Deadline of ``Acknowledge``, ``ModifyAckDeadline`` and ``GetSubscription``, retries of
+transient errors included."""
+BACKOFF_FIRST_SECONDS = 0.2
+BACKOFF_MAX_SECONDS = 5.0
+_ANSWER_RETRY = Retry(
+    predicate=if_transient_error, initial=0.1, maximum=1.0, timeout=RPC_TIMEOUT_SECONDS
+)
+"""A lost ack is a duplicate delivery later: transient errors are retried, briefly."""
+DEFAULT_MAX_BACKOFF_SECONDS = 600.0
+"""Pub/Sub's maximum backoff when a retry policy names none."""
+ACKED_MEMORY = 100_000
+"""Message ids of acked deliveries remembered to count duplicates (the newest ones)."""
 
 
-def push_body(subscription_path: str, message: Any) -> dict[str, Any]:
-    """The JSON body Pub/Sub push sends for ``message`` (a received pull message)."""
-    publish_time = format_timestamp(message.publish_time)
+def push_body(subscription_path: str, received: Any) -> dict[str, Any]:
+    """The JSON body Pub/Sub push sends for ``received``, a ``ReceivedMessage`` of a ``Pull``
+    response (proto-plus or its raw protobuf)."""
+    from google.pubsub_v1.types import ReceivedMessage
+
+    if isinstance(received, ReceivedMessage):
+        received = ReceivedMessage.pb(received)
+    message = received.message
+    publish_time = format_timestamp(message.publish_time.ToDatetime(tzinfo=UTC))
     body: dict[str, Any] = {
         "subscription": subscription_path,
         "message": {
@@ -41,8 +91,9 @@ def push_body(subscription_path: str, message: Any) -> dict[str, Any]:
             "publish_time": publish_time,
         },
     }
-    if message.delivery_attempt is not None:
-        body["deliveryAttempt"] = message.delivery_attempt
+    # 0 means "not counted": Pub/Sub counts attempts only with a dead-letter policy.
+    if received.delivery_attempt:
+        body["deliveryAttempt"] = received.delivery_attempt
     return body
 
 
@@ -53,19 +104,146 @@ class BridgeStats:
     delivered: int = 0
     acked: int = 0
     nacked: int = 0
+    duplicates: int = 0
+    """Deliveries of a message id that was acked before or was being delivered at the time:
+    work a faithful push would not have caused (the worker ignores them, at a cost)."""
+    pull_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, ok: bool) -> None:
+    def add(self, ok: bool, *, duplicate: bool = False) -> None:
         with self.lock:
             self.delivered += 1
             if ok:
                 self.acked += 1
             else:
                 self.nacked += 1
+            if duplicate:
+                self.duplicates += 1
+
+    def add_pull_error(self) -> None:
+        with self.lock:
+            self.pull_errors += 1
+
+
+class _Ledger:
+    """Message ids being delivered now and the last :data:`ACKED_MEMORY` acked ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+        self._acked: OrderedDict[str, None] = OrderedDict()
+
+    def begin(self, message_id: str) -> bool:
+        """Record a delivery; ``True`` when it duplicates an acked or running one."""
+        with self._lock:
+            duplicate = message_id in self._acked or self._in_flight[message_id] > 0
+            self._in_flight[message_id] += 1
+            return duplicate
+
+    def end(self, message_id: str, acked: bool) -> None:
+        with self._lock:
+            self._in_flight[message_id] -= 1
+            if self._in_flight[message_id] <= 0:
+                del self._in_flight[message_id]
+            if acked:
+                self._acked[message_id] = None
+                self._acked.move_to_end(message_id)
+                while len(self._acked) > ACKED_MEMORY:
+                    self._acked.popitem(last=False)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(self._in_flight.values())
+
+
+class _OncePerKind:
+    """Logs the first failure of each kind until that operation succeeds again."""
+
+    def __init__(self, subscription_path: str) -> None:
+        self._subscription = subscription_path
+        self._lock = threading.Lock()
+        self._failing: set[str] = set()
+
+    def failed(self, operation: str, err: BaseException) -> None:
+        kind = f"{operation} {type(err).__name__}"
+        with self._lock:
+            if kind in self._failing:
+                return
+            self._failing.add(kind)
+        detail = str(err).splitlines()[0][:200] if str(err) else ""
+        log.warning(
+            f"push bridge: {operation} failed ({type(err).__name__}: {detail}); retrying, "
+            "further failures of this kind are not logged until it succeeds again",
+            subscription=self._subscription,
+        )
+
+    def succeeded(self, operation: str) -> None:
+        if not self._failing:  # the common case, without the lock
+            return
+        with self._lock:
+            kinds = {k for k in self._failing if k.split(" ", 1)[0] == operation}
+            self._failing -= kinds
+        if kinds:
+            log.info(f"push bridge: {operation} works again", subscription=self._subscription)
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """What the bridge needs of the subscription's settings."""
+
+    ack_deadline: float
+    max_delivery_attempts: int | None
+    """Of the dead-letter policy; ``None`` without one."""
+    max_backoff: float
+    """Longest wait before a nacked message is redelivered: the retry policy's maximum
+    (600 s when it names none); 0 without a retry policy (redelivered at once)."""
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> _Policy:
+        dead_letter = subscription.dead_letter_policy
+        retry = subscription.retry_policy
+        max_backoff = 0.0
+        if retry:
+            max_backoff = _seconds(retry.maximum_backoff) or DEFAULT_MAX_BACKOFF_SECONDS
+        return cls(
+            ack_deadline=float(subscription.ack_deadline_seconds),
+            max_delivery_attempts=(
+                dead_letter.max_delivery_attempts if dead_letter.dead_letter_topic else None
+            ),
+            max_backoff=max_backoff,
+        )
+
+    def is_last_attempt(self, delivery_attempt: int) -> bool:
+        limit = self.max_delivery_attempts
+        return limit is not None and delivery_attempt >= limit
+
+
+def _seconds(value: Any) -> float:
+    """A proto-plus Duration reads back as a timedelta (or a Duration message)."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value.seconds) + float(value.nanos) / 1e9
+
+
+class _Backoff:
+    """Exponential with full jitter between :data:`BACKOFF_FIRST_SECONDS` and the maximum."""
+
+    def __init__(self) -> None:
+        self._next = BACKOFF_FIRST_SECONDS
+
+    def reset(self) -> None:
+        self._next = BACKOFF_FIRST_SECONDS
+
+    def delay(self) -> float:
+        delay = random.uniform(self._next / 2, self._next)
+        self._next = min(self._next * 2, BACKOFF_MAX_SECONDS)
+        return delay
 
 
 class PushBridge:
-    """Delivers ``subscription`` to ``endpoint`` with up to ``concurrency`` requests in flight."""
+    """Delivers ``subscription`` to ``endpoint`` with up to ``concurrency`` requests in flight;
+    a request gets ``timeout`` seconds, at most 90 % of the subscription's ack deadline."""
 
     def __init__(
         self,
@@ -78,79 +256,187 @@ class PushBridge:
     ) -> None:
         from google.cloud import pubsub_v1
 
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
         self._subscriber = pubsub_v1.SubscriberClient()
-        self.subscription_path = self._subscriber.subscription_path(project, subscription)
+        self.subscription_path: str = self._subscriber.subscription_path(project, subscription)
         self.endpoint = endpoint
         self._concurrency = concurrency
         self._timeout = timeout
-        self._local = threading.local()
-        self._future: Any = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._in_flight = 0
-        self._lock = threading.Lock()
+        self._policy: _Policy | None = None
+        self._policy_lock = threading.Lock()
+        self._last_final_nack: float | None = None
+        self._stopping = threading.Event()
+        self._gate = IdleGate()
+        self._ledger = _Ledger()
+        self._errors = _OncePerKind(self.subscription_path)
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
         self.stats = BridgeStats()
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            self._local.session = session
-        return session
-
-    def _deliver(self, message: Any) -> None:
-        with self._lock:
-            self._in_flight += 1
-        try:
-            self._post(message)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-
-    def _post(self, message: Any) -> None:
-        try:
-            response = self._session().post(
-                self.endpoint,
-                json=push_body(self.subscription_path, message),
-                timeout=self._timeout,
-            )
-            ok = 200 <= response.status_code < 300
-        except requests.RequestException as err:
-            log.warning(f"push to {self.endpoint} failed: {type(err).__name__}")
-            ok = False
-        if ok:
-            message.ack()
-        else:
-            message.nack()
-        self.stats.add(ok)
+    @property
+    def in_flight(self) -> int:
+        """Deliveries (POSTs) running now."""
+        return self._ledger.in_flight
 
     def start(self) -> PushBridge:
-        from google.cloud import pubsub_v1
-        from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
-
-        executor = ThreadPoolExecutor(
-            max_workers=self._concurrency, thread_name_prefix="push-bridge"
-        )
-        self._executor = executor
-        self._future = self._subscriber.subscribe(
-            self.subscription_path,
-            self._deliver,
-            flow_control=pubsub_v1.types.FlowControl(max_messages=self._concurrency),
-            scheduler=ThreadScheduler(executor),
-        )
+        if self._threads or self._stopped:
+            raise RuntimeError("a PushBridge starts once")
+        for i in range(self._concurrency):
+            thread = threading.Thread(target=self._run, name=f"push-bridge-{i}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
         return self
 
     def stop(self) -> None:
-        if self._future is not None:
-            self._future.cancel()
-            # A cancelled stream ends with an error by design.
-            with contextlib.suppress(Exception):
-                self._future.result(timeout=10)
-            # Let deliveries in flight finish (for a few seconds) before the functions behind
-            # them are stopped; whatever does not finish is nacked and redelivered later.
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-            deadline = time.monotonic() + DRAIN_SECONDS
-            while self._in_flight and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self._future = None
+        """Stop pulling, let deliveries in flight finish for up to :data:`DRAIN_SECONDS`
+        (messages pulled meanwhile are nacked), then close the client. Idempotent.
+
+        The emulator forwards a message to the dead-letter topic only when a pull comes in
+        after its last attempt's backoff. So when a message was just nacked at its last
+        attempt, the bridge first keeps pulling (and delivering) until that backoff has
+        passed, for at most :data:`DRAIN_SECONDS`: a stopped stack leaves nothing half
+        dead-lettered behind.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._let_dead_letters_out()
+        self._stopping.set()
+        self._gate.close()
+        deadline = time.monotonic() + max(DRAIN_SECONDS, PULL_TIMEOUT_SECONDS)
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        running = sum(1 for t in self._threads if t.is_alive())
+        if running:
+            log.warning(
+                f"push bridge stopped with {running} deliveries still running; Pub/Sub "
+                "redelivers their messages after the ack deadline",
+                subscription=self.subscription_path,
+            )
         self._subscriber.close()
+
+    def _let_dead_letters_out(self) -> None:
+        last, policy = self._last_final_nack, self._policy
+        if last is None or policy is None or not self._threads:
+            return
+        # After the backoff, the watcher's pull under way ends and the next one forwards.
+        until = last + policy.max_backoff + 2 * PULL_TIMEOUT_SECONDS
+        time.sleep(max(0.0, min(until - time.monotonic(), DRAIN_SECONDS)))
+
+    # --- one thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        session = requests.Session()
+        backoff = _Backoff()
+        watcher = False
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                try:
+                    timeout = self._delivery_timeout()
+                    received = self._pull()
+                except Exception as err:  # noqa: BLE001 - any failure: log once, back off
+                    self.stats.add_pull_error()
+                    self._errors.failed("pull", err)
+                    watcher = self._gate.idle(watcher)
+                    if watcher:
+                        self._stopping.wait(backoff.delay())
+                    continue
+                self._errors.succeeded("pull")
+                backoff.reset()
+                if not received:
+                    watcher = self._gate.idle(watcher)
+                    if watcher:
+                        self._stopping.wait(MIN_IDLE_POLL_SECONDS - (time.monotonic() - started))
+                    continue
+                self._gate.found(watcher)
+                watcher = False
+                for message in received:
+                    self._handle(session, message, timeout)
+        finally:
+            session.close()
+
+    def _delivery_timeout(self) -> float:
+        """``timeout``, capped below the subscription's ack deadline."""
+        return min(self._timeout, self._subscription_policy().ack_deadline * (1 - LEASE_MARGIN))
+
+    def _subscription_policy(self) -> _Policy:
+        """Read from the subscription once (the first thread to need it does)."""
+        if self._policy is None:
+            with self._policy_lock:
+                if self._policy is None:
+                    self._policy = _Policy.of(
+                        self._subscriber.get_subscription(
+                            subscription=self.subscription_path,
+                            timeout=RPC_TIMEOUT_SECONDS,
+                            retry=None,
+                        )
+                    )
+        return self._policy
+
+    def _pull(self) -> list[Any]:
+        """At most one message, as raw protobuf (proto-plus wraps every field access)."""
+        response = self._subscriber.pull(
+            request={"subscription": self.subscription_path, "max_messages": 1},
+            timeout=PULL_TIMEOUT_SECONDS,
+            retry=None,
+        )
+        return list(type(response).pb(response).received_messages)
+
+    def _handle(self, session: requests.Session, received: Any, timeout: float) -> None:
+        if self._stopping.is_set():
+            # Pulled while stopping: hand it straight back rather than start a delivery now.
+            self._answer(received.ack_id, ok=False)
+            return
+        message_id = received.message.message_id
+        duplicate = self._ledger.begin(message_id)
+        ok = False
+        try:
+            ok = self._post(session, received, timeout)
+        finally:
+            self._ledger.end(message_id, ok)
+            self._answer(received.ack_id, ok=ok)
+            policy = self._policy
+            if not ok and policy and policy.is_last_attempt(received.delivery_attempt):
+                self._last_final_nack = time.monotonic()
+            self.stats.add(ok, duplicate=duplicate)
+
+    def _post(self, session: requests.Session, received: Any, timeout: float) -> bool:
+        try:
+            response = session.post(
+                self.endpoint, json=push_body(self.subscription_path, received), timeout=timeout
+            )
+        except requests.RequestException as err:
+            self._errors.failed("push", err)
+            return False
+        self._errors.succeeded("push")
+        return 200 <= response.status_code < 300
+
+    def _answer(self, ack_id: str, *, ok: bool) -> None:
+        """Ack, or nack (ack deadline 0: redelivered after the retry policy's backoff). If the
+        call fails, the lease runs out and Pub/Sub redelivers: at least once either way."""
+        operation = "acknowledge" if ok else "nack"
+        try:
+            if ok:
+                self._subscriber.acknowledge(
+                    request={"subscription": self.subscription_path, "ack_ids": [ack_id]},
+                    retry=_ANSWER_RETRY,
+                    timeout=RPC_TIMEOUT_SECONDS,
+                )
+            else:
+                self._subscriber.modify_ack_deadline(
+                    request={
+                        "subscription": self.subscription_path,
+                        "ack_ids": [ack_id],
+                        "ack_deadline_seconds": 0,
+                    },
+                    retry=_ANSWER_RETRY,
+                    timeout=RPC_TIMEOUT_SECONDS,
+                )
+        except Exception as err:  # noqa: BLE001 - logged once; Pub/Sub redelivers
+            self._errors.failed(operation, err)
+            return
+        self._errors.succeeded(operation)

@@ -1,0 +1,233 @@
+"""The push bridge on the real Pub/Sub emulator: exactly one delivery per message however slow
+the endpoint, never more requests than its concurrency, redelivery with a growing
+``deliveryAttempt`` until Pub/Sub dead-letters, and a delivery in flight finishing on stop."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import google.cloud.pubsub_v1 as pubsub_v1
+import pytest
+
+from agenttrader import topology
+from agenttrader.background_server import BackgroundServer
+from agenttrader.localstack.push_bridge import PushBridge
+from tests.pipeline_fixtures import drain_dead_letters, wait_for
+
+pytestmark = pytest.mark.integration
+
+FAST_RETRY = topology.RetryPolicy(minimum_backoff_seconds=0, maximum_backoff_seconds=1)
+
+
+@dataclass
+class Endpoint:
+    """A push endpoint that records every request. Data ``fail`` answers 500; a delivery
+    waits ``delay`` seconds, and waits for ``release`` when the data is ``hold``."""
+
+    delay: float = 0.0
+    release: threading.Event = field(default_factory=threading.Event)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    running: int = 0
+    max_running: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, body: dict[str, Any]) -> int:
+        data = base64.b64decode(body["message"]["data"])
+        with self.lock:
+            self.bodies.append(body)
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            if data == b"hold":
+                self.release.wait(timeout=30)
+            time.sleep(self.delay)
+            return 500 if data == b"fail" else 204
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def ids(self) -> Counter[str]:
+        with self.lock:
+            return Counter(b["message"]["messageId"] for b in self.bodies)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[Endpoint, str]]:
+    state = Endpoint()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(state.handle(body))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    with BackgroundServer(server, "push-endpoint") as background:
+        yield state, f"http://127.0.0.1:{background.port}/"
+        state.release.set()
+
+
+@pytest.fixture
+def clients(
+    emulator_env: dict[str, str],
+) -> Iterator[tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]]:
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    yield publisher, subscriber
+    subscriber.close()
+    publisher.stop()
+    publisher.transport.close()
+
+
+def _publish(publisher: pubsub_v1.PublisherClient, topic: str, *data: bytes) -> list[str]:
+    return [publisher.publish(topic, d).result(timeout=30) for d in data]
+
+
+def test_every_message_is_delivered_exactly_once_to_a_slow_endpoint(
+    project: str,
+    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    endpoint: tuple[Endpoint, str],
+) -> None:
+    publisher, subscriber = clients
+    state, url = endpoint
+    state.delay = 0.35
+    topic = publisher.topic_path(project, "slow-topic")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(
+        name=subscriber.subscription_path(project, "slow-sub"), topic=topic, ack_deadline_seconds=10
+    )
+    # 60 deliveries of 0.35 s, two at a time: the last one starts well after the ack deadline
+    # (10 s) of the first pulls; a bridge that leased ahead would see leases lapse.
+    ids = _publish(publisher, topic, *(f"m{i}".encode() for i in range(60)))
+
+    bridge = PushBridge(project, "slow-sub", url, concurrency=2).start()
+    try:
+        wait_for(lambda: bridge.stats.acked >= len(ids), timeout=120)
+        assert bridge._delivery_timeout() == pytest.approx(9.0)  # 90 % of the ack deadline
+    finally:
+        bridge.stop()
+
+    assert state.ids() == Counter(ids)  # each exactly once
+    assert state.max_running == 2  # never more requests than the concurrency
+    stats = bridge.stats
+    assert (stats.delivered, stats.acked, stats.nacked, stats.duplicates) == (60, 60, 0, 0)
+    assert all("deliveryAttempt" not in b for b in state.bodies)  # no dead-letter policy
+    left = subscriber.pull(
+        request={"subscription": bridge.subscription_path, "max_messages": 10}, timeout=3
+    )
+    assert list(left.received_messages) == []
+
+
+def test_a_failing_message_is_redelivered_with_growing_attempts_then_dead_lettered(
+    project: str,
+    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    endpoint: tuple[Endpoint, str],
+) -> None:
+    publisher, subscriber = clients
+    state, url = endpoint
+    topology.apply(project, publisher, subscriber, retry_override=FAST_RETRY)
+    topic = publisher.topic_path(project, topology.USER_SYNC)
+    failing, fine = _publish(publisher, topic, b"fail", b"ok")
+
+    bridge = PushBridge(project, topology.USER_SYNC_WORKER, url, concurrency=4).start()
+    try:
+        dead = drain_dead_letters(project, expect=1, timeout=90)
+        wait_for(lambda: bridge.stats.delivered >= 6, timeout=30)
+    finally:
+        bridge.stop()
+
+    assert [m.data for m in dead] == [b"fail"]  # Pub/Sub gives the dead letter an id of its own
+    attempts: dict[str, list[int]] = {}
+    for body in state.bodies:
+        attempts.setdefault(body["message"]["messageId"], []).append(body["deliveryAttempt"])
+    max_attempts = topology.subscription(topology.USER_SYNC_WORKER).dead_letter
+    assert max_attempts is not None
+    assert attempts == {
+        failing: list(range(1, max_attempts.max_delivery_attempts + 1)),
+        fine: [1],
+    }
+    stats = bridge.stats
+    assert (stats.delivered, stats.acked, stats.nacked, stats.duplicates) == (6, 1, 5, 0)
+
+
+def test_stop_lets_a_delivery_in_flight_finish_and_acks_it(
+    project: str,
+    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    endpoint: tuple[Endpoint, str],
+) -> None:
+    publisher, subscriber = clients
+    state, url = endpoint
+    topology.apply(project, publisher, subscriber, retry_override=FAST_RETRY)
+    _publish(publisher, publisher.topic_path(project, topology.USER_SYNC), b"hold")
+
+    bridge = PushBridge(project, topology.USER_SYNC_WORKER, url, concurrency=4).start()
+    wait_for(lambda: bridge.in_flight == 1, timeout=30)
+    stopping = threading.Thread(target=bridge.stop)
+    stopping.start()
+    wait_for(bridge._stopping.is_set, timeout=10)
+    state.release.set()  # the delivery finishes while the bridge stops
+    stopping.join(timeout=30)
+
+    assert not stopping.is_alive()
+    assert (bridge.stats.delivered, bridge.stats.acked) == (1, 1)
+    # Acked, not nacked: nothing is left to pull (a nack would be redelivered at once).
+    left = subscriber.pull(
+        request={"subscription": bridge.subscription_path, "max_messages": 10}, timeout=3
+    )
+    assert list(left.received_messages) == []
+
+
+def test_the_bridge_leases_only_what_it_delivers(
+    project: str,
+    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    endpoint: tuple[Endpoint, str],
+) -> None:
+    """While every thread is busy, the other messages stay available to any subscriber: none
+    waits leased in a client-side queue, where its lease could lapse."""
+    publisher, subscriber = clients
+    state, url = endpoint
+    topic = publisher.topic_path(project, "busy-topic")
+    publisher.create_topic(name=topic)
+    path = subscriber.subscription_path(project, "busy-sub")
+    subscriber.create_subscription(name=path, topic=topic, ack_deadline_seconds=60)
+    ids = _publish(publisher, topic, *([b"hold"] * 20))
+
+    bridge = PushBridge(project, "busy-sub", url, concurrency=2).start()
+    try:
+        wait_for(lambda: bridge.in_flight == 2, timeout=30)
+        taken: list[str] = []
+
+        def take_the_rest() -> bool:
+            response = subscriber.pull(request={"subscription": path, "max_messages": 20})
+            received = list(response.received_messages)
+            if received:
+                subscriber.acknowledge(
+                    request={"subscription": path, "ack_ids": [m.ack_id for m in received]}
+                )
+            taken.extend(m.message.message_id for m in received)
+            return len(taken) >= 18
+
+        wait_for(take_the_rest, timeout=30)
+        state.release.set()
+        wait_for(lambda: bridge.stats.acked == 2, timeout=30)
+    finally:
+        bridge.stop()
+
+    assert len(taken) == 18
+    assert sorted([*taken, *state.ids()]) == sorted(ids)
+    assert bridge.stats.delivered == 2
