@@ -25,7 +25,7 @@ import requests
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from agenttrader import emulators, paths, pulses
+from agenttrader import emulators, paths, pulses, roster
 from agenttrader.alpaca import AlpacaClientFactory, AlpacaKeys, fetch_account_state
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
@@ -117,6 +117,9 @@ def run_pipeline(
     os.environ.update(env)
     db = firestore.Client(project=project)
     seed(db, sim_url, n)
+    # Seeded behind the triggers' back: build the roster now (as `agenttrader roster rebuild`
+    # would), not inside the timed tick.
+    roster.rebuild(db)
     calls_before = sim_calls(sim_url)
     stack_env = {**env, "THREADS": str(concurrency), "PULSE_ROLLUP_DELAY_SECONDS": "2"}
     log_dir = Path(tempfile.mkdtemp(prefix=f"agenttrader-bench-{n}-"))
