@@ -1,32 +1,25 @@
 """Cost model: what one tenant costs per month on Google Cloud, from measured per-sync figures.
 
-``python -m benchmarks.cost`` measures, against the emulators and the Alpaca simulator (in this
-process, 100 ms latency), over a sample of tenants:
-- the Firestore reads, writes and deletes of ``SyncWorker.handle`` for a cold sync (keys read)
-  and a warm one (keys cached: the same ``keys_version`` again), of one ``fan_out`` (per
-  tenant and per pulse), of one rollup, and of the single loop of the original spec;
-- the ``user-sync`` message published per tenant (bytes of data and attributes);
-- per sync: wall time, CPU of the handling thread, bytes sent to Alpaca, bytes of log lines;
-then prices them with the list prices below, per tenant-month, at one sync a minute around the
-clock and during US market hours only, for the pipeline and for the single loop, and computes
-what each proposed change would save. The model itself (everything above ``measure``) is pure
-arithmetic, tested by ``tests/unit/test_cost_model.py``. ``docs/COST.md`` explains it.
+``python -m benchmarks.cost`` measures (:mod:`benchmarks.cost_measure`: emulators, Alpaca
+simulator, a sample of tenants) the design as it runs (``SYNC_SCHEDULE=market-hours``, the
+roster, raw batched publishing, one write per healthy sync): the worker's Firestore operations
+per first, cold, warm, failing and recovering sync and the extra of a clock-asking message; an
+open tick's and a closed tick's; one rollup; the roster's upkeep per trigger run and its
+one-off rebuild; message size, wall time, bytes sent to Alpaca, log bytes; the single loop of
+the original spec. This module prices them with the list prices below, per tenant-month, for
+three schedules: the market hours (the goal's), a whole month of the market-hours schedule
+(what production pays) and ``SYNC_SCHEDULE=always``; it computes what each built change saved
+and each proposed one would save. Everything here but :func:`main` is pure arithmetic, tested
+by ``tests/unit/test_cost_model.py``. ``docs/COST.md`` explains it.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import math
-import os
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 # --- prices ----------------------------------------------------------------------------------
 
@@ -84,36 +77,71 @@ class FreeTier:
 
 # --- schedules -------------------------------------------------------------------------------
 
-AROUND_THE_CLOCK = 60 * 24 * 30
-"""Syncs a month at one a minute, every minute of a 30-day month: 43,200."""
-MARKET_HOURS = round(6.5 * 60 * 21)
-"""Syncs a month at one a minute during US regular market hours (9:30-16:00 ET, ~21 trading
-days): 8,190."""
-SCHEDULES = {"around the clock": AROUND_THE_CLOCK, "market hours": MARKET_HOURS}
+MINUTES_A_MONTH = 60 * 24 * 30
+"""Scheduler ticks in a 30-day month, one a minute: 43,200."""
+DAYS_A_MONTH = 30
+TRADING_DAYS = 21
+MARKET_MINUTES = round(6.5 * 60 * TRADING_DAYS)
+"""Minutes of US regular market hours (9:30-16:00 ET) in ~21 trading days: 8,190."""
+CLOCK_PULSES_OUTSIDE_HOURS = DAYS_A_MONTH
+"""Pulses a market-hours month publishes outside the session, one a calendar day: the stored
+clock turns stale (``market_clock.decide`` fails open: publish, and ask) at each close (an
+"open" clock expires at ``next_close``) and on each day without a session (a "closed" clock
+expires after ``MAX_CLOCK_AGE``, 24 h). Checked by running ``decide`` minute by minute over a
+30-day month with holidays: 31 such pulses (30 + the first tick, which has no clock yet) and 51
+asking pulses."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a month of ticks does, per tenant."""
+
+    name: str
+    pulses: int
+    """Ticks that publish to every tenant: syncs per tenant-month."""
+    closed_ticks: int = 0
+    """Ticks that read the market clock and publish nothing."""
+    clock_asks: int = 0
+    """Pulses whose one ``check_clock`` message refreshes ``ops/market_clock``."""
+    reads_clock: bool = True
+    """Each pulse reads ``ops/market_clock`` (``False``: ``SYNC_SCHEDULE=always``)."""
+
+
+MARKET_HOURS = Schedule("market hours", MARKET_MINUTES, clock_asks=TRADING_DAYS)
+"""The goal's figure: the month's market minutes (one asking pulse at each open)."""
+MONTH = Schedule(
+    "month, market-hours schedule",
+    MARKET_MINUTES + CLOCK_PULSES_OUTSIDE_HOURS,
+    closed_ticks=MINUTES_A_MONTH - MARKET_MINUTES - CLOCK_PULSES_OUTSIDE_HOURS,
+    clock_asks=TRADING_DAYS + CLOCK_PULSES_OUTSIDE_HOURS,
+)
+"""What production pays (``SYNC_SCHEDULE=market-hours``, the infra default): the market
+minutes, a pulse a day outside them, and a tick for every other minute."""
+ALWAYS = Schedule("always", MINUTES_A_MONTH, reads_clock=False)
+"""``SYNC_SCHEDULE=always``: a pulse every minute, no clock."""
+SCHEDULES: tuple[Schedule, ...] = (MARKET_HOURS, MONTH, ALWAYS)
 GOAL_USD = 0.02
-"""Per tenant-month, during market hours."""
+"""Per tenant-month, during market hours (issue 8)."""
 
 # --- inputs ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Workload:
-    """Per-sync figures of the pipeline (measured by :func:`measure`, or hand-written)."""
+    """Per-sync and per-tick figures of the pipeline (measured by :func:`measure`, or
+    hand-written)."""
 
     worker_reads_cold: float
     """Firestore reads of one sync whose keys are not cached (kill-switch, snapshot, keys)."""
     worker_reads_warm: float
     """... whose keys are cached by the instance (kill-switch, snapshot)."""
     worker_writes: float
-    """Writes other than deletes (snapshot, ``status/sync``)."""
+    """Writes other than deletes of a healthy tenant's successful sync."""
     worker_deletes: float
-    """Deletes (``status/last_sync_error``, on every success)."""
-    publisher_reads_per_tenant: float
-    """The eligibility scan: one read per configured and per enabled user."""
-    pulse_reads: float
-    """Per pulse, besides the scan and the count: pulse documents, finalizing the previous
-    pulse, the publisher's own rollup."""
-    pulse_writes: float
+    tick_reads: float
+    """Per pulse, besides the count, the clock and a scan: the pulse documents, the roster,
+    finalizing the previous pulse, the publisher's own rollup."""
+    tick_writes: float
     rollup_reads_fixed: float
     """One rollup: pulse document and ``ops/last_pulse`` (in its transaction)."""
     rollup_aggregations: int
@@ -130,9 +158,44 @@ class Workload:
     app_log_bytes: float
     """Bytes of the log lines the worker writes per successful sync."""
     publisher_wall_ms_per_tenant: float
-    """Wall time of the fan-out per tenant (the publisher runs one request at a time)."""
-    counts_users: bool = True
-    """The tick counts ``users`` (an aggregation: a read per 1,000 users)."""
+    """Wall time of an open tick's fan-out per tenant (one request at a time)."""
+    counts_users: bool = False
+    """The tick counts ``users`` (an aggregation: a read per 1,000 users), as it did before
+    the roster counted the skipped."""
+    scan_reads_per_tenant: float = 0.0
+    """The eligibility scan each tick (the design before the roster: 2)."""
+    clock_reads_per_tick: float = 1.0
+    """``ops/market_clock``, read by every tick of the market-hours schedule."""
+    closed_tick_reads: float = 1.0
+    """All a closed tick reads."""
+    tick_log_bytes: float = 0.0
+    """The publisher's own log lines per pulse (besides Cloud Run's request log)."""
+    tick_log_lines: float = 0.0
+    closed_tick_log_bytes: float = 0.0
+    closed_tick_log_lines: float = 0.0
+    clock_ask_writes: float = 1.0
+    """What the asking message adds to its sync: ``ops/market_clock``."""
+    clock_ask_alpaca_bytes: float = 0.0
+    """... and its ``/v2/clock`` request."""
+    roster_refresh_reads: float = 2.0
+    """One trigger run keeping the roster: both documents eligibility is decided from."""
+    roster_refresh_writes: float = 1.0
+    """... and the user's shard document."""
+    roster_refresh_log_bytes: float = 0.0
+    rebuild_reads_per_tenant: float = 0.0
+    """The roster's one-off rebuild from a scan (a new deployment's first tick), per tenant."""
+    rebuild_writes_per_tenant: float = 0.0
+    failing_reads: float = 2.0
+    """A failing attempt (retried by Pub/Sub): reads, writes (``last_sync_error``, the
+    snapshot's ``syncFailing``), deletes."""
+    failing_writes: float = 2.0
+    failing_deletes: float = 0.0
+    failing_log_bytes: float = 0.0
+    failing_alpaca_bytes: float = 0.0
+    recovery_reads: float = 2.0
+    """The success after failures: snapshot, ``status/sync``, deleting the error document."""
+    recovery_writes: float = 2.0
+    recovery_deletes: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +203,7 @@ class Assumptions:
     """What is not measured here; each is stated in ``docs/COST.md``."""
 
     tenants: int = 10_000
-    """Tenants sharing the fixed costs (scheduler job, pulse documents, rollups)."""
+    """Tenants sharing the fixed costs (scheduler job, ticks, pulse documents, rollups)."""
     warm_fraction: float = 0.95
     """Share of syncs that find the keys in the instance's cache."""
     concurrency: int = 40
@@ -158,13 +221,21 @@ class Assumptions:
     log_entry_overhead_bytes: float = 500.0
     """What Cloud Logging adds to a line (resource, labels, timestamps, insertId)."""
     request_log_bytes: float = 1000.0
-    """Cloud Run's own request log entry per push request."""
+    """Cloud Run's own request log entry per request."""
     tls_overhead_bytes: float = 60.0
     """TLS record overhead of the Alpaca requests per sync (connections are kept alive)."""
     storage_bytes_per_tenant: float = 10_000.0
     """Snapshot, status and config documents with their index entries."""
     tenants_per_message: int = 1
     """Tenants one ``user-sync`` message (one push request) names; 1 now."""
+    roster_writes_per_tenant_month: float = 4.0
+    """Writes of a user's ``config/alpaca`` or ``status/trading`` (key changes, kill-switch
+    toggles), each running one trigger that keeps the roster."""
+    billed_seconds_per_short_request: float = 0.1
+    """A trigger run or a closed tick: Cloud Run bills a request's instance time rounded up
+    to 100 ms."""
+    failure_episodes_per_tenant_month: float = 0.0
+    """Failing attempts followed by a recovery (Pub/Sub's retry) per tenant-month."""
 
 
 @dataclass(frozen=True)
@@ -185,16 +256,33 @@ class LoopWorkload:
 
 @dataclass(frozen=True)
 class Line:
-    """One component of a tenant's monthly cost."""
+    """One component of a tenant's monthly cost, per unit of a :class:`Schedule`."""
 
     component: str
     detail: str
     usd_per_sync: float = 0.0
+    """Per pulse (each tenant syncs once)."""
     usd_per_month: float = 0.0
     """Fixed monthly share (e.g. the scheduler job divided among the tenants)."""
+    usd_per_closed_tick: float = 0.0
+    usd_per_ask: float = 0.0
+    usd_per_clock_read: float = 0.0
+    """Per pulse, on schedules that read the market clock."""
 
-    def monthly(self, syncs: int) -> float:
-        return self.usd_per_sync * syncs + self.usd_per_month
+    def monthly(self, s: Schedule) -> float:
+        clock = self.usd_per_clock_read * s.pulses if s.reads_clock else 0.0
+        return (
+            self.usd_per_sync * s.pulses
+            + self.usd_per_month
+            + self.usd_per_closed_tick * s.closed_ticks
+            + self.usd_per_ask * s.clock_asks
+            + clock
+        )
+
+
+def instance_price(a: Assumptions, p: Prices) -> float:
+    """USD per second of one instance (its vCPU and memory) while billed."""
+    return a.vcpu * p.run_vcpu_second + a.memory_gib * p.run_gib_second
 
 
 def instance_seconds_per_sync(w: Workload, a: Assumptions) -> float:
@@ -232,21 +320,70 @@ def pubsub_bytes_per_sync(w: Workload, p: Prices, tenants_per_message: int = 1) 
     return (size + max(size, p.pubsub_min_request_bytes)) / tenants_per_message
 
 
+def firestore_usd(
+    p: Prices, reads: float = 0.0, writes: float = 0.0, deletes: float = 0.0
+) -> float:
+    return reads * p.firestore_read + writes * p.firestore_write + deletes * p.firestore_delete
+
+
+def roster_upkeep_usd(w: Workload, a: Assumptions, p: Prices) -> float:
+    """One trigger run keeping the roster: its reads and write, the request, its billed
+    instance time and its log lines (one line, plus Cloud Run's request log)."""
+    logs = w.roster_refresh_log_bytes + a.log_entry_overhead_bytes + a.request_log_bytes
+    return (
+        firestore_usd(p, w.roster_refresh_reads, w.roster_refresh_writes)
+        + p.run_request
+        + a.billed_seconds_per_short_request * instance_price(a, p)
+        + logs / GIB * p.logging_gib
+    )
+
+
+def rebuild_usd(w: Workload, p: Prices) -> float:
+    """The roster's one-off rebuild, per tenant (once per deployment, not monthly)."""
+    return firestore_usd(p, w.rebuild_reads_per_tenant, w.rebuild_writes_per_tenant)
+
+
+def failure_episode_usd(w: Workload, a: Assumptions, p: Prices) -> float:
+    """What a failing attempt and its recovery cost beyond the one clean sync they replace:
+    the failing attempt whole (Firestore, a push request, instance time, its log lines and
+    Alpaca bytes) and the recovery's extra Firestore operations."""
+    firestore = firestore_usd(
+        p,
+        w.failing_reads + w.recovery_reads - w.worker_reads_warm,
+        w.failing_writes + w.recovery_writes - w.worker_writes,
+        w.failing_deletes + w.recovery_deletes - w.worker_deletes,
+    )
+    logs = w.failing_log_bytes + a.log_entry_overhead_bytes + a.request_log_bytes
+    attempt = (
+        p.run_request
+        + instance_seconds_per_sync(w, a) * instance_price(a, p)
+        + p.pubsub_min_request_bytes / TIB * p.pubsub_tib
+        + logs / GIB * p.logging_gib
+        + (w.failing_alpaca_bytes + a.tls_overhead_bytes) / GIB * p.egress_gib
+    )
+    return firestore + attempt
+
+
 def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
-    """The current design: a tick, a fan-out, one push request per tenant to ``sync_user``."""
+    """The design: a tick reads the clock; an open one reads the roster and publishes one
+    push request per tenant to ``sync_user``; triggers keep the roster."""
     n = a.tenants
     reads = w.worker_reads_warm * a.warm_fraction + w.worker_reads_cold * (1 - a.warm_fraction)
     rollups = rollups_per_pulse(w, a)
     count_reads = math.ceil(n / 1000) if w.counts_users else 0
-    pulse_reads = (w.pulse_reads + count_reads + rollups * rollup_reads(w, a)) / n
-    pulse_writes = (w.pulse_writes + rollups * w.rollup_writes) / n
+    tick_reads = w.tick_reads + count_reads + rollups * rollup_reads(w, a)
+    tick_writes = (w.tick_writes + rollups * w.rollup_writes) / n
     instance_s = instance_seconds_per_sync(w, a)
-    publisher_s = w.publisher_wall_ms_per_tenant / 1000
-    per_instance_second = a.vcpu * p.run_vcpu_second + a.memory_gib * p.run_gib_second
+    per_instance_second = instance_price(a, p)
+    short_request = a.billed_seconds_per_short_request * per_instance_second
     tick_bytes = 2 * p.pubsub_min_request_bytes / n  # the tick: one publish, one push
     k = a.tenants_per_message
     message_bytes = pubsub_bytes_per_sync(w, p, k)
-    log_bytes = w.app_log_bytes + a.log_entry_overhead_bytes + a.request_log_bytes / k
+    envelope, request_log = a.log_entry_overhead_bytes, a.request_log_bytes
+    log_bytes = w.app_log_bytes + envelope + request_log / k
+    tick_log = w.tick_log_bytes + w.tick_log_lines * envelope + request_log
+    closed_log = w.closed_tick_log_bytes + w.closed_tick_log_lines * envelope + request_log
+    scan = f"; scan {w.scan_reads_per_tenant:.3g}/tenant" if w.scan_reads_per_tenant else ""
     return [
         Line(
             "Firestore reads: worker",
@@ -254,24 +391,36 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
             reads * p.firestore_read,
         ),
         Line(
-            "Firestore reads: fan-out scan",
-            f"{w.publisher_reads_per_tenant:.3g}/tenant/tick",
-            w.publisher_reads_per_tenant * p.firestore_read,
+            "Firestore reads: tick",
+            f"{tick_reads:.0f}/pulse ({rollups} rollups){scan}",
+            (tick_reads / n + w.scan_reads_per_tenant) * p.firestore_read,
         ),
         Line(
-            "Firestore reads: pulse, count, rollups",
-            f"{pulse_reads:.3f}/tenant/tick ({rollups} rollups/pulse)",
-            pulse_reads * p.firestore_read,
+            "Firestore reads: market clock",
+            f"{w.clock_reads_per_tick:.0f}/pulse, {w.closed_tick_reads:.0f}/closed tick",
+            usd_per_clock_read=w.clock_reads_per_tick / n * p.firestore_read,
+            usd_per_closed_tick=w.closed_tick_reads / n * p.firestore_read,
         ),
         Line(
             "Firestore writes",
-            f"{w.worker_writes:.2f}/sync + {pulse_writes:.4f} pulse",
-            (w.worker_writes + pulse_writes) * p.firestore_write,
+            f"{w.worker_writes:.2f}/sync + {tick_writes:.4f} tick",
+            (w.worker_writes + tick_writes) * p.firestore_write,
+            usd_per_ask=w.clock_ask_writes / n * p.firestore_write,
         ),
         Line(
             "Firestore deletes",
             f"{w.worker_deletes:.2f}/sync",
             w.worker_deletes * p.firestore_delete,
+        ),
+        Line(
+            "Roster upkeep (triggers)",
+            f"{a.roster_writes_per_tenant_month:g} runs/tenant-month",
+            usd_per_month=a.roster_writes_per_tenant_month * roster_upkeep_usd(w, a, p),
+        ),
+        Line(
+            "Failing→recovered syncs",
+            f"{a.failure_episodes_per_tenant_month:g}/tenant-month",
+            usd_per_month=a.failure_episodes_per_tenant_month * failure_episode_usd(w, a, p),
         ),
         Line(
             "Firestore storage",
@@ -282,6 +431,7 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
             "Pub/Sub throughput",
             f"{message_bytes:,.0f} B/sync (publish + push)",
             (message_bytes + tick_bytes) / TIB * p.pubsub_tib,
+            usd_per_closed_tick=tick_bytes / TIB * p.pubsub_tib,
         ),
         Line(
             "Cloud Run: sync_user CPU + memory",
@@ -292,21 +442,25 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
             "Cloud Run: requests",
             f"{'1' if k == 1 else f'1/{k}'} push/sync + 1/{n:,} tick",
             (1 / k + 1 / n) * p.run_request,
+            usd_per_closed_tick=p.run_request / n,
         ),
         Line(
             "Cloud Run: publisher",
-            f"{w.publisher_wall_ms_per_tenant:.3f} ms/tenant/tick",
-            publisher_s * per_instance_second,
+            f"{w.publisher_wall_ms_per_tenant:.3f} ms/tenant/pulse",
+            w.publisher_wall_ms_per_tenant / 1000 * per_instance_second,
+            usd_per_closed_tick=short_request / n,
         ),
         Line(
             "Cloud Logging",
             f"{log_bytes:,.0f} B/sync (app line + entry + request log)",
-            log_bytes / GIB * p.logging_gib,
+            (log_bytes + tick_log / n) / GIB * p.logging_gib,
+            usd_per_closed_tick=closed_log / n / GIB * p.logging_gib,
         ),
         Line(
             "Egress to Alpaca",
             f"{w.alpaca_bytes_sent + a.tls_overhead_bytes:,.0f} B/sync",
             (w.alpaca_bytes_sent + a.tls_overhead_bytes) / GIB * p.egress_gib,
+            usd_per_ask=(w.clock_ask_alpaca_bytes + a.tls_overhead_bytes) / n / GIB * p.egress_gib,
         ),
         Line(
             "Cloud Scheduler",
@@ -318,9 +472,9 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
 
 def single_loop_lines(loop: LoopWorkload, a: Assumptions, p: Prices) -> list[Line]:
     """The original spec: each minute one invocation walks its users in sequence; its
-    instance is busy the whole minute. Per tenant: a share of that minute."""
+    instance is busy the whole minute. Per tenant: a share of that minute. (Priced per pulse
+    only: as if it had the same market clock, for free.)"""
     share = 1 / loop.tenants_per_minute
-    per_instance_second = a.vcpu * p.run_vcpu_second + a.memory_gib * p.run_gib_second
     reads = loop.reads_per_user + loop.enumeration_reads_per_user
     return [
         Line("Firestore reads", f"{reads:.2f}/user/minute", reads * p.firestore_read),
@@ -332,7 +486,7 @@ def single_loop_lines(loop: LoopWorkload, a: Assumptions, p: Prices) -> list[Lin
         Line(
             "Cloud Run: loop CPU + memory",
             f"60 s/minute shared by {loop.tenants_per_minute:.0f} users",
-            60 * per_instance_second * share,
+            60 * instance_price(a, p) * share,
         ),
         Line("Cloud Run: requests", "1/minute", share * p.run_request),
         Line(
@@ -358,20 +512,32 @@ def single_loop_lines(loop: LoopWorkload, a: Assumptions, p: Prices) -> list[Lin
     ]
 
 
-def total(lines: Sequence[Line], syncs: int) -> float:
-    return sum(line.monthly(syncs) for line in lines)
+def total(lines: Sequence[Line], s: Schedule) -> float:
+    return sum(line.monthly(s) for line in lines)
+
+
+def month_overheads(lines: Sequence[Line]) -> tuple[float, float]:
+    """What a month of the market-hours schedule costs beyond its market minutes: the closed
+    ticks, and the pulses (with their clock refreshes) outside the session."""
+    without_closed = replace(MONTH, closed_ticks=0)
+    return (
+        total(lines, MONTH) - total(lines, without_closed),
+        total(lines, without_closed) - total(lines, MARKET_HOURS),
+    )
 
 
 def free_tier_value(
-    w: Workload, a: Assumptions, p: Prices, syncs: int, free: FreeTier = FreeTier()
+    w: Workload, a: Assumptions, p: Prices, s: Schedule, free: FreeTier = FreeTier()
 ) -> float:
     """What the free tiers would take off the whole project's month, per tenant (each capped
-    by the usage it covers); the table does not deduct it."""
-    n, monthly = a.tenants, a.tenants * syncs
+    by the usage it covers: the worker's and the scan's reads, the worker's writes and
+    deletes, its instance time and requests, the messages and the per-sync log lines); the
+    table does not deduct it."""
+    n, monthly = a.tenants, a.tenants * s.pulses
     reads = (
         w.worker_reads_warm * a.warm_fraction
         + w.worker_reads_cold * (1 - a.warm_fraction)
-        + w.publisher_reads_per_tenant
+        + w.scan_reads_per_tenant
     )
     instance_s = instance_seconds_per_sync(w, a)
     requests = monthly / a.tenants_per_message
@@ -394,57 +560,131 @@ def free_tier_value(
     return covered / n
 
 
-# --- proposed changes ------------------------------------------------------------------------
+# --- changes: built (what each saved) and proposed (what each would save) ---------------------
+
+BEFORE_MEASURED_ON = "2026-11-27, commit ad4417b (before the roster)"
+BEFORE = {
+    "worker_writes": 2.0,
+    "worker_deletes": 1.0,
+    "scan_reads_per_tenant": 2.0,
+    "tick_reads": 12.0,
+    "tick_writes": 6.0,
+    "publisher_wall_ms_per_tenant": 1.13,
+}
+"""The design's figures before the built changes, as this benchmark measured them then
+(``docs/COST.md`` of that commit): a warm sync wrote the snapshot and ``status/sync`` and
+deleted ``last_sync_error``; a tick scanned 2 documents per tenant, read 12 and wrote 6 more;
+the fan-out took 1.13 ms per tenant (``benchmarks.publisher_scale``, 100,000 tenants)."""
+
+Inputs = tuple[Workload, Assumptions, Schedule]
+
+
+@dataclass(frozen=True)
+class Built:
+    """A change now in the code: how to put the figures of before it back (its saving is
+    what the old figures cost more than the new ones, on the same model)."""
+
+    name: str
+    what: str
+    revert: Callable[[Workload, Assumptions, Schedule], Inputs]
+
+
+def _no_clock(s: Schedule) -> Schedule:
+    """The same schedule before the market-hours one: a month of it is a pulse every minute;
+    its market minutes are pulses without the clock."""
+    if s.closed_ticks:
+        return ALWAYS
+    return replace(s, clock_asks=0, reads_clock=False)
+
+
+BUILT: tuple[Built, ...] = (
+    Built(
+        "Roster",
+        "a tick reads 32 roster shards and a marker (the skipped counted from them too) "
+        "instead of scanning 2 documents per tenant and counting the users; raw protobufs "
+        "published 1,000 per request from 4 threads; two triggers keep the roster",
+        lambda w, a, s: (
+            replace(
+                w,
+                scan_reads_per_tenant=BEFORE["scan_reads_per_tenant"],
+                counts_users=True,
+                tick_reads=BEFORE["tick_reads"],
+                tick_writes=BEFORE["tick_writes"],
+                publisher_wall_ms_per_tenant=BEFORE["publisher_wall_ms_per_tenant"],
+            ),
+            replace(a, roster_writes_per_tenant_month=0),
+            s,
+        ),
+    ),
+    Built(
+        "Worker writes",
+        "a healthy tenant's success writes the snapshot only; status/sync and "
+        "last_sync_error only after failures and when recovering",
+        lambda w, a, s: (
+            replace(
+                w,
+                worker_writes=BEFORE["worker_writes"],
+                worker_deletes=BEFORE["worker_deletes"],
+            ),
+            a,
+            s,
+        ),
+    ),
+    Built(
+        "Market hours",
+        "SYNC_SCHEDULE=market-hours: a tick reads ops/market_clock and publishes only while "
+        "the market is open; one message of a stale pulse refreshes the clock",
+        lambda w, a, s: (w, a, _no_clock(s)),
+    ),
+)
+
+
+def built_savings(w: Workload, a: Assumptions, p: Prices) -> dict[str, dict[str, float]]:
+    """Per built change, by schedule: what the figures before it cost more per tenant-month
+    (negative: what it costs)."""
+    result: dict[str, dict[str, float]] = {}
+    now = pipeline_lines(w, a, p)
+    for change in BUILT:
+        by_schedule = {}
+        for s in SCHEDULES:
+            old_w, old_a, old_s = change.revert(w, a, s)
+            by_schedule[s.name] = total(pipeline_lines(old_w, old_a, p), old_s) - total(now, s)
+        result[change.name] = by_schedule
+    return result
+
+
+def before_everything(w: Workload, a: Assumptions, s: Schedule) -> Inputs:
+    """The inputs with every built change reverted."""
+    for change in BUILT:
+        w, a, s = change.revert(w, a, s)
+    return w, a, s
 
 
 @dataclass(frozen=True)
 class Change:
-    """A design change, as the inputs it changes; its saving is computed by the model."""
+    """A proposed design change, as the inputs it changes; its saving is computed."""
 
     name: str
     why: str
     workload: Callable[[Workload], Workload] = field(default=lambda w: w)
     assumptions: Callable[[Assumptions], Assumptions] = field(default=lambda a: a)
     in_cumulative: bool = True
-    """``False``: listed with its saving, but it conflicts with DESIGN.md as written."""
+    """``False``: listed with its saving, but it changes a contract of DESIGN.md."""
 
-
-ROSTER_TENANTS_PER_SHARD = 10_000
 
 CHANGES: tuple[Change, ...] = (
-    Change(
-        "roster instead of the eligibility scan",
-        "triggers on config/alpaca and status/trading keep `uid keys_version` lines in a few "
-        f"shard documents ({ROSTER_TENANTS_PER_SHARD:,} tenants each); a tick reads the shards "
-        "and takes the user count from them, instead of 2 reads per tenant and a count query",
-        workload=lambda w: replace(
-            w, publisher_reads_per_tenant=1 / ROSTER_TENANTS_PER_SHARD, counts_users=False
-        ),
-    ),
-    Change(
-        "no status/sync write on success",
-        "count successes from the snapshots' pulseId (the same count query, on data/snapshot); "
-        "write status/sync only for errors and skips",
-        workload=lambda w: replace(w, worker_writes=max(w.worker_writes - 1, 0)),
-    ),
-    Change(
-        "delete last_sync_error only after an error",
-        "a failure also sets a flag in the snapshot, which the worker reads anyway; a success "
-        "deletes the error document (and clears the flag) only when the flag is set",
-        workload=lambda w: replace(w, worker_deletes=0),
-    ),
-    Change(
-        "one rollup place per pulse",
-        "a single trailing rollup (the publisher's, or a Cloud Tasks task) instead of one per "
-        "worker instance per delay: count queries bill a read per 1,000 matches each time",
-        assumptions=lambda a: replace(a, rollups_by_one_instance=True),
-    ),
     Change(
         "quiet logs",
         "a logging exclusion filter for sync_user's request logs and the per-sync success "
         "line at DEBUG (errors keep their lines)",
         workload=lambda w: replace(w, app_log_bytes=0),
         assumptions=lambda a: replace(a, request_log_bytes=0, log_entry_overhead_bytes=0),
+    ),
+    Change(
+        "one rollup place per pulse",
+        "a single trailing rollup (the publisher's, or a Cloud Tasks task) instead of one per "
+        "worker instance per delay: count queries bill a read per 1,000 matches each time",
+        assumptions=lambda a: replace(a, rollups_by_one_instance=True),
     ),
     Change(
         "10 tenants per user-sync message",
@@ -473,32 +713,21 @@ class Saving:
     name: str
     why: str
     usd_by_schedule: dict[str, float]
-    """What the change alone saves per tenant-month, by schedule."""
+    """What the change alone saves per tenant-month, by schedule name."""
     in_cumulative: bool
 
 
 def savings(w: Workload, a: Assumptions, p: Prices) -> list[Saving]:
-    """Each change alone, against the current design; and the market-hours schedule."""
-    result = [
-        Saving(
-            "market-hours schedule following /v2/clock",
-            "the scheduler ticks every minute but the publisher publishes only while Alpaca's "
-            "/v2/clock says the market is open: 8,190 instead of 43,200 syncs a month",
-            {
-                "around the clock": total(pipeline_lines(w, a, p), AROUND_THE_CLOCK)
-                - total(pipeline_lines(w, a, p), MARKET_HOURS)
-            },
-            True,
-        )
-    ]
+    """Each proposed change alone, against the design as it is."""
+    before = pipeline_lines(w, a, p)
+    result = []
     for change in CHANGES:
-        before = pipeline_lines(w, a, p)
         after = pipeline_lines(change.workload(w), change.assumptions(a), p)
         result.append(
             Saving(
                 change.name,
                 change.why,
-                {name: total(before, s) - total(after, s) for name, s in SCHEDULES.items()},
+                {s.name: total(before, s) - total(after, s) for s in SCHEDULES},
                 change.in_cumulative,
             )
         )
@@ -523,41 +752,74 @@ def verdict(usd: float) -> str:
     return "PASS" if usd < GOAL_USD else "FAIL"
 
 
-def format_table(title: str, lines: Sequence[Line]) -> str:
-    head = f"{'component':<40}{'quantity':<46}{'24/7 $/mo':>11}{'mkt $/mo':>11}"
+def usd(value: float) -> str:
+    """Dollars to 5 decimals; amounts too small for that in scientific notation."""
+    if value and abs(value) < 0.000005:
+        return f"${value:.1e}"
+    return f"${value:.5f}"
+
+
+def _goal(value: float) -> str:
+    return f"${value:.4f} (goal < ${GOAL_USD:.2f}: {verdict(value)})"
+
+
+COLUMNS = {MARKET_HOURS.name: "mkt hours", MONTH.name: "month", ALWAYS.name: "always"}
+
+
+def format_table(title: str, lines: Sequence[Line], schedules: Sequence[Schedule]) -> str:
+    head = f"{'component':<36}{'quantity':<46}" + "".join(
+        f"{COLUMNS.get(s.name, s.name)[:10]:>11}" for s in schedules
+    )
     rows = [title, head, "-" * len(head)]
     for line in lines:
-        rows.append(
-            f"{line.component:<40}{line.detail:<46}"
-            f"{line.monthly(AROUND_THE_CLOCK):>11.5f}{line.monthly(MARKET_HOURS):>11.5f}"
-        )
-    market = total(lines, MARKET_HOURS)
+        cells = "".join(f"{line.monthly(s):>11.5f}" for s in schedules)
+        rows.append(f"{line.component[:35]:<36}{line.detail[:45]:<46}{cells}")
     rows.append("-" * len(head))
-    rows.append(
-        f"{'total per tenant-month':<86}{total(lines, AROUND_THE_CLOCK):>11.5f}{market:>11.5f}"
+    totals = "".join(f"{total(lines, s):>11.5f}" for s in schedules)
+    rows.append(f"{'total per tenant-month, $':<82}{totals}")
+    verdicts = "".join(
+        f"{verdict(total(lines, s)) if s.reads_clock else '':>11}" for s in schedules
     )
     rows.append(
-        f"{'goal: market hours < $' + format(GOAL_USD, '.2f'):<86}{'':>11}{verdict(market):>11}"
+        f"{'goal < $' + format(GOAL_USD, '.2f') + ' (market-hours schedule)':<82}{verdicts}"
     )
     return "\n".join(rows)
 
 
+def schedules_legend() -> str:
+    return "\n".join(
+        f"  {COLUMNS[s.name]:<10} {s.name}: {s.pulses:,} pulses, {s.closed_ticks:,} closed "
+        f"ticks, {s.clock_asks} clock refreshes a month"
+        for s in SCHEDULES
+    )
+
+
 def report(w: Workload, a: Assumptions, loop: LoopWorkload, prices: Sequence[Prices]) -> str:
-    out: list[str] = []
+    out: list[str] = [f"\nschedules (columns):\n{schedules_legend()}"]
     for p in prices:
         out.append(f"\n=== {p.name}; list prices as of {PRICES_AS_OF} ===")
+        lines = pipeline_lines(w, a, p)
         out.append(
             format_table(
-                f"\nPipeline (current design), per tenant, {a.tenants:,} tenants",
-                pipeline_lines(w, a, p),
+                f"\nPipeline (the design as built), per tenant, {a.tenants:,} tenants",
+                lines,
+                SCHEDULES,
             )
         )
-        loop_lines = single_loop_lines(loop, a, p)
+        closed, outside = month_overheads(lines)
+        out.append(
+            f"of the month: closed ticks ${closed:.5f}; the {CLOCK_PULSES_OUTSIDE_HOURS} "
+            f"pulses outside the session (a stale clock fails open) ${outside:.5f}; roster "
+            f"upkeep ${a.roster_writes_per_tenant_month * roster_upkeep_usd(w, a, p):.6f}; "
+            f"one failing→recovered episode {usd(failure_episode_usd(w, a, p))}; the roster's "
+            f"one-off rebuild {usd(rebuild_usd(w, p))} per tenant (once, not monthly)"
+        )
         out.append(
             format_table(
                 f"\nSingle loop (original spec) at its capacity of "
                 f"{loop.tenants_per_minute:.0f} users/minute",
-                loop_lines,
+                single_loop_lines(loop, a, p),
+                SCHEDULES,
             )
         )
         free = free_tier_value(w, a, p, MARKET_HOURS)
@@ -565,380 +827,41 @@ def report(w: Workload, a: Assumptions, loop: LoopWorkload, prices: Sequence[Pri
             f"\nfree tiers (not deducted) would cover ${free:.5f} per tenant-month at "
             f"{a.tenants:,} tenants, market hours"
         )
-        out.append("\nproposed changes, each alone (saving per tenant-month):")
-        for s in savings(w, a, p):
-            cells = "  ".join(f"{k} ${v:.5f}" for k, v in s.usd_by_schedule.items())
-            mark = "" if s.in_cumulative else "  (not in the cumulative total)"
-            out.append(f"  - {s.name}: {cells}{mark}")
+        old_w, old_a, old_s = before_everything(w, a, MARKET_HOURS)
+        old_market = total(pipeline_lines(old_w, old_a, p), old_s)
+        old_w, old_a, old_s = before_everything(w, a, MONTH)
+        old_month = total(pipeline_lines(old_w, old_a, p), old_s)
         out.append(
-            format_table(
-                "\nPipeline with the cumulative changes, per tenant",
-                pipeline_lines(*with_changes(w, a), p),
-            )
+            f"\nbefore the built changes (figures of {BEFORE_MEASURED_ON}): market hours "
+            f"{_goal(old_market)}, around the clock ${old_month:.4f}"
         )
-        for label, optional in (("the cumulative ones", False), ("all of them", True)):
+        out.append("built changes, each alone (saving per tenant-month = old − new):")
+        for name, by_schedule in built_savings(w, a, p).items():
+            cells = "  ".join(f"{COLUMNS[k]} {usd(v)}" for k, v in by_schedule.items())
+            out.append(f"  - {name}: {cells}")
+        out.append("proposed changes still to build, each alone (saving per tenant-month):")
+        for s in savings(w, a, p):
+            cells = "  ".join(f"{COLUMNS[k]} {usd(v)}" for k, v in s.usd_by_schedule.items())
+            mark = "" if s.in_cumulative else "  (optional: changes a contract)"
+            out.append(f"  - {s.name}: {cells}{mark}")
+        for label, optional in (("the proposed ones", False), ("the optional ones too", True)):
             changed = pipeline_lines(*with_changes(w, a, optional=optional), p)
-            market = total(changed, MARKET_HOURS)
             out.append(
-                f"with {label}: ${total(changed, AROUND_THE_CLOCK):.5f} around the clock, "
-                f"${market:.5f} market hours (goal < ${GOAL_USD:.2f}: {verdict(market)})"
+                f"with {label}: market hours {_goal(total(changed, MARKET_HOURS))}, "
+                f"month {_goal(total(changed, MONTH))}, always ${total(changed, ALWAYS):.4f}"
             )
     return "\n".join(out)
 
 
-# --- measuring -------------------------------------------------------------------------------
+# --- inputs from other benchmarks ------------------------------------------------------
 
-LATENCY_MS = 100
 PIPELINE_CPU_MS = 13.9
-"""``sync_user`` CPU per sync, from ``benchmarks.pipeline`` at N=1,000 (this machine)."""
-PUBLISHER_WALL_MS_PER_TENANT = 1.13
-"""``fan_out`` at 100,000 tenants: 113 s (``benchmarks.publisher_scale``, this machine)."""
-
-
-@dataclass
-class Ops:
-    reads: int = 0
-    writes: int = 0
-    """Writes other than deletes."""
-    deletes: int = 0
-
-    def per(self, n: int) -> dict[str, float]:
-        return {k: v / n for k, v in asdict(self).items()}
-
-
-@contextmanager
-def counted() -> Iterator[Ops]:
-    """``benchmarks.metering.metered`` with deletes told apart from the other writes."""
-    from google.cloud.firestore_v1 import batch, transaction
-
-    from benchmarks.metering import metered
-
-    ops = Ops()
-    deletes = [0]
-    originals = [(batch.WriteBatch, "commit"), (transaction.Transaction, "_commit")]
-    saved = []
-    with metered() as meter:
-        for owner, name in originals:
-            original = getattr(owner, name)
-            saved.append((owner, name, original))
-
-            def wrapped(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                deletes[0] += sum(
-                    1
-                    for pb in self._write_pbs
-                    if getattr(pb, "_pb", pb).WhichOneof("operation") == "delete"
-                )
-                return _original(self, *args, **kwargs)
-
-            setattr(owner, name, wrapped)
-        try:
-            yield ops
-        finally:
-            for owner, name, original in saved:
-                setattr(owner, name, original)
-            ops.reads = meter.reads
-            ops.deletes = deletes[0]
-            ops.writes = meter.writes - deletes[0]
-
-
-@contextmanager
-def bytes_sent_to(port: int) -> Iterator[list[int]]:
-    """Bytes this process sends over Python sockets to ``port`` (urllib3 uses them; gRPC and
-    the in-process simulator's server side do not count). ``[bytes, connections]``."""
-    import socket
-
-    counts = [0, 0]
-    original_sendall, original_connect = socket.socket.sendall, socket.socket.connect
-
-    def to_port(sock: socket.socket) -> bool:
-        try:
-            return bool(sock.getpeername()[1] == port)
-        except (OSError, IndexError, TypeError):
-            return False
-
-    def sendall(self: socket.socket, data: Any, *args: Any) -> Any:
-        if to_port(self):
-            counts[0] += len(data)
-        return original_sendall(self, data, *args)
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if isinstance(address, tuple) and address[1] == port:
-            counts[1] += 1
-        return original_connect(self, address)
-
-    socket.socket.sendall = sendall  # type: ignore[method-assign,assignment]
-    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
-    try:
-        yield counts
-    finally:
-        socket.socket.sendall = original_sendall  # type: ignore[method-assign,assignment]
-        socket.socket.connect = original_connect  # type: ignore[method-assign,assignment]
-
-
-@contextmanager
-def log_bytes() -> Iterator[list[int]]:
-    """Bytes of the Cloud Logging JSON lines ``agenttrader`` loggers write, at INFO."""
-    import logging
-
-    from agenttrader.logs import CloudLoggingFormatter
-
-    counts = [0, 0]
-
-    class Counting(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            counts[0] += len(self.format(record).encode()) + 1
-            counts[1] += 1
-
-    handler = Counting()
-    handler.setFormatter(CloudLoggingFormatter())
-    logger = logging.getLogger("agenttrader")
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield counts
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
-
-
-class RecordingPublisher:
-    """The real publisher, recording the size of each message published through it."""
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self.sizes: list[int] = []
-
-    def publish(self, topic: str, data: bytes, **attributes: str) -> Any:
-        self.sizes.append(len(data) + sum(len(k) + len(v) for k, v in attributes.items()))
-        return self._real.publish(topic, data, **attributes)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-def uid_of(i: int) -> str:
-    """``benchmarks.pipeline``'s uids, so its single loop walks these tenants."""
-    return f"bench-{i:06d}"
-
-
-CONFIGURED_AT = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def seed(db: Any, sim: Any, uids: Sequence[str]) -> None:
-    """Configured, enabled tenants with keys of their own simulator account."""
-    from agenttrader import paths
-
-    batch = db.batch()
-    for uid in uids:
-        tenant = sim.add_tenant()
-        keys = {"key_id": tenant.key_id, "secret_key": tenant.secret_key, "base_url": sim.base_url}
-        batch.set(db.document(paths.user_doc(uid)), {"onboarded": True})
-        batch.set(
-            db.document(paths.alpaca_config_doc(uid)),
-            {"configured": True, "configuredAt": CONFIGURED_AT},
-        )
-        batch.set(db.document(paths.trading_status_doc(uid)), {"enabled": True})
-        batch.set(db.document(paths.alpaca_secret_doc(uid)), keys)
-    batch.commit()
-
-
-def tick(at: datetime) -> Any:
-    from agenttrader.events import PubsubDelivery
-
-    return PubsubDelivery(f"cost-{uuid.uuid4().hex[:8]}", b"{}", {}, at, 1)
-
-
-def measure_fan_out(deps: Any, recorder: RecordingPublisher, sample: int) -> dict[str, Any]:
-    """The scan and the count alone, then a whole fan-out: the second one, since from then
-    on each tick also finalizes the previous pulse."""
-    from agenttrader import fanout
-
-    fanout.fan_out(deps, tick(datetime.now(UTC)))
-    recorder.sizes.clear()
-    with counted() as scan:
-        fanout.eligible_users(deps.firestore)
-    with counted() as count:
-        fanout.count_users(deps.firestore)
-    with counted() as whole:
-        result = fanout.fan_out(deps, tick(datetime.now(UTC)))
-    return {
-        "pulse_id": result.pulse_id,
-        "published": result.published,
-        "scan_reads_per_tenant": scan.reads / sample,
-        "count_reads": count.reads,
-        "pulse_reads": whole.reads - scan.reads - count.reads,
-        "pulse_writes": whole.writes + whole.deletes,
-        "message_bytes": sum(recorder.sizes) / max(len(recorder.sizes), 1),
-    }
-
-
-def measure_worker_pass(
-    worker: Any, uids: Sequence[str], pulse_id: str, at: datetime, *, sim_port: int, threads: int
-) -> dict[str, float]:
-    """One scheduled sync of every tenant through ``SyncWorker.handle``, ``threads`` at once."""
-    from agenttrader.events import PubsubDelivery
-    from agenttrader.key_cache import version_of
-    from agenttrader.messages import Reason, SyncRequest
-    from agenttrader.sync import Result
-
-    version = version_of(CONFIGURED_AT)
-
-    def handle(uid: str) -> tuple[float, float]:
-        request = SyncRequest(uid, Reason.SCHEDULE, at, pulse_id=pulse_id, keys_version=version)
-        delivery = PubsubDelivery(
-            f"cost-{uid}-{at.timestamp()}", request.to_bytes(), request.attributes(), at, 1
-        )
-        wall, cpu = time.monotonic(), time.thread_time()
-        outcome = worker.handle(delivery)
-        if outcome is not Result.SYNCED:
-            raise RuntimeError(f"{uid}: {outcome}")
-        return time.monotonic() - wall, time.thread_time() - cpu
-
-    with (
-        counted() as ops,
-        bytes_sent_to(sim_port) as sent,
-        log_bytes() as logged,
-        concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool,
-    ):
-        timings = list(pool.map(handle, uids))
-    n = len(uids)
-    return {
-        **ops.per(n),
-        "wall_ms": 1000 * sum(t[0] for t in timings) / n,
-        "thread_cpu_ms": 1000 * sum(t[1] for t in timings) / n,
-        "alpaca_bytes_sent": sent[0] / n,
-        "alpaca_connections": sent[1] / n,
-        "log_bytes": logged[0] / n,
-        "log_lines": logged[1] / n,
-    }
-
-
-def measure(sample: int, threads: int) -> dict[str, Any]:
-    """Every measured figure, against fresh emulators and an in-process simulator."""
-    import google.cloud.pubsub_v1 as pubsub_v1
-
-    from agenttrader import emulators, pulses, topology
-    from agenttrader.deps import Deps
-    from agenttrader.settings import Settings
-    from agenttrader.simulator import AlpacaSimulator
-    from agenttrader.sync import SyncWorker
-    from benchmarks import pipeline
-
-    project = f"cost-{uuid.uuid4().hex[:6]}"
-    uids = [uid_of(i) for i in range(sample)]
-    with (
-        emulators.running(emulators.PUBSUB, emulators.FIRESTORE, project=project) as hosts,
-        AlpacaSimulator(default_latency_ms=LATENCY_MS) as sim,
-    ):
-        os.environ.update(
-            {**hosts, "GOOGLE_CLOUD_PROJECT": project, "ALPACA_ALLOWED_BASE_URLS": sim.base_url}
-        )
-        settings = Settings.from_env()
-        real = Deps(settings).publisher
-        subscriber = pubsub_v1.SubscriberClient()
-        try:
-            topology.apply(project, real, subscriber)
-        finally:
-            subscriber.close()
-        recorder = RecordingPublisher(real)
-        deps = Deps(settings, publisher=recorder)  # type: ignore[arg-type]
-        seed(deps.firestore, sim, uids)
-        fan = measure_fan_out(deps, recorder, sample)
-        pulse_id, at = fan["pulse_id"], datetime.now(UTC)
-
-        # First syncs (snapshots created); then a new instance (keys not cached: cold) and
-        # the same instance again (the same keys_version: warm).
-        where: dict[str, Any] = {"sim_port": sim.port, "threads": threads}
-        worker = {}
-        worker["first"] = measure_worker_pass(
-            SyncWorker(deps), uids, pulse_id, at + timedelta(seconds=1), **where
-        )
-        instance = SyncWorker(deps)
-        for i, name in enumerate(("cold", "warm"), start=2):
-            worker[name] = measure_worker_pass(
-                instance, uids, pulse_id, at + timedelta(seconds=i), **where
-            )
-        with counted() as rollup:
-            pulses.rollup(deps.firestore, pulse_id)
-        with counted() as loop_ops, bytes_sent_to(sim.port) as loop_sent:
-            loop = pipeline.run_single_loop(project, sim.base_url, sample)
-        real.stop()
-    return {
-        "sample": sample,
-        "fan_out": fan,
-        "worker": worker,
-        "rollup": asdict(rollup),
-        "single_loop": {
-            **loop_ops.per(sample),
-            "syncs_per_s": loop["syncs_per_s"],
-            "alpaca_bytes_sent": loop_sent[0] / sample,
-        },
-    }
-
-
-def inputs_from(
-    figures: dict[str, Any], cpu_ms: float, publisher_ms: float
-) -> tuple[Workload, LoopWorkload]:
-    fan, worker, rollup = figures["fan_out"], figures["worker"], figures["rollup"]
-    cold, warm = worker["cold"], worker["warm"]
-    workload = Workload(
-        worker_reads_cold=cold["reads"],
-        worker_reads_warm=warm["reads"],
-        worker_writes=warm["writes"],
-        worker_deletes=warm["deletes"],
-        publisher_reads_per_tenant=fan["scan_reads_per_tenant"],
-        pulse_reads=fan["pulse_reads"],
-        pulse_writes=fan["pulse_writes"],
-        rollup_reads_fixed=rollup["reads"] - 3,
-        rollup_aggregations=3,
-        rollup_writes=rollup["writes"] + rollup["deletes"],
-        message_bytes=fan["message_bytes"],
-        cpu_ms=cpu_ms,
-        wall_ms=warm["wall_ms"],
-        alpaca_bytes_sent=warm["alpaca_bytes_sent"],
-        app_log_bytes=warm["log_bytes"],
-        publisher_wall_ms_per_tenant=publisher_ms,
-    )
-    loop = figures["single_loop"]
-    loop_workload = LoopWorkload(
-        reads_per_user=loop["reads"],
-        writes_per_user=loop["writes"] + loop["deletes"],
-        tenants_per_minute=60 * loop["syncs_per_s"],
-        alpaca_bytes_sent=loop["alpaca_bytes_sent"],
-    )
-    return workload, loop_workload
-
-
-def print_measured(figures: dict[str, Any]) -> None:
-    n = figures["sample"]
-    print(f"measured over {n} tenants (Alpaca simulator at {LATENCY_MS} ms, in-process):")
-    for name in ("first", "cold", "warm"):
-        f = figures["worker"][name]
-        print(
-            f"  worker, {name:<5} sync: {f['reads']:.2f} reads, {f['writes']:.2f} writes, "
-            f"{f['deletes']:.2f} deletes; {f['wall_ms']:.0f} ms wall, "
-            f"{f['thread_cpu_ms']:.1f} ms handler-thread CPU, "
-            f"{f['alpaca_bytes_sent']:.0f} B sent to Alpaca "
-            f"({f['alpaca_connections']:.2f} connections), "
-            f"{f['log_bytes']:.0f} B in {f['log_lines']:.1f} log lines"
-        )
-    fan = figures["fan_out"]
-    print(
-        f"  fan-out: {fan['scan_reads_per_tenant']:.2f} scan reads/tenant, "
-        f"{fan['count_reads']} count read(s), {fan['pulse_reads']} other reads and "
-        f"{fan['pulse_writes']} writes per pulse; message {fan['message_bytes']:.0f} B "
-        f"(data + attributes); published {fan['published']}"
-    )
-    r = figures["rollup"]
-    print(f"  one rollup: {r['reads']} reads, {r['writes'] + r['deletes']} writes")
-    loop = figures["single_loop"]
-    print(
-        f"  single loop: {loop['reads']:.2f} reads, {loop['writes']:.2f} writes per user; "
-        f"{loop['syncs_per_s']:.2f} users/s; {loop['alpaca_bytes_sent']:.0f} B sent to Alpaca"
-    )
+"""``sync_user`` CPU per sync, from ``benchmarks.pipeline`` at N=1,000 (this machine, before
+the worker wrote one document per sync; not re-run since)."""
+PUBLISHER_WALL_MS_PER_TENANT = 0.29
+"""A whole open tick's ``fan_out`` per tenant (roster, count, raw batched publishing, pulse
+documents): ``benchmarks.publisher_scale`` at 3,000 tenants on this machine, 2026-11-27; to be
+replaced by the figure of the 100,000-tenant run."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -951,10 +874,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=Assumptions.concurrency)
     parser.add_argument("--cpu-utilization", type=float, default=Assumptions.cpu_utilization)
     parser.add_argument("--warm-fraction", type=float, default=Assumptions.warm_fraction)
+    parser.add_argument(
+        "--roster-writes",
+        type=float,
+        default=Assumptions.roster_writes_per_tenant_month,
+        help="config/alpaca and status/trading writes per tenant-month",
+    )
+    parser.add_argument(
+        "--failures",
+        type=float,
+        default=Assumptions.failure_episodes_per_tenant_month,
+        help="failing→recovered episodes per tenant-month",
+    )
     parser.add_argument("--prices", choices=[*PRICE_SETS, "both"], default="both")
     parser.add_argument("--json", help="also write the measured figures here")
     parser.add_argument("--figures", help="price figures written by --json instead of measuring")
     args = parser.parse_args(argv)
+    from benchmarks.cost_measure import inputs_from, measure, print_measured
+
     if args.figures:
         with open(args.figures) as saved:
             figures = json.load(saved)
@@ -970,12 +907,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         cpu_utilization=args.cpu_utilization,
         warm_fraction=args.warm_fraction,
+        roster_writes_per_tenant_month=args.roster_writes,
+        failure_episodes_per_tenant_month=args.failures,
     )
     prices = list(PRICE_SETS.values()) if args.prices == "both" else [PRICE_SETS[args.prices]]
     print(
         f"\nassumptions: {assumptions}\n"
         f"sync_user CPU {workload.cpu_ms} ms/sync (benchmarks.pipeline), "
-        f"wall {workload.wall_ms:.0f} ms/sync (measured here)"
+        f"wall {workload.wall_ms:.0f} ms/sync (measured here); publisher "
+        f"{workload.publisher_wall_ms_per_tenant} ms/tenant/pulse (benchmarks.publisher_scale)"
     )
     print(report(workload, assumptions, loop, prices))
     return 0

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from benchmarks import cost
+from benchmarks import cost, cost_measure
 
+N = 10_000
 WORKLOAD = cost.Workload(
     worker_reads_cold=3,
     worker_reads_warm=2,
-    worker_writes=2,
-    worker_deletes=1,
-    publisher_reads_per_tenant=2,
-    pulse_reads=12,
-    pulse_writes=6,
+    worker_writes=1,
+    worker_deletes=0,
+    tick_reads=45,
+    tick_writes=6,
     rollup_reads_fixed=2,
     rollup_aggregations=3,
     rollup_writes=2,
@@ -24,10 +25,29 @@ WORKLOAD = cost.Workload(
     wall_ms=200.0,
     alpaca_bytes_sent=540,
     app_log_bytes=300,
-    publisher_wall_ms_per_tenant=1.0,
+    publisher_wall_ms_per_tenant=0.3,
+    clock_reads_per_tick=1,
+    closed_tick_reads=1,
+    tick_log_bytes=250,
+    tick_log_lines=1,
+    closed_tick_log_bytes=300,
+    closed_tick_log_lines=1,
+    clock_ask_writes=1,
+    clock_ask_alpaca_bytes=240,
+    roster_refresh_reads=2,
+    roster_refresh_writes=1,
+    roster_refresh_log_bytes=200,
+    failing_reads=2,
+    failing_writes=2,
+    failing_deletes=0,
+    failing_log_bytes=400,
+    failing_alpaca_bytes=260,
+    recovery_reads=2,
+    recovery_writes=2,
+    recovery_deletes=1,
 )
 ASSUMPTIONS = cost.Assumptions(
-    tenants=10_000,
+    tenants=N,
     warm_fraction=0.9,
     concurrency=40,
     vcpu=1.0,
@@ -39,17 +59,31 @@ ASSUMPTIONS = cost.Assumptions(
     request_log_bytes=1000.0,
     tls_overhead_bytes=60.0,
     storage_bytes_per_tenant=10_000.0,
+    roster_writes_per_tenant_month=4.0,
+    billed_seconds_per_short_request=0.1,
+    failure_episodes_per_tenant_month=0.0,
 )
 PRICES = cost.NAM5
+READ, WRITE, DELETE = 0.06e-5, 0.18e-5, 0.02e-5
+INSTANCE_SECOND = 0.000024 + 0.5 * 0.0000025
+GIB, TIB = 2**30, 2**40
 
 
 def line(lines: list[cost.Line], component: str) -> cost.Line:
     return next(item for item in lines if item.component == component)
 
 
-def test_schedules_are_a_minute_apart_around_the_clock_and_in_market_hours() -> None:
-    assert cost.AROUND_THE_CLOCK == 43_200
-    assert cost.MARKET_HOURS == 8_190
+def test_schedules_of_a_month() -> None:
+    assert (cost.MARKET_HOURS.pulses, cost.MARKET_HOURS.closed_ticks) == (8_190, 0)
+    assert cost.MARKET_HOURS.clock_asks == 21  # one at each open
+    # A pulse a calendar day outside the session, a closed tick every other minute.
+    assert (cost.MONTH.pulses, cost.MONTH.closed_ticks, cost.MONTH.clock_asks) == (
+        8_220,
+        34_980,
+        51,
+    )
+    assert cost.MONTH.pulses + cost.MONTH.closed_ticks == 43_200
+    assert (cost.ALWAYS.pulses, cost.ALWAYS.reads_clock) == (43_200, False)
 
 
 def test_list_prices_per_unit() -> None:
@@ -60,6 +94,23 @@ def test_list_prices_per_unit() -> None:
     assert cost.US_CENTRAL1.firestore_write * 100_000 == pytest.approx(0.09)
     assert cost.US_CENTRAL1.firestore_delete * 100_000 == pytest.approx(0.01)
     assert PRICES.run_request * 1e6 == pytest.approx(0.40)
+
+
+def test_a_line_prices_each_unit_of_a_schedule() -> None:
+    item = cost.Line(
+        "x",
+        "",
+        usd_per_sync=1e-6,
+        usd_per_month=1e-3,
+        usd_per_closed_tick=1e-8,
+        usd_per_ask=1e-5,
+        usd_per_clock_read=1e-9,
+    )
+    month = 1e-6 * 8_220 + 1e-3 + 1e-8 * 34_980 + 1e-5 * 51 + 1e-9 * 8_220
+    assert item.monthly(cost.MONTH) == pytest.approx(month)
+    # No clock read, no ask, no closed tick.
+    assert item.monthly(cost.ALWAYS) == pytest.approx(1e-6 * 43_200 + 1e-3)
+    assert cost.total([item, item], cost.ALWAYS) == pytest.approx(2 * (1e-6 * 43_200 + 1e-3))
 
 
 def test_instance_time_is_the_cpu_at_the_target_utilization_when_cpu_bound() -> None:
@@ -92,86 +143,149 @@ def test_pubsub_bills_the_push_minimum_and_the_batched_publish_size() -> None:
     assert cost.pubsub_bytes_per_sync(WORKLOAD, PRICES, 10) == pytest.approx(367.2)
 
 
+UPKEEP_RUN = 2 * READ + WRITE + 0.40e-6 + 0.1 * INSTANCE_SECOND + 1700 / GIB * 0.50
+
+
+def test_a_roster_trigger_run_by_hand() -> None:
+    # 2 reads, 1 write, a request, 100 ms billed, its line + envelope + request log.
+    assert cost.roster_upkeep_usd(WORKLOAD, ASSUMPTIONS, PRICES) == pytest.approx(UPKEEP_RUN)
+
+
+def test_the_rebuild_is_a_one_off_per_tenant() -> None:
+    rebuilt = replace(WORKLOAD, rebuild_reads_per_tenant=2.5, rebuild_writes_per_tenant=0.25)
+    assert cost.rebuild_usd(rebuilt, PRICES) == pytest.approx(2.5 * READ + 0.25 * WRITE)
+    # Not part of any month.
+    lines = cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
+    again = cost.pipeline_lines(rebuilt, ASSUMPTIONS, PRICES)
+    assert cost.total(again, cost.MONTH) == cost.total(lines, cost.MONTH)
+
+
+def test_a_failing_attempt_and_its_recovery_by_hand() -> None:
+    # Beyond the clean sync they replace: reads 2 + 2 - 2, writes 2 + 2 - 1, deletes 0 + 1 - 0;
+    # and the failing attempt's request, instance time, push, logs and Alpaca bytes.
+    firestore = 2 * READ + 3 * WRITE + 1 * DELETE
+    attempt = (
+        0.40e-6 + 0.020 * INSTANCE_SECOND + 1000 / TIB * 40 + 1900 / GIB * 0.50 + 320 / GIB * 0.12
+    )
+    assert cost.failure_episode_usd(WORKLOAD, ASSUMPTIONS, PRICES) == pytest.approx(
+        firestore + attempt
+    )
+    lines = cost.pipeline_lines(
+        WORKLOAD, replace(ASSUMPTIONS, failure_episodes_per_tenant_month=3), PRICES
+    )
+    episodes = line(lines, "Failing→recovered syncs")
+    assert episodes.monthly(cost.MARKET_HOURS) == pytest.approx(3 * (firestore + attempt))
+
+
 def test_pipeline_lines_by_hand() -> None:
     lines = cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
-    read, write, delete = PRICES.firestore_read, PRICES.firestore_write, PRICES.firestore_delete
-    assert line(lines, "Firestore reads: worker").usd_per_sync == pytest.approx(2.1 * read)
-    assert line(lines, "Firestore reads: fan-out scan").usd_per_sync == pytest.approx(2 * read)
-    # 12 + 10 (count) + 42 rollups x 14 reads, over 10,000 tenants
-    pulse = (12 + 10 + 42 * 14) / 10_000
-    assert line(lines, "Firestore reads: pulse, count, rollups").usd_per_sync == pytest.approx(
-        pulse * read
-    )
-    writes = 2 + (6 + 42 * 2) / 10_000
-    assert line(lines, "Firestore writes").usd_per_sync == pytest.approx(writes * write)
-    assert line(lines, "Firestore deletes").usd_per_sync == pytest.approx(delete)
-    per_instance_second = 0.000024 + 0.5 * 0.0000025
+    assert line(lines, "Firestore reads: worker").usd_per_sync == pytest.approx(2.1 * READ)
+    # 45 + 42 rollups x 14 reads, over 10,000 tenants; no scan, no count.
+    tick = line(lines, "Firestore reads: tick")
+    assert tick.usd_per_sync == pytest.approx((45 + 42 * 14) / N * READ)
+    counting = replace(WORKLOAD, counts_users=True)
+    counted = line(cost.pipeline_lines(counting, ASSUMPTIONS, PRICES), "Firestore reads: tick")
+    assert counted.usd_per_sync == pytest.approx((45 + 10 + 42 * 14) / N * READ)
+    clock = line(lines, "Firestore reads: market clock")
+    assert clock.usd_per_sync == 0
+    assert clock.usd_per_clock_read == pytest.approx(READ / N)
+    assert clock.usd_per_closed_tick == pytest.approx(READ / N)
+    writes = line(lines, "Firestore writes")
+    assert writes.usd_per_sync == pytest.approx((1 + (6 + 42 * 2) / N) * WRITE)
+    assert writes.usd_per_ask == pytest.approx(WRITE / N)
+    assert line(lines, "Firestore deletes").usd_per_sync == 0
+    upkeep = line(lines, "Roster upkeep (triggers)")
+    assert upkeep.usd_per_month == pytest.approx(4 * UPKEEP_RUN)
+    assert line(lines, "Failing→recovered syncs").usd_per_month == 0
     compute = line(lines, "Cloud Run: sync_user CPU + memory").usd_per_sync
-    assert compute == pytest.approx(0.020 * per_instance_second)
-    assert line(lines, "Cloud Run: requests").usd_per_sync == pytest.approx(
-        (1 + 1 / 10_000) * 0.40e-6
-    )
-    assert line(lines, "Cloud Run: publisher").usd_per_sync == pytest.approx(
-        0.001 * per_instance_second
-    )
-    assert line(lines, "Cloud Logging").usd_per_sync == pytest.approx(1800 / 2**30 * 0.50)
-    assert line(lines, "Egress to Alpaca").usd_per_sync == pytest.approx(600 / 2**30 * 0.12)
-    assert line(lines, "Pub/Sub throughput").usd_per_sync == pytest.approx(
-        (1216 + 2000 / 10_000) / 2**40 * 40
-    )
+    assert compute == pytest.approx(0.020 * INSTANCE_SECOND)
+    requests = line(lines, "Cloud Run: requests")
+    assert requests.usd_per_sync == pytest.approx((1 + 1 / N) * 0.40e-6)
+    assert requests.usd_per_closed_tick == pytest.approx(0.40e-6 / N)
+    publisher = line(lines, "Cloud Run: publisher")
+    assert publisher.usd_per_sync == pytest.approx(0.0003 * INSTANCE_SECOND)
+    assert publisher.usd_per_closed_tick == pytest.approx(0.1 * INSTANCE_SECOND / N)
+    logging = line(lines, "Cloud Logging")
+    # The sync's line + envelope + request log; the tick's line + envelope + request log / N.
+    assert logging.usd_per_sync == pytest.approx((1800 + 1750 / N) / GIB * 0.50)
+    assert logging.usd_per_closed_tick == pytest.approx(1800 / N / GIB * 0.50)
+    egress = line(lines, "Egress to Alpaca")
+    assert egress.usd_per_sync == pytest.approx(600 / GIB * 0.12)
+    assert egress.usd_per_ask == pytest.approx(300 / N / GIB * 0.12)
+    pubsub = line(lines, "Pub/Sub throughput")
+    assert pubsub.usd_per_sync == pytest.approx((1216 + 2000 / N) / TIB * 40)
+    assert pubsub.usd_per_closed_tick == pytest.approx(2000 / N / TIB * 40)
+    assert pubsub.usd_per_ask == 0  # the asking message is one of the pulse's
     scheduler = line(lines, "Cloud Scheduler")
     assert scheduler.usd_per_sync == 0
-    assert scheduler.monthly(cost.MARKET_HOURS) == pytest.approx(0.10 / 10_000)
+    assert scheduler.monthly(cost.MARKET_HOURS) == pytest.approx(0.10 / N)
 
 
-def test_total_is_per_sync_times_syncs_plus_the_fixed_share() -> None:
-    lines = [
-        cost.Line("a", "", usd_per_sync=1e-6),
-        cost.Line("b", "", usd_per_sync=2e-6, usd_per_month=0.001),
-    ]
-    assert cost.total(lines, 8_190) == pytest.approx(3e-6 * 8_190 + 0.001)
-    assert cost.total(lines, 43_200) == pytest.approx(3e-6 * 43_200 + 0.001)
+def test_a_scan_is_priced_per_tenant_and_tick() -> None:
+    scanning = replace(WORKLOAD, scan_reads_per_tenant=2)
+    before = line(cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES), "Firestore reads: tick")
+    after = line(cost.pipeline_lines(scanning, ASSUMPTIONS, PRICES), "Firestore reads: tick")
+    assert after.usd_per_sync - before.usd_per_sync == pytest.approx(2 * READ)
 
 
-def test_single_loop_shares_a_busy_minute_among_its_users() -> None:
-    loop = cost.LoopWorkload(
-        reads_per_user=2, writes_per_user=1, tenants_per_minute=240, alpaca_bytes_sent=540
-    )
-    lines = cost.single_loop_lines(loop, ASSUMPTIONS, PRICES)
-    per_instance_second = 0.000024 + 0.5 * 0.0000025
-    compute = line(lines, "Cloud Run: loop CPU + memory")
-    assert compute.usd_per_sync == pytest.approx(60 * per_instance_second / 240)
-    assert line(lines, "Firestore reads").usd_per_sync == pytest.approx(2 * 0.06e-5)
-    assert line(lines, "Firestore writes").usd_per_sync == pytest.approx(0.18e-5)
-    assert line(lines, "Cloud Scheduler").usd_per_month == pytest.approx(0.10 / 240)
-    listing = replace(loop, enumeration_reads_per_user=1)
-    reads = line(cost.single_loop_lines(listing, ASSUMPTIONS, PRICES), "Firestore reads")
-    assert reads.usd_per_sync == pytest.approx(3 * 0.06e-5)
+def test_month_overheads_are_the_closed_ticks_and_the_pulses_outside_the_session() -> None:
+    item = cost.Line("x", "", usd_per_sync=1e-6, usd_per_closed_tick=1e-8, usd_per_ask=1e-5)
+    closed, outside = cost.month_overheads([item])
+    assert closed == pytest.approx(34_980 * 1e-8)
+    # 30 more pulses and 30 more asks than the market minutes.
+    assert outside == pytest.approx(30 * 1e-6 + 30 * 1e-5)
 
 
-def test_savings_are_the_difference_the_changed_inputs_make() -> None:
-    by_name = {s.name: s for s in cost.savings(WORKLOAD, ASSUMPTIONS, PRICES)}
-    outcome = by_name["no status/sync write on success"].usd_by_schedule
-    assert outcome["market hours"] == pytest.approx(8_190 * 0.18e-5)
-    assert outcome["around the clock"] == pytest.approx(43_200 * 0.18e-5)
-    deletes = by_name["delete last_sync_error only after an error"].usd_by_schedule
-    assert deletes["market hours"] == pytest.approx(8_190 * 0.02e-5)
-    roster = by_name["roster instead of the eligibility scan"].usd_by_schedule
-    # 2 reads per tenant become 1 per 10,000 tenants; the count (10 reads a tick) goes.
-    saved_reads = 2 - 1 / 10_000 + 10 / 10_000
-    assert roster["market hours"] == pytest.approx(8_190 * saved_reads * 0.06e-5)
+def test_built_changes_saved_what_their_old_figures_cost_more() -> None:
+    built = cost.built_savings(WORKLOAD, ASSUMPTIONS, PRICES)
+    market, month, always = (s.name for s in cost.SCHEDULES)
+    # Worker writes: 2 writes and 1 delete per sync before, 1 and 0 now.
+    assert built["Worker writes"][market] == pytest.approx(8_190 * (WRITE + DELETE))
+    assert built["Worker writes"][always] == pytest.approx(43_200 * (WRITE + DELETE))
+    # Roster: 2 scan reads a tenant, a count (10 reads) and 12 other tick reads (45 now,
+    # with the roster), the publisher at 1.13 ms a tenant (0.3 now); no triggers to keep it.
+    per_pulse = (2 + (12 + 10 - 45) / N) * READ + (1.13 - 0.3) / 1000 * INSTANCE_SECOND
+    assert built["Roster"][market] == pytest.approx(8_190 * per_pulse - 4 * UPKEEP_RUN)
+    # Market hours: the month was a pulse every minute; in the market minutes themselves
+    # the clock costs its read per pulse and the refreshes.
     lines = cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
-    schedule = by_name["market-hours schedule following /v2/clock"].usd_by_schedule
-    assert schedule["around the clock"] == pytest.approx(
-        cost.total(lines, 43_200) - cost.total(lines, 8_190)
+    assert built["Market hours"][month] == pytest.approx(
+        cost.total(lines, cost.ALWAYS) - cost.total(lines, cost.MONTH)
     )
-    assert not by_name["kill-switch from the roster (no re-check read)"].in_cumulative
+    clock_cost = 8_190 * READ / N + 21 * (WRITE / N + 300 / N / GIB * 0.12)
+    assert built["Market hours"][market] == pytest.approx(-clock_cost)
+    assert built["Market hours"][always] == 0
+
+
+def test_reverting_every_built_change_gives_the_old_design() -> None:
+    w, a, s = cost.before_everything(WORKLOAD, ASSUMPTIONS, cost.MONTH)
+    assert s == cost.ALWAYS
+    assert (w.worker_writes, w.worker_deletes, w.scan_reads_per_tenant) == (2, 1, 2)
+    assert (w.tick_reads, w.publisher_wall_ms_per_tenant, w.counts_users) == (12, 1.13, True)
+    assert a.roster_writes_per_tenant_month == 0
+    _, _, market = cost.before_everything(WORKLOAD, ASSUMPTIONS, cost.MARKET_HOURS)
+    assert (market.pulses, market.clock_asks, market.reads_clock) == (8_190, 0, False)
+
+
+def test_proposed_savings_are_the_difference_the_changed_inputs_make() -> None:
+    by_name = {s.name: s for s in cost.savings(WORKLOAD, ASSUMPTIONS, PRICES)}
+    market = cost.MARKET_HOURS.name
+    # One rollup place: 6 rollups a pulse instead of 42, each 14 reads and 2 writes.
+    rollups = by_name["one rollup place per pulse"].usd_by_schedule[market]
+    assert rollups == pytest.approx(8_190 * 36 * (14 * READ + 2 * WRITE) / N)
+    killswitch = by_name["kill-switch from the roster (no re-check read)"]
+    assert killswitch.usd_by_schedule[market] == pytest.approx(8_190 * READ)
+    assert not killswitch.in_cumulative
+    assert not by_name["10 tenants per user-sync message"].in_cumulative
+    logs = by_name["quiet logs"].usd_by_schedule[cost.ALWAYS.name]
+    # No app line, envelope or request log: only the tick's own 250 bytes remain.
+    quiet_per_sync = (1800 + 1750 / N - 250 / N) / GIB * 0.50
+    assert logs == pytest.approx(43_200 * quiet_per_sync + 4 * 1500 / GIB * 0.50)
 
 
 def test_cumulative_changes_leave_optional_ones_out() -> None:
     w, a = cost.with_changes(WORKLOAD, ASSUMPTIONS)
-    assert (w.worker_writes, w.worker_deletes, w.counts_users) == (1, 0, False)
-    assert a.rollups_by_one_instance and a.request_log_bytes == 0
+    assert a.rollups_by_one_instance and a.request_log_bytes == 0 and w.app_log_bytes == 0
     assert (w.worker_reads_warm, a.tenants_per_message) == (2, 1)
     w, a = cost.with_changes(WORKLOAD, ASSUMPTIONS, optional=True)
     assert (w.worker_reads_warm, w.worker_reads_cold, a.tenants_per_message) == (1, 2, 10)
@@ -182,26 +296,176 @@ def test_verdict_against_the_goal() -> None:
     assert cost.verdict(0.02) == "FAIL"
 
 
+def test_small_amounts_are_not_printed_as_zero() -> None:
+    assert cost.usd(0.0123456) == "$0.01235"
+    assert cost.usd(-0.0000012) == "$-1.2e-06"
+    assert cost.usd(0.0) == "$0.00000"
+
+
+def test_single_loop_shares_a_busy_minute_among_its_users() -> None:
+    loop = cost.LoopWorkload(
+        reads_per_user=2, writes_per_user=1, tenants_per_minute=240, alpaca_bytes_sent=540
+    )
+    lines = cost.single_loop_lines(loop, ASSUMPTIONS, PRICES)
+    compute = line(lines, "Cloud Run: loop CPU + memory")
+    assert compute.usd_per_sync == pytest.approx(60 * INSTANCE_SECOND / 240)
+    assert line(lines, "Firestore reads").usd_per_sync == pytest.approx(2 * READ)
+    assert line(lines, "Firestore writes").usd_per_sync == pytest.approx(WRITE)
+    assert line(lines, "Cloud Scheduler").usd_per_month == pytest.approx(0.10 / 240)
+    listing = replace(loop, enumeration_reads_per_user=1)
+    reads = line(cost.single_loop_lines(listing, ASSUMPTIONS, PRICES), "Firestore reads")
+    assert reads.usd_per_sync == pytest.approx(3 * READ)
+
+
 def test_free_tier_is_capped_by_usage() -> None:
     tiny = replace(ASSUMPTIONS, tenants=1)
     everything = cost.free_tier_value(WORKLOAD, tiny, PRICES, cost.MARKET_HOURS)
-    # One tenant's whole month fits in every free tier: the value is its cost, minus the
-    # items the free tiers do not cover (storage, egress, the publisher, pulse overheads).
-    lines = cost.pipeline_lines(WORKLOAD, tiny, PRICES)
+    # One tenant's whole month fits in every free tier: the value is what they cover of it.
     covered = (
-        line(lines, "Firestore reads: worker").usd_per_sync
-        + line(lines, "Firestore reads: fan-out scan").usd_per_sync
-        + WORKLOAD.worker_writes * PRICES.firestore_write
-        + line(lines, "Firestore deletes").usd_per_sync
-        + line(lines, "Cloud Run: sync_user CPU + memory").usd_per_sync
-        + PRICES.run_request
-        + cost.pubsub_bytes_per_sync(WORKLOAD, PRICES) / 2**40 * 40
-        + line(lines, "Cloud Logging").usd_per_sync
-    ) * cost.MARKET_HOURS + 0.10
+        2.1 * READ + WRITE + 0.020 * INSTANCE_SECOND + 0.40e-6 + 1216 / TIB * 40 + 1800 / GIB * 0.50
+    ) * 8_190 + 0.10
     assert everything == pytest.approx(covered)
-    # 10,000 tenants exceed every free tier: each gives its whole value, shared by them all.
+    # 10,000 tenants exceed every free tier but deletes (none): each gives its whole value.
     many = cost.free_tier_value(WORKLOAD, ASSUMPTIONS, PRICES, cost.MARKET_HOURS)
-    firestore = 1_500_000 * 0.06e-5 + 600_000 * 0.18e-5 + 600_000 * 0.02e-5
+    firestore = 1_500_000 * READ + 600_000 * WRITE
     cloud_run = 180_000 * 0.000024 + 360_000 * 0.0000025 + 2_000_000 * 0.40e-6
     pubsub, logging, scheduler = 10 / 1024 * 40, 50 * 0.50, 0.10
-    assert many == pytest.approx((firestore + cloud_run + pubsub + logging + scheduler) / 10_000)
+    assert many == pytest.approx((firestore + cloud_run + pubsub + logging + scheduler) / N)
+
+
+# --- from measured figures to the model's inputs ---------------------------------------------
+
+
+def _pass(reads: float, writes: float, deletes: float, **extra: float) -> dict[str, float]:
+    figures = {
+        "reads": reads,
+        "writes": writes,
+        "deletes": deletes,
+        "wall_ms": 250.0,
+        "alpaca_bytes_sent": 530.0,
+        "log_bytes": 322.0,
+    }
+    return {**figures, **extra}
+
+
+FIGURES: dict[str, Any] = {
+    "sample": 100,
+    "roster": {
+        "rebuild_per_tenant": {"reads": 2.7, "writes": 0.3, "deletes": 0},
+        "refresh": {"reads": 2.0, "writes": 1.0, "deletes": 0.0, "log_bytes": 210.0},
+    },
+    "fan_out": {
+        "clock_reads": 1,
+        "counts_users": False,
+        "tick_reads": 45,
+        "tick_writes": 6,
+        "tick_log_bytes": 242,
+        "tick_log_lines": 1,
+        "closed_tick_reads": 1,
+        "closed_tick_log_bytes": 307,
+        "closed_tick_log_lines": 1,
+        "message_bytes": 180.0,
+    },
+    "worker": {
+        "cold": _pass(3, 1, 0),
+        "warm": _pass(2, 1, 0, wall_ms=260.0),
+        "failing": _pass(2, 2, 0, alpaca_bytes_sent=264.0, log_bytes=415.0),
+        "recovery": _pass(2, 2, 1),
+        "asking": _pass(2, 2, 0, alpaca_bytes_sent=790.0, clock_refreshed=1.0),
+    },
+    "rollup": {"reads": 5, "writes": 2, "deletes": 0},
+    "single_loop": {"reads": 2.0, "writes": 1.0, "deletes": 0.0, "syncs_per_s": 4.0},
+}
+FIGURES["single_loop"]["alpaca_bytes_sent"] = 530.0
+
+
+def test_inputs_from_measured_figures() -> None:
+    w, loop = cost_measure.inputs_from(FIGURES, cpu_ms=13.9, publisher_ms=0.29)
+    assert (w.worker_reads_cold, w.worker_reads_warm, w.worker_writes, w.worker_deletes) == (
+        3,
+        2,
+        1,
+        0,
+    )
+    assert not w.counts_users
+    assert (w.tick_reads, w.tick_writes, w.clock_reads_per_tick, w.closed_tick_reads) == (
+        45,
+        6,
+        1,
+        1,
+    )
+    # A rollup's 5 reads are 2 documents and 3 count queries.
+    assert (w.rollup_reads_fixed, w.rollup_aggregations, w.rollup_writes) == (2, 3, 2)
+    # The asking message's extra over a warm sync: one write, one /v2/clock request.
+    assert (w.clock_ask_writes, w.clock_ask_alpaca_bytes) == (1, 260)
+    assert (w.failing_writes, w.failing_alpaca_bytes, w.failing_log_bytes) == (2, 264, 415)
+    assert (w.recovery_writes, w.recovery_deletes) == (2, 1)
+    assert (w.roster_refresh_reads, w.roster_refresh_writes) == (2, 1)
+    assert (w.rebuild_reads_per_tenant, w.rebuild_writes_per_tenant) == (2.7, 0.3)
+    assert (w.wall_ms, w.cpu_ms, w.publisher_wall_ms_per_tenant) == (260, 13.9, 0.29)
+    assert (loop.tenants_per_minute, loop.reads_per_user, loop.writes_per_user) == (240, 2, 1)
+
+
+class _FakeFuture:
+    def result(self, timeout: float | None = None) -> str:
+        return "id"
+
+
+class _FakeApi:
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def publish(self, request: Any = None, timeout: float | None = None) -> str:
+        self.requests.append(request)
+        return "response"
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.api = _FakeApi()
+        self.published: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def publish(self, topic: str, data: bytes, **attributes: str) -> _FakeFuture:
+        self.published.append((topic, data, attributes))
+        return _FakeFuture()
+
+    def topic_path(self, project: str, topic: str) -> str:
+        return f"projects/{project}/topics/{topic}"
+
+
+class _Message:
+    def __init__(self, data: bytes, attributes: dict[str, str]) -> None:
+        self.data, self.attributes = data, attributes
+
+
+class _Request:
+    def __init__(self, *messages: _Message) -> None:
+        self.messages = list(messages)
+
+
+def test_the_recording_publisher_measures_both_publish_paths_and_forwards_them() -> None:
+    real = _FakeClient()
+    recorder = cost_measure.RecordingPublisher(real)
+    request = _Request(_Message(b"x" * 100, {"uid": "u" * 12}), _Message(b"{}", {}))
+    assert recorder.api.publish(request=request, timeout=60.0) == "response"
+    recorder.publish("topic", b"y" * 50, uid="abc").result()
+    # 100 + 3 + 12; 2; 50 + 3 + 3.
+    assert recorder.sizes == [115, 2, 56]
+    assert real.api.requests == [request] and real.published == [
+        ("topic", b"y" * 50, {"uid": "abc"})
+    ]
+    assert recorder.topic_path("p", "t") == "projects/p/topics/t"
+
+
+def test_calls_through_a_module_are_counted_and_the_function_restored() -> None:
+    import types
+
+    def count_users(db: object) -> int:
+        return 7
+
+    module = types.SimpleNamespace(count_users=count_users)
+    with cost_measure.calls_to(module, "count_users") as calls:
+        assert module.count_users("db") == 7
+        assert module.count_users("db") == 7
+    assert calls == [2]
+    assert module.count_users is count_users
