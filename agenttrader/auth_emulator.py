@@ -41,6 +41,9 @@ _ADMIN_HEADERS = {"Authorization": "Bearer owner"}
 """What the emulator takes as an administrator (firebase-admin sends the same)."""
 
 
+PORT_ATTEMPTS = 3
+
+
 class AuthEmulatorUnavailable(EmulatorUnavailable):
     """firebase-tools is not installed, or the emulator did not start."""
 
@@ -63,6 +66,8 @@ class AuthEmulator(ManagedProcess):
 
     project: str
     workdir: Path
+    port_fixed: bool = False
+    """The caller chose ``port``: a restart keeps it (else every port is picked again)."""
 
     ready_timeout: ClassVar[float] = READY_TIMEOUT_SECONDS
     unavailable: ClassVar[type[RuntimeError]] = AuthEmulatorUnavailable
@@ -73,6 +78,23 @@ class AuthEmulator(ManagedProcess):
 
     def client(self) -> AuthEmulatorClient:
         return AuthEmulatorClient(self.host_port, self.project)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until it answers. firebase-tools refuses to start when one of its ports was
+        taken between our pick and its bind (an outgoing connection may get any free port):
+        then it is started again on fresh ports (the caller's own port kept)."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                super().wait_ready(timeout)
+                return
+            except AuthEmulatorUnavailable as err:
+                if "port taken" not in str(err) or attempt == PORT_ATTEMPTS:
+                    raise
+            self.stop()
+            again = spawn(self.project, self.port if self.port_fixed else None)
+            self.port, self.process = again.port, again.process
+            self.workdir, self.log_path = again.workdir, again.log_path
+            self._stopped = False
 
     def stop(self) -> None:
         """SIGTERM the process group (firebase-tools shuts down cleanly), SIGKILL if it lingers;
@@ -97,6 +119,7 @@ def config(port: int, hub_port: int, logging_port: int) -> dict[str, Any]:
 def spawn(project: str, port: int | None = None, root: Path = REPO_ROOT) -> AuthEmulator:
     """Start the emulator without waiting for it (see :meth:`AuthEmulator.wait_ready`)."""
     cli = firebase_cli(root)
+    port_fixed = port is not None
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="agenttrader-auth-"))
     config_path = workdir / "firebase.json"
@@ -126,6 +149,7 @@ def spawn(project: str, port: int | None = None, root: Path = REPO_ROOT) -> Auth
     return AuthEmulator(
         project=project,
         port=port,
+        port_fixed=port_fixed,
         process=process,
         workdir=workdir,
         log_path=workdir / "emulator.log",

@@ -156,7 +156,8 @@ def spawn_auth_emulator(run: Run) -> None:
     from agenttrader import auth_emulator
 
     quiet_grpc()
-    emulator = auth_emulator.spawn(run.project)
+    # The port is fixed now, so the address shown stays right if it must be started again.
+    emulator = auth_emulator.spawn(run.project, emulators.free_port())
     run.auth = emulator
     run.add(Component("Auth emulator", emulator.host_port, emulator.stop))
 

@@ -91,3 +91,30 @@ def test_stop_ends_the_process_group_and_cleans_up(tmp_path: Path) -> None:
     assert not workdir.exists()
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)
+
+
+def test_a_hub_port_taken_before_the_emulator_binds_it_is_picked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process can take a port between our pick and firebase-tools' bind."""
+    import socket
+
+    from agenttrader import auth_emulator, emulators
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks = iter([taken.getsockname()[1], taken.getsockname()[1]])  # auth port, then hub port
+
+    def pick() -> int:
+        return next(picks, None) or emulators.free_port()
+
+    monkeypatch.setattr(auth_emulator, "free_port", pick)
+    try:
+        with auth_emulator.running("demo-port-race") as emulator:  # its own port was taken
+            assert emulator.client().sign_up().uid
+        fixed = emulators.free_port()
+        with auth_emulator.running("demo-port-race", fixed) as emulator:  # the hub's was taken
+            assert emulator.port == fixed and emulator.client().sign_up().uid
+    finally:
+        taken.close()
