@@ -138,6 +138,16 @@ class Log:
         if self._logger.isEnabledFor(level):
             self._logger.log(level, message, extra={"labels": labels, "fields": fields})
 
+    def log(
+        self,
+        level: int,
+        message: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        **labels: Any,
+    ) -> None:
+        self._emit(level, message, labels, fields)
+
     def debug(self, message: str, *, fields: dict[str, Any] | None = None, **labels: Any) -> None:
         self._emit(logging.DEBUG, message, labels, fields)
 

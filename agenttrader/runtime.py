@@ -3,6 +3,7 @@ and long-lived collaborators, built on first use (never at import)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -16,8 +17,9 @@ _worker: tuple[Deps, SyncWorker] | None = None
 
 
 def deps() -> Deps:
-    logs.configure()
-    return get_deps()
+    current = get_deps()
+    logs.configure(level=logging.getLevelName(current.settings.log_level))
+    return current
 
 
 def sync_worker() -> SyncWorker:

@@ -13,6 +13,7 @@ What a result writes (one write for a healthy tenant's success) is :mod:`agenttr
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -148,7 +149,9 @@ class SyncWorker:
                 **labels,
             )
             raise
-        log.info(
+        # A success is the one line a minute per tenant: DEBUG (see ``Settings.log_level``).
+        log.log(
+            logging.DEBUG if result is Result.SYNCED else logging.INFO,
             f"sync {result.value}",
             fields={"duration_ms": round((time.monotonic() - started) * 1000, 1)},
             **labels,

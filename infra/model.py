@@ -125,7 +125,35 @@ class HasBinding:
         return f"present when the policy binds {self.role} to {self.member}"
 
 
-Probe = Exists | Fingerprinted | HasBinding
+@dataclass(frozen=True)
+class HasExclusion:
+    """The check prints a log sink as JSON; current when its exclusion ``name`` carries the
+    fingerprint ``value`` in its description, stale with another, missing without it."""
+
+    name: str
+    value: str
+
+    def state(self, result: Result) -> State:
+        if not result.ok:
+            return State.MISSING
+        sink: Any = _json(result.stdout)
+        exclusions = sink.get("exclusions") if isinstance(sink, dict) else None
+        for exclusion in exclusions if isinstance(exclusions, list) else []:
+            if isinstance(exclusion, dict) and exclusion.get("name") == self.name:
+                marker = f"{FINGERPRINT_KEY}={self.value}"
+                described = exclusion.get("description")
+                return (
+                    State.CURRENT
+                    if isinstance(described, str) and marker in described
+                    else State.STALE
+                )
+        return State.MISSING
+
+    def explain(self) -> str:
+        return f"up to date when exclusion {self.name} carries {FINGERPRINT_KEY} {self.value}"
+
+
+Probe = Exists | Fingerprinted | HasBinding | HasExclusion
 
 
 def _json(text: str) -> Any:

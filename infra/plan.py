@@ -26,6 +26,7 @@ from infra.model import (
     Expect,
     Fingerprinted,
     HasBinding,
+    HasExclusion,
     Plan,
     Step,
     Variable,
@@ -329,6 +330,7 @@ class _Planner:
         out += [self.binding(g) for g in grants if g.scope is iam.Scope.SERVICE]
         out += [self.subscription(s) for s in push_subs]
         out += [self.binding(g) for g in grants if g.scope is iam.Scope.SUBSCRIPTION]
+        out.append(self.request_log_exclusion())
         out.append(self.scheduler_job())
         return tuple(out)
 
@@ -546,6 +548,34 @@ class _Planner:
                 "firebase.json",
                 "--non-interactive",
             ),
+        )
+
+    def request_log_exclusion(self) -> Step:
+        """Cloud Run's request log of every successful push to ``sync_user`` (one a minute per
+        tenant, ~1 KB each: the largest logging cost) is not ingested; failed requests are."""
+        service = f"${{{service_var(resources.QUIET_REQUEST_LOGS)}}}"
+        log_filter = (
+            'resource.type="cloud_run_revision"'
+            f' AND resource.labels.service_name="{service}"'
+            ' AND log_id("run.googleapis.com/requests")'
+            " AND httpRequest.status<400"
+        )
+        fp = fingerprint(resources.REQUEST_LOG_EXCLUSION, [log_filter])
+        spec = (
+            f"name={resources.REQUEST_LOG_EXCLUSION},"
+            f"description=AgentTrader: successful push requests of"
+            f" {resources.QUIET_REQUEST_LOGS} ({FINGERPRINT_KEY}={fp}),"
+            f"filter={log_filter}"
+        )
+        base: Argv = ("gcloud", "logging", "sinks")
+        return Step(
+            kind="log-exclusion",
+            name=resources.REQUEST_LOG_EXCLUSION,
+            purpose=f"drops the request logs of {resources.QUIET_REQUEST_LOGS}'s successful pushes",
+            check=(*base, "describe", "_Default", self.p, "--format=json"),
+            create=(*base, "update", "_Default", f"--add-exclusion={spec}", self.p),
+            update=(*base, "update", "_Default", f"--update-exclusion={spec}", self.p),
+            probe=HasExclusion(resources.REQUEST_LOG_EXCLUSION, fp),
         )
 
     def scheduler_job(self) -> Step:

@@ -161,6 +161,10 @@ BUILD_ROLES: tuple[str, ...] = (
 """What Google documents for a custom Cloud Run functions build service account."""
 
 SCHEDULER_JOB = "sync-tick-every-minute"
+REQUEST_LOG_EXCLUSION = "agenttrader-sync-user-ok-requests"
+"""Exclusion on the ``_Default`` log sink: Cloud Run request logs of successful pushes."""
+QUIET_REQUEST_LOGS = "sync_user"
+"""The function whose successful request logs are not ingested (one per tenant a minute)."""
 DEFAULT_SCHEDULE = "* * * * *"
 SCHEDULER_TIME_ZONE = "Etc/UTC"
 TICK_BODY = "{}"

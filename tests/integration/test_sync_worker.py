@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,17 +98,26 @@ def test_sync_writes_snapshot_and_clears_error(
 
 
 def test_duplicate_message_does_no_harm(
-    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+    deps: Deps,
+    db: firestore.Client,
+    simulator: AlpacaSimulator,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     tenant = sim_tenant(simulator, db, "u-dup", Scenario(kind="normal"))
     request = SyncRequest.now("u-dup", Reason.SCHEDULE, pulse_id="p1")
     worker = SyncWorker(deps)
+    caplog.set_level(logging.DEBUG, logger="agenttrader.sync")
     assert worker.handle(delivery(request)) is Result.SYNCED
+    # A success is the line a minute per tenant: DEBUG; anything unusual stays INFO or above.
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name == "agenttrader.sync"}
+    assert levels == {"sync synced": logging.DEBUG}
     first = db.document(paths.snapshot_doc("u-dup")).get()
     assert worker.handle(delivery(request)) is Result.DUPLICATE
     second = db.document(paths.snapshot_doc("u-dup")).get()
     assert second.update_time == first.update_time
     assert simulator.requests_for(tenant.key_id) == 2  # the duplicate never called Alpaca
+    last = [r for r in caplog.records if r.name == "agenttrader.sync"][-1]
+    assert (last.getMessage(), last.levelno) == ("sync duplicate", logging.INFO)
 
 
 def test_older_message_never_overwrites_newer_snapshot(

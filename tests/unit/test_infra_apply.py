@@ -15,7 +15,7 @@ import pytest
 from agenttrader import topology
 from infra import indexes, resources
 from infra.apply import apply, local_problems
-from infra.model import Plan, Result
+from infra.model import FINGERPRINT_KEY, Plan, Result
 from infra.plan import FIREBASE, DeployConfig, build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +54,7 @@ class FakeCloud:
         self.calls: list[tuple[str, ...]] = []
         self.resources: dict[tuple[str, str], dict[str, object]] = {}
         self.policies: dict[tuple[str, str], dict[str, set[str]]] = {}
+        self.sinks: dict[str, list[dict[str, str]]] = {}
         self.fail: dict[str, int] = {}
         """Substring of a command -> how many more times it fails."""
 
@@ -113,6 +114,8 @@ class FakeCloud:
         if group == ("iam", "service-accounts"):
             name = name.split("@")[0]
         key = (" ".join(group), name)
+        if group == ("logging", "sinks"):
+            return self._sink(name, verb, opts)
         if verb in ("get-iam-policy", "add-iam-policy-binding"):
             return self._iam(key, verb, opts)
         exists = key in self.resources
@@ -142,6 +145,23 @@ class FakeCloud:
         if group == ("functions",):
             service = name.replace("_", "-")
             self.resources[("run services", service)] = {"function": name}
+        return Result(0)
+
+    def _sink(self, name: str, verb: str, opts: dict[str, list[str]]) -> Result:
+        """The project's ``_Default`` log sink always exists; exclusions come and go."""
+        assert name == "_Default"
+        exclusions: list[dict[str, str]] = self.sinks.setdefault(name, [])
+        if verb == "describe":
+            return Result(0, json.dumps({"name": name, "exclusions": exclusions}))
+        for flag in ("add-exclusion", "update-exclusion"):
+            for spec in opts.get(flag, []):
+                fields = dict(part.split("=", 1) for part in spec.split(","))
+                same = [e for e in exclusions if e["name"] == fields["name"]]
+                if flag == "add-exclusion" and same:
+                    return Result(1, "", "ALREADY_EXISTS")
+                if flag == "update-exclusion" and not same:
+                    return Result(1, "", "NOT_FOUND")
+                exclusions[:] = [e for e in exclusions if e["name"] != fields["name"]] + [fields]
         return Result(0)
 
     def _iam(self, key: tuple[str, str], verb: str, opts: dict[str, list[str]]) -> Result:
@@ -367,3 +387,20 @@ def test_an_unresolvable_value_stops_with_a_clear_message(root: Path) -> None:
     code, out = run(make_plan(), cloud, root)
     assert code == 1
     assert "could not resolve ${PUBLISH_USER_SYNCS_URL}" in out
+
+
+def test_the_request_log_exclusion_is_added_once_and_updated_when_it_drifts(root: Path) -> None:
+    cloud = FakeCloud()
+    assert run(make_plan(), cloud, root)[0] == 0
+    (exclusion,) = cloud.sinks["_Default"]
+    assert exclusion["name"] == resources.REQUEST_LOG_EXCLUSION
+    assert "sync-user" in exclusion["filter"]  # the service name, resolved at apply time
+    exclusion["description"] = "edited by hand"
+    calls = len(cloud.mutations)
+    assert run(make_plan(), cloud, root)[0] == 0
+    changed = cloud.mutations[calls:]
+    assert [c for c in changed if "logging" in c] == [
+        c for c in changed if any(a.startswith("--update-exclusion=") for a in c)
+    ]
+    assert len(cloud.sinks["_Default"]) == 1
+    assert FINGERPRINT_KEY in cloud.sinks["_Default"][0]["description"]

@@ -519,6 +519,8 @@ def test_every_settings_field_maps_to_the_variable_settings_reads() -> None:
             expected: object = ("https://alpaca.example.com",)
         elif f.name == "sync_schedule":
             value, expected = "market-hours", SyncSchedule.MARKET_HOURS
+        elif f.name == "log_level":
+            value, expected = "debug", "DEBUG"
         else:
             kind = type(getattr(Settings(project="p"), f.name) or "")
             expected = samples.get(kind, "x-sample")
@@ -704,3 +706,19 @@ def test_apis_command_lists_every_required_api(capsys: pytest.CaptureFixture[str
 def test_deploy_doc_carries_the_current_least_privilege_table() -> None:
     doc = (ROOT / "docs" / "DEPLOY.md").read_text()
     assert iam.markdown_table() in doc, "regenerate with: python -m infra roles"
+
+
+def test_request_logs_of_successful_syncs_are_not_ingested_failed_ones_are() -> None:
+    step = next(s for s in make_plan().steps if s.kind == "log-exclusion")
+    assert step.check is not None and step.update is not None
+    assert step.check[:5] == ("gcloud", "logging", "sinks", "describe", "_Default")
+    (spec,) = [a for a in step.create if a.startswith("--add-exclusion=")]
+    (updated,) = [a for a in step.update if a.startswith("--update-exclusion=")]
+    assert spec.partition("=")[2] == updated.partition("=")[2]
+    fields = dict(part.split("=", 1) for part in spec.partition("=")[2].split(","))
+    assert fields["name"] == resources.REQUEST_LOG_EXCLUSION
+    log_filter = fields["filter"]
+    assert 'resource.labels.service_name="${SYNC_USER_SERVICE}"' in log_filter
+    assert 'log_id("run.googleapis.com/requests")' in log_filter
+    assert "httpRequest.status<400" in log_filter  # failed pushes (HTTP 500) stay visible
+    assert f"{FINGERPRINT_KEY}=" in fields["description"]

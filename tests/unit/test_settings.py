@@ -62,6 +62,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
     "signal_daily_quota": ("SIGNAL_DAILY_QUOTA", "7", 7),
     "pulse_rollup_delay_seconds": ("PULSE_ROLLUP_DELAY_SECONDS", "0.25", 0.25),
     "sync_schedule": ("SYNC_SCHEDULE", "market-hours", SyncSchedule.MARKET_HOURS),
+    "log_level": ("LOG_LEVEL", "debug", "DEBUG"),
 }
 
 
@@ -214,3 +215,16 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.project = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"), [("", "INFO"), ("debug", "DEBUG"), (" WARNING ", "WARNING")]
+)
+def test_log_level_values(raw: str, level: str) -> None:
+    assert Settings.from_env({"LOG_LEVEL": raw}).log_level == level
+
+
+@pytest.mark.parametrize("raw", ["verbose", "10", "TRACE"])
+def test_unknown_log_level_fails_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"):
+        Settings.from_env({"LOG_LEVEL": raw})
