@@ -206,8 +206,9 @@ def test_pipeline_lines_by_hand() -> None:
     assert publisher.usd_per_sync == pytest.approx(0.0003 * INSTANCE_SECOND)
     assert publisher.usd_per_closed_tick == pytest.approx(0.1 * INSTANCE_SECOND / N)
     logging = line(lines, "Cloud Logging")
-    # The sync's line + envelope + request log; the tick's line + envelope + request log / N.
-    assert logging.usd_per_sync == pytest.approx((1800 + 1750 / N) / GIB * 0.50)
+    # The sync's line + envelope (its request log is excluded); the tick's line + envelope +
+    # request log / N.
+    assert logging.usd_per_sync == pytest.approx((800 + 1750 / N) / GIB * 0.50)
     assert logging.usd_per_closed_tick == pytest.approx(1800 / N / GIB * 0.50)
     egress = line(lines, "Egress to Alpaca")
     assert egress.usd_per_sync == pytest.approx(600 / GIB * 0.12)
@@ -255,6 +256,15 @@ def test_built_changes_saved_what_their_old_figures_cost_more() -> None:
     clock_cost = 8_190 * READ / N + 21 * (WRITE / N + 300 / N / GIB * 0.12)
     assert built["Market hours"][market] == pytest.approx(-clock_cost)
     assert built["Market hours"][always] == 0
+    # Quiet logs: a 322-byte line, its envelope and the push's request log per sync before;
+    # the 300-byte line (this workload's) and its envelope now.
+    assert built["Quiet logs"][market] == pytest.approx(8_190 * 1022 / GIB * 0.50)
+
+
+def test_a_success_without_a_line_pays_no_envelope() -> None:
+    quiet = replace(WORKLOAD, app_log_bytes=0)
+    lines = cost.pipeline_lines(quiet, ASSUMPTIONS, PRICES)
+    assert line(lines, "Cloud Logging").usd_per_sync == pytest.approx(1750 / N / GIB * 0.50)
 
 
 def test_reverting_every_built_change_gives_the_old_design() -> None:
@@ -263,6 +273,7 @@ def test_reverting_every_built_change_gives_the_old_design() -> None:
     assert (w.worker_writes, w.worker_deletes, w.scan_reads_per_tenant) == (2, 1, 2)
     assert (w.tick_reads, w.publisher_wall_ms_per_tenant, w.counts_users) == (12, 1.13, True)
     assert a.roster_writes_per_tenant_month == 0
+    assert (w.app_log_bytes, a.sync_request_logs_excluded) == (322, False)
     _, _, market = cost.before_everything(WORKLOAD, ASSUMPTIONS, cost.MARKET_HOURS)
     assert (market.pulses, market.clock_asks, market.reads_clock) == (8_190, 0, False)
 
@@ -277,15 +288,11 @@ def test_proposed_savings_are_the_difference_the_changed_inputs_make() -> None:
     assert killswitch.usd_by_schedule[market] == pytest.approx(8_190 * READ)
     assert not killswitch.in_cumulative
     assert not by_name["10 tenants per user-sync message"].in_cumulative
-    logs = by_name["quiet logs"].usd_by_schedule[cost.ALWAYS.name]
-    # No app line, envelope or request log: only the tick's own 250 bytes remain.
-    quiet_per_sync = (1800 + 1750 / N - 250 / N) / GIB * 0.50
-    assert logs == pytest.approx(43_200 * quiet_per_sync + 4 * 1500 / GIB * 0.50)
 
 
 def test_cumulative_changes_leave_optional_ones_out() -> None:
     w, a = cost.with_changes(WORKLOAD, ASSUMPTIONS)
-    assert a.rollups_by_one_instance and a.request_log_bytes == 0 and w.app_log_bytes == 0
+    assert a.rollups_by_one_instance
     assert (w.worker_reads_warm, a.tenants_per_message) == (2, 1)
     w, a = cost.with_changes(WORKLOAD, ASSUMPTIONS, optional=True)
     assert (w.worker_reads_warm, w.worker_reads_cold, a.tenants_per_message) == (1, 2, 10)
