@@ -864,13 +864,13 @@ def report(w: Workload, a: Assumptions, loop: LoopWorkload, prices: Sequence[Pri
 
 # --- inputs from other benchmarks ------------------------------------------------------
 
-PIPELINE_CPU_MS = 13.9
-"""``sync_user`` CPU per sync, from ``benchmarks.pipeline`` at N=1,000 (this machine, before
-the worker wrote one document per sync; not re-run since)."""
-PUBLISHER_WALL_MS_PER_TENANT = 0.29
-"""A whole open tick's ``fan_out`` per tenant (roster, count, raw batched publishing, pulse
-documents): ``benchmarks.publisher_scale`` at 3,000 tenants on this machine, 2026-11-27; to be
-replaced by the figure of the 100,000-tenant run."""
+PIPELINE_CPU_MS = 11.9
+"""``sync_user`` CPU per sync, ``benchmarks.pipeline`` on this machine, 2026-11-27, after the
+one-write worker: 11.25 ms (N=1,000), 14.05 (5,000), 10.93 (10,000); 11.9 ms over all 16,000
+syncs of that run."""
+PUBLISHER_WALL_MS_PER_TENANT = 0.058
+"""A whole open tick's ``fan_out`` per tenant (roster, bulk publishing, pulse documents):
+``benchmarks.publisher_scale`` at 100,000 tenants on this machine, 2026-11-27: 5.83 s."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -217,7 +217,7 @@ def report(figures: dict[str, Any]) -> None:
     print(f"\nfan-out of one tick over {n:,} eligible tenants (published {figures['published']:,})")
     print(f"  {'phase':<44}{'wall s':>8}{'CPU s (this process)':>22}")
     for label, phase in (
-        (f"read the roster ({paths.ROSTER_SHARDS} shards + count)", phases.get("roster", Phase())),
+        (f"read the roster ({paths.ROSTER_SHARDS} shards + marker)", phases.get("roster", Phase())),
         ("publish (bulk_publish, raw, 1,000/request)", phases.get("publish", Phase())),
         ("pulse docs, rollups", other),
         ("total fan_out", total),
