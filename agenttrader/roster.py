@@ -21,6 +21,12 @@ is missing — a new deployment, data written before the roster existed — the 
 rebuilds the roster from a scan of the documents
 (:func:`rebuild`, also ``agenttrader roster rebuild``), with the scan's start as read time so
 that every trigger that runs meanwhile still wins.
+
+Limits: a shard document takes ~60 bytes per user, so 32 shards serve ~400,000 users before
+one nears Firestore's 1 MiB; and Firestore sustains about one write a second per document, so
+the roster absorbs ~32 eligibility changes a second (key writes, toggles, onboardings) — a
+burst beyond that makes triggers fail with contention and Eventarc retry them (with backoff,
+for up to a day); nothing is lost, the entries just arrive later.
 """
 
 from __future__ import annotations
