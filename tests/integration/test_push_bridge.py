@@ -1,6 +1,7 @@
-"""The push bridge on the real Pub/Sub emulator: exactly one delivery per message however slow
-the endpoint, never more requests than its concurrency, redelivery with a growing
-``deliveryAttempt`` until Pub/Sub dead-letters, and a delivery in flight finishing on stop."""
+"""The push bridge on the real Pub/Sub emulator (pulls of several messages, batched answers):
+exactly one delivery per message however slow the endpoint, never more requests than its
+concurrency, redelivery with a growing ``deliveryAttempt`` until Pub/Sub dead-letters, and
+deliveries in flight finishing on stop, the rest left to the next bridge."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ class Endpoint:
             return Counter(b["message"]["messageId"] for b in self.bodies)
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128
+    """Every delivery thread may connect at once (the default backlog of 5 resets some)."""
+
+
 @pytest.fixture
 def endpoint() -> Iterator[tuple[Endpoint, str]]:
     state = Endpoint()
@@ -75,7 +81,7 @@ def endpoint() -> Iterator[tuple[Endpoint, str]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     with BackgroundServer(server, "push-endpoint") as background:
         yield state, f"http://127.0.0.1:{background.port}/"
@@ -231,3 +237,77 @@ def test_the_bridge_leases_only_what_it_delivers(
     assert len(taken) == 18
     assert sorted([*taken, *state.ids()]) == sorted(ids)
     assert bridge.stats.delivered == 2
+
+
+def test_many_messages_at_higher_concurrency_arrive_exactly_once_over_the_ack_deadline(
+    project: str,
+    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    endpoint: tuple[Endpoint, str],
+) -> None:
+    """Pulls of several messages and batched answers: still one delivery per message when the
+    whole run lasts longer than the ack deadline, and every ack reaches the emulator."""
+    publisher, subscriber = clients
+    state, url = endpoint
+    state.delay = 0.3
+    topic = publisher.topic_path(project, "batch-topic")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(
+        name=subscriber.subscription_path(project, "batch-sub"),
+        topic=topic,
+        ack_deadline_seconds=10,
+    )
+    # 300 deliveries of 0.3 s, 8 at a time: about 11 s, longer than the ack deadline.
+    ids = _publish(publisher, topic, *(f"m{i}".encode() for i in range(300)))
+
+    bridge = PushBridge(project, "batch-sub", url, concurrency=8).start()
+    try:
+        wait_for(lambda: bridge.stats.acked >= len(ids), timeout=180)
+    finally:
+        bridge.stop()
+
+    assert state.ids() == Counter(ids)  # each exactly once
+    assert state.max_running <= 8
+    stats = bridge.stats
+    assert (stats.delivered, stats.acked, stats.nacked, stats.duplicates) == (300, 300, 0, 0)
+    assert stats.pull_errors == 0
+    left = subscriber.pull(
+        request={"subscription": bridge.subscription_path, "max_messages": 10}, timeout=3
+    )
+    assert list(left.received_messages) == []
+
+
+def test_a_stopped_bridge_leaves_the_rest_to_the_next_one_without_duplicates(
+    project: str,
+    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    endpoint: tuple[Endpoint, str],
+) -> None:
+    """Stopping drains the deliveries in flight and acks them; whatever else it pulled is
+    nacked, so the next bridge delivers the rest, each message once over both."""
+    publisher, subscriber = clients
+    state, url = endpoint
+    topic = publisher.topic_path(project, "handover-topic")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(
+        name=subscriber.subscription_path(project, "handover-sub"),
+        topic=topic,
+        ack_deadline_seconds=60,
+    )
+    ids = _publish(publisher, topic, *([b"hold"] * 10))
+
+    first = PushBridge(project, "handover-sub", url, concurrency=4).start()
+    wait_for(lambda: first.in_flight == 4, timeout=30)
+    stopping = threading.Thread(target=first.stop)
+    stopping.start()
+    wait_for(first._stopping.is_set, timeout=10)
+    state.release.set()  # the 4 deliveries finish while the bridge stops
+    stopping.join(timeout=30)
+    assert not stopping.is_alive()
+    assert (first.stats.delivered, first.stats.acked, first.stats.nacked) == (4, 4, 0)
+
+    second = PushBridge(project, "handover-sub", url, concurrency=4).start()
+    try:
+        wait_for(lambda: second.stats.acked >= 6, timeout=60)
+    finally:
+        second.stop()
+    assert state.ids() == Counter(ids)  # 4 by the first bridge, 6 by the second, none twice
+    assert (second.stats.delivered, second.stats.acked, second.stats.duplicates) == (6, 6, 0)
