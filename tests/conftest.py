@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 
 from agenttrader import emulators, topology
@@ -60,6 +61,19 @@ def emulator_env(
 
 
 @pytest.fixture
+def pubsub_clients(
+    emulator_env: dict[str, str],
+) -> Iterator[tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]]:
+    """A publisher and a subscriber on the emulator (they read ``PUBSUB_EMULATOR_HOST``)."""
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    yield publisher, subscriber
+    subscriber.close()
+    publisher.stop()
+    publisher.transport.close()
+
+
+@pytest.fixture
 def simulator() -> Iterator[AlpacaSimulator]:
     """An Alpaca paper-API simulator of this test's own, on a free port."""
     with AlpacaSimulator() as sim:
@@ -87,7 +101,6 @@ def stack_env(
 def pipeline_deps(stack_env: dict[str, str], project: str) -> Iterator[Deps]:
     """A dependency container on the emulators with the topology applied (pull only) and a
     tap subscription ``tap`` on ``user-sync`` that sees every message published there."""
-    import google.cloud.pubsub_v1 as pubsub_v1
 
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topology.apply(project, publisher, subscriber)

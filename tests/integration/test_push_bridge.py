@@ -6,22 +6,20 @@ deliveries in flight finishing on stop, the rest left to the next bridge."""
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 
 from agenttrader import topology
-from agenttrader.background_server import BackgroundServer
 from agenttrader.localstack.push_bridge import PushBridge
 from tests.pipeline_fixtures import drain_dead_letters, wait_for
+from tests.push_endpoint import serve_push
 
 pytestmark = pytest.mark.integration
 
@@ -60,44 +58,25 @@ class Endpoint:
             return Counter(b["message"]["messageId"] for b in self.bodies)
 
 
-class Server(ThreadingHTTPServer):
-    request_queue_size = 128
-    """Every delivery thread may connect at once (the default backlog of 5 resets some)."""
-
-
 @pytest.fixture
 def endpoint() -> Iterator[tuple[Endpoint, str]]:
     state = Endpoint()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(state.handle(body))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = Server(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    with BackgroundServer(server, "push-endpoint") as background:
+    with serve_push(state.handle) as background:
         yield state, f"http://127.0.0.1:{background.port}/"
         state.release.set()
 
 
 @pytest.fixture
 def clients(
-    emulator_env: dict[str, str],
-) -> Iterator[tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]]:
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    yield publisher, subscriber
-    subscriber.close()
-    publisher.stop()
-    publisher.transport.close()
+    pubsub_clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
+    return pubsub_clients
+
+
+def nothing_left(subscriber: pubsub_v1.SubscriberClient, path: str) -> bool:
+    """No message is left to pull (an acked one is gone; a nacked one would come back)."""
+    left = subscriber.pull(request={"subscription": path, "max_messages": 10}, timeout=3)
+    return list(left.received_messages) == []
 
 
 def _publish(publisher: pubsub_v1.PublisherClient, topic: str, *data: bytes) -> list[str]:
@@ -133,10 +112,7 @@ def test_every_message_is_delivered_exactly_once_to_a_slow_endpoint(
     stats = bridge.stats
     assert (stats.delivered, stats.acked, stats.nacked, stats.duplicates) == (60, 60, 0, 0)
     assert all("deliveryAttempt" not in b for b in state.bodies)  # no dead-letter policy
-    left = subscriber.pull(
-        request={"subscription": bridge.subscription_path, "max_messages": 10}, timeout=3
-    )
-    assert list(left.received_messages) == []
+    assert nothing_left(subscriber, bridge.subscription_path)
 
 
 def test_a_failing_message_is_redelivered_with_growing_attempts_then_dead_lettered(
@@ -192,10 +168,7 @@ def test_stop_lets_a_delivery_in_flight_finish_and_acks_it(
     assert not stopping.is_alive()
     assert (bridge.stats.delivered, bridge.stats.acked) == (1, 1)
     # Acked, not nacked: nothing is left to pull (a nack would be redelivered at once).
-    left = subscriber.pull(
-        request={"subscription": bridge.subscription_path, "max_messages": 10}, timeout=3
-    )
-    assert list(left.received_messages) == []
+    assert nothing_left(subscriber, bridge.subscription_path)
 
 
 def test_the_bridge_leases_only_what_it_delivers(
@@ -270,10 +243,7 @@ def test_many_messages_at_higher_concurrency_arrive_exactly_once_over_the_ack_de
     stats = bridge.stats
     assert (stats.delivered, stats.acked, stats.nacked, stats.duplicates) == (300, 300, 0, 0)
     assert stats.pull_errors == 0
-    left = subscriber.pull(
-        request={"subscription": bridge.subscription_path, "max_messages": 10}, timeout=3
-    )
-    assert list(left.received_messages) == []
+    assert nothing_left(subscriber, bridge.subscription_path)
 
 
 def test_a_stopped_bridge_leaves_the_rest_to_the_next_one_without_duplicates(

@@ -4,7 +4,6 @@ message nacked until Pub/Sub itself dead-letters it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,15 +20,9 @@ FAST_RETRY = topology.RetryPolicy(minimum_backoff_seconds=0, maximum_backoff_sec
 
 @pytest.fixture
 def clients(
-    emulator_env: dict[str, str],
-) -> Iterator[tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]]:
-    """A publisher and a subscriber on the emulator (they read ``PUBSUB_EMULATOR_HOST``)."""
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    yield publisher, subscriber
-    subscriber.close()
-    publisher.stop()
-    publisher.transport.close()
+    pubsub_clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
+    return pubsub_clients
 
 
 def _seconds(value: Any) -> float:

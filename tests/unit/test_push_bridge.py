@@ -4,12 +4,10 @@ hand-written subscriber, answers of a stop, failing answer requests, an unreacha
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ from agenttrader.background_server import BackgroundServer
 from agenttrader.emulators import free_port
 from agenttrader.localstack.push_bridge import PushBridge, push_body
 from tests.pipeline_fixtures import wait_for
+from tests.push_endpoint import serve_push
 
 SUBSCRIPTION = "projects/demo-x/subscriptions/user-sync-worker"
 
@@ -162,31 +161,12 @@ class Endpoint:
         return 204
 
 
-class Server(ThreadingHTTPServer):
-    request_queue_size = 128
-    """Every delivery thread may connect at once (the default backlog of 5 resets some)."""
-
-
 @pytest.fixture
 def serve() -> Iterator[Any]:
     servers: list[tuple[BackgroundServer, Endpoint]] = []
 
     def start(state: Endpoint) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                self.send_response(state.handle(body))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = Server(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        background = BackgroundServer(server, "push-endpoint").start()
+        background = serve_push(state.handle).start()
         servers.append((background, state))
         return f"http://127.0.0.1:{background.port}/"
 
