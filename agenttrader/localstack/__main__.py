@@ -228,6 +228,15 @@ def start_stack(run: Run) -> None:
             detail=lambda: eventarc_bridge_detail(eventarc),
         )
     )
+    config = stack.config_bridge
+    assert config is not None
+    run.add(
+        Component(
+            "Eventarc bridge",
+            "config/alpaca writes → on_alpaca_config_written",
+            detail=lambda: eventarc_bridge_detail(config),
+        )
+    )
     kill_switch = stack.kill_switch_bridge
     assert kill_switch is not None
     run.add(
