@@ -158,13 +158,7 @@ def spawn(project: str, port: int | None = None, root: Path = REPO_ROOT) -> Auth
 
 def start(project: str, port: int | None = None, root: Path = REPO_ROOT) -> AuthEmulator:
     """Start the emulator on a free loopback port and wait until it answers."""
-    emulator = spawn(project, port, root)
-    try:
-        emulator.wait_ready()
-    except BaseException:
-        emulator.stop()
-        raise
-    return emulator
+    return spawn(project, port, root).ready()
 
 
 @contextlib.contextmanager

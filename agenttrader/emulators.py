@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 READY_TIMEOUT_SECONDS = 90.0
 """Cold JVM start on a loaded 2-core machine has been seen to take ~15 s; allow headroom."""
@@ -168,6 +168,15 @@ class ManagedProcess:
         self.stop()
         raise self.unavailable(f"{self.name} did not answer within {timeout:.0f} s:\n{tail}")
 
+    def ready(self) -> Self:
+        """Wait until it answers (:meth:`wait_ready`); stopped if it never does."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -208,13 +217,7 @@ def start(
     kind: EmulatorKind, project: str, port: int | None = None, log_dir: Path | None = None
 ) -> Emulator:
     """Start ``kind`` on a free loopback port and wait until it answers."""
-    emulator = _spawn(kind, project, port or free_port(), log_dir)
-    try:
-        emulator.wait_ready()
-    except BaseException:
-        emulator.stop()
-        raise
-    return emulator
+    return _spawn(kind, project, port or free_port(), log_dir).ready()
 
 
 @contextlib.contextmanager

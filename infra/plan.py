@@ -217,15 +217,7 @@ class _Planner:
             ),
             Check(
                 "the (default) Firestore database exists in native mode",
-                (
-                    "gcloud",
-                    "firestore",
-                    "databases",
-                    "describe",
-                    f"--database={resources.FIRESTORE_DATABASE}",
-                    self.p,
-                    "--format=value(type)",
-                ),
+                self.describe_database("value(type)"),
                 Expect.EQUALS,
                 "create it (docs/DEPLOY.md): gcloud firestore databases create "
                 f"--location=LOCATION --type=firestore-native {self.p}",
@@ -259,15 +251,7 @@ class _Planner:
             out.append(
                 Variable(
                     "FIRESTORE_LOCATION",
-                    (
-                        "gcloud",
-                        "firestore",
-                        "databases",
-                        "describe",
-                        f"--database={resources.FIRESTORE_DATABASE}",
-                        self.p,
-                        "--format=value(locationId)",
-                    ),
+                    self.describe_database("value(locationId)"),
                     "the Eventarc Firestore trigger lives where the database does",
                 )
             )
@@ -293,6 +277,17 @@ class _Planner:
                     )
                 )
         return tuple(out)
+
+    def describe_database(self, fmt: str) -> Argv:
+        return (
+            "gcloud",
+            "firestore",
+            "databases",
+            "describe",
+            f"--database={resources.FIRESTORE_DATABASE}",
+            self.p,
+            f"--format={fmt}",
+        )
 
     def describe_function(self, name: str, fmt: str) -> Argv:
         return (

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -221,31 +222,17 @@ def start_stack(run: Run) -> None:
             detail=lambda: push_bridge_detail(push),
         )
     )
-    run.add(
-        Component(
-            "Eventarc bridge",
-            "secrets/alpaca writes → on_alpaca_secret_written",
-            detail=lambda: eventarc_bridge_detail(eventarc),
+    for bridge, what in (
+        (eventarc, "secrets/alpaca writes → on_alpaca_secret_written"),
+        (stack.config_bridge, "config/alpaca writes → on_alpaca_config_written"),
+        (stack.kill_switch_bridge, "status/trading writes → on_trading_status_written"),
+    ):
+        assert bridge is not None
+        run.add(
+            Component(
+                "Eventarc bridge", what, detail=functools.partial(eventarc_bridge_detail, bridge)
+            )
         )
-    )
-    config = stack.config_bridge
-    assert config is not None
-    run.add(
-        Component(
-            "Eventarc bridge",
-            "config/alpaca writes → on_alpaca_config_written",
-            detail=lambda: eventarc_bridge_detail(config),
-        )
-    )
-    kill_switch = stack.kill_switch_bridge
-    assert kill_switch is not None
-    run.add(
-        Component(
-            "Eventarc bridge",
-            "status/trading writes → on_trading_status_written",
-            detail=lambda: eventarc_bridge_detail(kill_switch),
-        )
-    )
     run.add(
         Component(
             "scheduler",

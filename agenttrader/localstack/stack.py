@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,34 +101,26 @@ class LocalStack:
                 concurrency=self._push_concurrency,
             ).start()
             self._stops.append(self.push_bridge.stop)
-            self.eventarc_bridge = EventarcBridge(
-                self.project,
-                firestore.Client(project=self.project),
-                "secrets",
-                self.url("on_alpaca_secret_written"),
-                lambda path: secret_owner(path) is not None,
-            ).start()
-            self._stops.append(self.eventarc_bridge.stop)
-            self.config_bridge = EventarcBridge(
-                self.project,
-                firestore.Client(project=self.project),
+            db = firestore.Client(project=self.project)
+            self.eventarc_bridge = self._bridge(
+                db, "secrets", "on_alpaca_secret_written", secret_owner
+            )
+            self.config_bridge = self._bridge(
+                db,
                 "config",
-                self.url("on_alpaca_config_written"),
-                lambda path: roster.source_owner(path) is not None,
+                "on_alpaca_config_written",
+                roster.source_owner,
                 narrow=FieldFilter("configured", "in", [True, False]),
-            ).start()
-            self._stops.append(self.config_bridge.stop)
+            )
             if self._audit_kill_switch:
-                self.kill_switch_bridge = EventarcBridge(
-                    self.project,
-                    firestore.Client(project=self.project),
+                self.kill_switch_bridge = self._bridge(
+                    db,
                     "status",
-                    self.url("on_trading_status_written"),
-                    lambda path: trading_owner(path) is not None,
+                    "on_trading_status_written",
+                    trading_owner,
                     event_type=FIRESTORE_WRITTEN_WITH_AUTH,
                     narrow=FieldFilter("enabled", "in", [True, False]),
-                ).start()
-                self._stops.append(self.kill_switch_bridge.stop)
+                )
             self.ticker = Ticker(self.project, self._tick_seconds or 60.0)
             if self._tick_seconds:
                 self.ticker.start()
@@ -136,6 +129,26 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _bridge(
+        self,
+        db: Any,
+        group: str,
+        target: str,
+        owner: Callable[[str], str | None],
+        **options: Any,
+    ) -> EventarcBridge:
+        """Eventarc for ``target``: writes in ``group`` whose path ``owner`` accepts."""
+        bridge = EventarcBridge(
+            self.project,
+            db,
+            group,
+            self.url(target),
+            lambda path: owner(path) is not None,
+            **options,
+        ).start()
+        self._stops.append(bridge.stop)
+        return bridge
 
     def url(self, target: str) -> str:
         return self.functions[target].url

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agenttrader import paths
 from agenttrader.localstack.demo import SCENARIO_FIELD
 from agenttrader.logs import redact
+from agenttrader.operator.status import PulseStatus, pulse_status
 from agenttrader.topology import USER_SYNC_DEAD_LETTER_HOLD
 
 if TYPE_CHECKING:
@@ -44,19 +45,6 @@ class ComponentRow:
     name: str
     where: str
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class PulseRow:
-    """One pulse as ``ops/last_pulse`` or ``ops/pulses/history/{id}`` records it."""
-
-    pulse_id: str
-    timestamp: datetime | None
-    published: int | None
-    success: int
-    error: int
-    skipped: int
-    complete: bool
 
 
 @dataclass(frozen=True)
@@ -94,8 +82,8 @@ class StackState:
     project: str
     started_at: datetime
     components: tuple[ComponentRow, ...] = ()
-    last_pulse: PulseRow | None = None
-    pulse_history: tuple[PulseRow, ...] = ()
+    last_pulse: PulseStatus | None = None
+    pulse_history: tuple[PulseStatus, ...] = ()
     tenants: tuple[TenantRow, ...] = ()
     tenants_total: int = 0
     dead_letters: DeadLetterDepth | None = None
@@ -141,12 +129,13 @@ def collect_state(
 ) -> StackState:
     """Read one frame. Firestore failures become ``problems`` instead of exceptions."""
     problems: list[str] = []
-    last_pulse: PulseRow | None = None
-    pulse_history: tuple[PulseRow, ...] = ()
+    now = now or datetime.now(UTC)
+    last_pulse: PulseStatus | None = None
+    pulse_history: tuple[PulseStatus, ...] = ()
     tenants: tuple[TenantRow, ...] = ()
     total = 0
     try:
-        last_pulse, pulse_history = _pulses(db, history)
+        last_pulse, pulse_history = _pulses(db, history, now)
     except Exception as err:  # noqa: BLE001 - one unreadable frame must not end the view
         problems.append(f"pulses unreadable: {type(err).__name__}")
     try:
@@ -154,7 +143,7 @@ def collect_state(
     except Exception as err:  # noqa: BLE001
         problems.append(f"tenants unreadable: {type(err).__name__}")
     return StackState(
-        now=now or datetime.now(UTC),
+        now=now,
         project=project,
         started_at=started_at,
         components=tuple(components),
@@ -168,35 +157,19 @@ def collect_state(
     )
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _pulse_row(data: dict[str, Any], pulse_id: str) -> PulseRow:
-    published = data.get("published_count")
-    skipped = data.get("skipped_count")
-    return PulseRow(
-        pulse_id=str(data.get("pulse_id") or pulse_id),
-        timestamp=data.get("timestamp") if isinstance(data.get("timestamp"), datetime) else None,
-        published=published if isinstance(published, int) else None,
-        success=_int(data.get("success_count")),
-        error=_int(data.get("error_count")),
-        skipped=_int(skipped if skipped is not None else data.get("ineligible_count")),
-        complete=data.get("complete") is True,
-    )
-
-
-def _pulses(db: firestore.Client, history: int) -> tuple[PulseRow | None, tuple[PulseRow, ...]]:
+def _pulses(
+    db: firestore.Client, history: int, now: datetime
+) -> tuple[PulseStatus | None, tuple[PulseStatus, ...]]:
     from google.cloud import firestore
 
     last = db.document(paths.LAST_PULSE_DOC).get()
-    last_row = _pulse_row(last.to_dict() or {}, "") if last.exists else None
+    last_row = pulse_status(last.to_dict() or {}, "", now) if last.exists else None
     query = (
         db.collection(paths.PULSES_COLLECTION)
         .order_by("timestamp", direction=firestore.Query.DESCENDING)
         .limit(history + 1)
     )
-    rows = [_pulse_row(doc.to_dict() or {}, doc.id) for doc in query.stream()]
+    rows = [pulse_status(doc.to_dict() or {}, doc.id, now) for doc in query.stream()]
     if last_row is not None:
         rows = [row for row in rows if row.pulse_id != last_row.pulse_id]
     return last_row, tuple(rows[:history])
@@ -388,7 +361,7 @@ def _paint(text: str, code: str | None, color: bool) -> str:
     return f"{code}{text}{_RESET}" if color and code else text
 
 
-def _pulse_line(label: str, now: datetime, pulse: PulseRow) -> str:
+def _pulse_line(label: str, now: datetime, pulse: PulseStatus) -> str:
     published = "?" if pulse.published is None else str(pulse.published)
     return (
         f"  {label:<5} {_cut(pulse.pulse_id, 34):<34} {_when(now, pulse.timestamp):<22}"

@@ -10,13 +10,13 @@ from agenttrader.localstack import demo
 from agenttrader.localstack.view import (
     ComponentRow,
     DeadLetterDepth,
-    PulseRow,
     StackState,
     TenantRow,
     render,
     render_line,
     screen,
 )
+from agenttrader.operator.status import PulseStatus
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 KEY_ID = "PKSECRETKEYID0000042"
@@ -45,8 +45,8 @@ def state(**overrides: object) -> StackState:
                 "Eventarc bridge", "secrets → on_alpaca_secret_written", "delivered 6 · failed 0"
             ),
         ),
-        "last_pulse": PulseRow("20250304T115950Z-77", ago(10), 5, 3, 1, 2, False),
-        "pulse_history": (PulseRow("20250304T115850Z-70", ago(70), 5, 4, 1, 1, True),),
+        "last_pulse": PulseStatus("20250304T115950Z-77", ago(10), 5, 3, 1, 2, False, 10.0),
+        "pulse_history": (PulseStatus("20250304T115850Z-70", ago(70), 5, 4, 1, 1, True, 8.0),),
         "tenants": (
             TenantRow(
                 "demo-bad-keys",
