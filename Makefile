@@ -35,7 +35,7 @@ $(NODE_STAMP): package.json package-lock.json
 setup: $(STAMP) $(NODE_STAMP) ## Install everything into .venv and node_modules (idempotent)
 
 run: setup ## Run the local stack with demo tenants until Ctrl-C
-	$(PY) -m agenttrader.localstack
+	$(PY) -m devtools.localstack
 
 test: setup lint ## Lint, then run every test (starts and stops the emulators it needs)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agenttrader import migration, onboarding, runtime
+from accounts import migration, onboarding
+from agenttrader import runtime
 from agenttrader.callable import CallContext, fields_of, https_callable
 
 

@@ -3,7 +3,7 @@
 Counting without a hot document, on documents each sync writes anyway: a success is counted on
 the user's snapshot (``users/{uid}/data/snapshot``: ``pulseId``, ``syncOutcome``), the one
 document a healthy tenant's sync writes; an error or a skip on ``users/{uid}/status/sync``
-(``pulse_id``, ``outcome``), written only then (agenttrader/sync_record.py keeps the two
+(``pulse_id``, ``outcome``), written only then (sync_worker/record.py keeps the two
 consistent: a user is counted once, for its latest outcome). A rollup counts them with
 aggregation queries (one read per 1,000 matches) and writes the totals to
 ``ops/pulses/history/{pulse_id}`` and ``ops/last_pulse``. Each worker instance rolls up at most

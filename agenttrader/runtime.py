@@ -10,7 +10,7 @@ from typing import Any
 from agenttrader import logs
 from agenttrader.deps import Deps, get_deps
 from agenttrader.pulses import RollupScheduler
-from agenttrader.sync import SyncWorker
+from sync_worker.worker import SyncWorker
 
 _lock = threading.Lock()
 _worker: tuple[Deps, SyncWorker] | None = None

@@ -267,7 +267,8 @@ def store_clock(db: Any, *, is_open: bool) -> None:
 
 def measure_roster(db: Any, uids: Sequence[str]) -> dict[str, Any]:
     """The one-off rebuild from a scan (per tenant), then what one trigger run costs."""
-    from agenttrader import paths, roster
+    from agenttrader import paths
+    from publisher import roster
 
     with counted() as rebuilt:
         roster.rebuild(db)
@@ -303,7 +304,9 @@ def measure_fan_out(deps: Any, recorder: RecordingPublisher, sample: int) -> dic
     """Ticks as the publisher runs them (``SYNC_SCHEDULE=market-hours``): an open one (the
     second: from then on each also finalizes the previous pulse) and a closed one; the clock
     read, the roster and the count alone."""
-    from agenttrader import fanout, market_clock, roster
+    from agenttrader import market_clock
+    from publisher import roster
+    from publisher import tick as fanout
 
     db = deps.firestore
     store_clock(db, is_open=True)
@@ -361,7 +364,7 @@ def measure_worker_pass(
     must sync (``failing``: each must raise ``RetryableError``, to be retried)."""
     from agenttrader.errors import RetryableError
     from agenttrader.events import PubsubDelivery
-    from agenttrader.sync import Result
+    from sync_worker.worker import Result
 
     def handle(request: Any) -> tuple[float, float]:
         delivery = PubsubDelivery(
@@ -407,11 +410,11 @@ def measure_worker(
     """First syncs (snapshots created); a new instance (keys not cached: cold); the same
     instance again (the same keys_version: warm); a failing attempt (HTTP 500) and its
     redelivery once Alpaca recovered; syncs whose message asks for the clock."""
-    from agenttrader.key_cache import version_of
     from agenttrader.messages import Reason, SyncRequest
     from agenttrader.paths import MARKET_CLOCK_DOC
-    from agenttrader.simulator import Scenario
-    from agenttrader.sync import SyncWorker
+    from devtools.simulator import Scenario
+    from sync_worker.key_cache import version_of
+    from sync_worker.worker import SyncWorker
 
     uids = list(key_ids)
     at = datetime.now(UTC)
@@ -455,11 +458,12 @@ def measure(sample: int, threads: int) -> dict[str, Any]:
     """Every measured figure, against fresh emulators and an in-process simulator."""
     import google.cloud.pubsub_v1 as pubsub_v1
 
-    from agenttrader import emulators, pulses, topology
+    from agenttrader import pulses, topology
     from agenttrader.deps import Deps
     from agenttrader.settings import Settings, SyncSchedule
-    from agenttrader.simulator import AlpacaSimulator
     from benchmarks import pipeline
+    from devtools import emulators
+    from devtools.simulator import AlpacaSimulator
 
     project = f"cost-{uuid.uuid4().hex[:6]}"
     uids = [uid_of(i) for i in range(sample)]

@@ -25,16 +25,18 @@ import requests
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from agenttrader import emulators, paths, pulses, roster
+from agenttrader import paths, pulses
 from agenttrader.alpaca import AlpacaClientFactory, AlpacaKeys, fetch_account_state
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
-from agenttrader.localstack.stack import LocalStack
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
-from agenttrader.sync import Result, SyncWorker
 from benchmarks import procstats
 from benchmarks.metering import metered
+from devtools import emulators
+from devtools.localstack.stack import LocalStack
+from publisher import roster
+from sync_worker.worker import Result, SyncWorker
 
 LATENCY_MS = 100
 GOAL_TICK_SECONDS = 60.0
@@ -55,7 +57,7 @@ def start_simulator(port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "agenttrader.simulator",
+            "devtools.simulator",
             "--port",
             str(port),
             "--default-latency-ms",

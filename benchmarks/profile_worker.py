@@ -17,14 +17,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from agenttrader import emulators, paths
+from agenttrader import paths
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
-from agenttrader.localstack.seed import seed_user
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
-from agenttrader.simulator import AlpacaSimulator
-from agenttrader.sync import SyncWorker
+from devtools import emulators
+from devtools.localstack.seed import seed_user
+from devtools.simulator import AlpacaSimulator
+from sync_worker.worker import SyncWorker
 
 
 def deliveries(uids: Sequence[str], versions: dict[str, str | None]) -> list[PubsubDelivery]:
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
             )
             db.document(paths.alpaca_config_doc(uid)).update({"configuredAt": datetime.now(UTC)})
-        from agenttrader.roster import refresh
+        from publisher.roster import refresh
 
         versions = {uid: refresh(db, uid).keys_version for uid in uids}
         worker = SyncWorker(deps)

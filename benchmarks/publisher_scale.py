@@ -3,7 +3,7 @@
 Seeds N tenants with the documents eligibility is decided from (``users/{uid}`` for the count,
 ``config/alpaca {configured, configuredAt}``, ``status/trading {enabled}``), builds the roster
 from them once (what a new deployment's first tick does; afterwards the triggers keep it), then
-runs :func:`agenttrader.fanout.fan_out` once and times its phases: reading the roster, counting
+runs :func:`publisher.tick.fan_out` once and times its phases: reading the roster, counting
 the users (in its own thread), publishing (``bulk_publish``), and the rest (pulse documents,
 rollups). Then, on the same data, the baseline: the design before the roster (two
 collection-group scans, the count, one client ``publish`` future per message). Only the
@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agenttrader import emulators, fanout, paths, roster, topology
+from agenttrader import paths, topology
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
 from benchmarks import procstats
+from devtools import emulators
+from publisher import roster
+from publisher import tick as fanout
 
 GOAL_SECONDS = 10.0
 BATCH_WRITES = 500

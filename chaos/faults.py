@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from agenttrader import paths
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.simulator import Scenario
+from devtools.simulator import Scenario
 
 if TYPE_CHECKING:
     from google.cloud import firestore
 
-    from agenttrader.localstack.functions import ServedFunction
-    from agenttrader.simulator import AlpacaSimulator
+    from devtools.localstack.functions import ServedFunction
+    from devtools.simulator import AlpacaSimulator
 
 PUBLISH_TIMEOUT_SECONDS = 30.0
 HANG_SECONDS = 2.0

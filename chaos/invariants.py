@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.operator.deadletters import SOURCE_DELIVERY_LIMIT, decode
 from agenttrader.pulses import Outcome
-from agenttrader.sync_record import counted_outcome, inconsistencies
 from chaos.faults import Fault
+from operations.deadletters import SOURCE_DELIVERY_LIMIT, decode
+from sync_worker.record import counted_outcome, inconsistencies
 
 MAX_LISTED = 12
 """Violations listed per invariant in the report; the count is always complete."""
@@ -59,7 +59,7 @@ class TenantState:
     enabled: bool
     snapshot: dict[str, Any] | None
     """``data/snapshot``: carries a success (``pulseId``, ``syncOutcome``), see
-    :mod:`agenttrader.sync_record`."""
+    :mod:`sync_worker.record`."""
     last_error: dict[str, Any] | None
     sync_state: dict[str, Any] | None
     """``status/sync``: carries an error or a skip (``pulse_id``, ``outcome``)."""

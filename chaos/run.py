@@ -32,16 +32,17 @@ from typing import Any
 
 from google.cloud import firestore, pubsub_v1
 
-from agenttrader import emulators, paths, topology
-from agenttrader.localstack.push_bridge import PushBridge
-from agenttrader.localstack.seed import seed_user
-from agenttrader.localstack.stack import LocalStack
-from agenttrader.operator import deadletters
-from agenttrader.operator.hold import HoldSubscription
-from agenttrader.simulator import AlpacaSimulator, Scenario
+from agenttrader import paths, topology
 from chaos import faults
 from chaos.faults import Fault, FaultPlan, FaultRates, Kill
 from chaos.invariants import MAX_LISTED, Evidence, Message, TenantState, check
+from devtools import emulators
+from devtools.localstack.push_bridge import PushBridge
+from devtools.localstack.seed import seed_user
+from devtools.localstack.stack import LocalStack
+from devtools.simulator import AlpacaSimulator, Scenario
+from operations import deadletters
+from operations.hold import HoldSubscription
 
 RETRY = topology.RetryPolicy(1, 2)
 """Backoff 1-2 s: a message exhausts its 5 delivery attempts within the run."""

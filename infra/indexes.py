@@ -38,12 +38,8 @@ class RequiredIndex:
 
 
 REQUIRED_INDEXES: tuple[RequiredIndex, ...] = (
-    RequiredIndex(
-        "config", ("configured",), "agenttrader.fanout.eligible_uids", "agenttrader/fanout.py"
-    ),
-    RequiredIndex(
-        "status", ("enabled",), "agenttrader.fanout.eligible_uids", "agenttrader/fanout.py"
-    ),
+    RequiredIndex("config", ("configured",), "publisher.tick.eligible_uids", "publisher/tick.py"),
+    RequiredIndex("status", ("enabled",), "publisher.tick.eligible_uids", "publisher/tick.py"),
     RequiredIndex(
         "status",
         ("pulse_id", "outcome"),
@@ -59,8 +55,8 @@ REQUIRED_INDEXES: tuple[RequiredIndex, ...] = (
     RequiredIndex(
         "status",
         ("final",),
-        "agenttrader.operator.status.read_failing",
-        "agenttrader/operator/status.py",
+        "operations.status.read_failing",
+        "operations/status.py",
     ),
     RequiredIndex(
         "data", ("pulseId",), "benchmarks.pipeline.run_pipeline", "benchmarks/pipeline.py"
@@ -68,7 +64,7 @@ REQUIRED_INDEXES: tuple[RequiredIndex, ...] = (
 )
 
 EXEMPT_SOURCES: Mapping[str, str] = {
-    "agenttrader/localstack/eventarc_bridge.py": (
+    "devtools/localstack/eventarc_bridge.py": (
         "an unfiltered listener of the local stack, on the emulator only"
     ),
 }

@@ -8,12 +8,13 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from agenttrader import roster, runtime
+from accounts.key_changes import handle_key_change
+from agenttrader import runtime
 from agenttrader.events import document_change, pubsub_delivery
-from agenttrader.fanout import fan_out
-from agenttrader.key_changes import handle_key_change
-from agenttrader.kill_switch import actor_of, handle_trading_change
 from agenttrader.logs import get_logger
+from publisher import roster
+from publisher.kill_switch import actor_of, handle_trading_change
+from publisher.tick import fan_out
 
 log = get_logger(__name__)
 

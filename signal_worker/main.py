@@ -10,10 +10,10 @@ from typing import Any
 
 from agenttrader import runtime
 from agenttrader.callable import CallContext, https_callable
-from agenttrader.signals.providers import provider_for
-from agenttrader.signals.quota import DailyQuota
-from agenttrader.signals.request import SignalRequest
-from agenttrader.signals.service import SignalService
+from signal_worker.providers import provider_for
+from signal_worker.quota import DailyQuota
+from signal_worker.request import SignalRequest
+from signal_worker.service import SignalService
 
 
 @https_callable

@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
-from agenttrader import emulators
 from agenttrader.auth import set_token_verifier
-from agenttrader.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn
 from agenttrader.callable import CallableError, Status
 from agenttrader.deps import get_deps, set_deps
-from agenttrader.signals.providers import reset_providers
-from agenttrader.vertex_standin import VertexStandIn
+from devtools import emulators
+from devtools.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn
+from devtools.vertex_standin import VertexStandIn
+from signal_worker.providers import reset_providers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-central1"
@@ -180,7 +180,7 @@ def callable_env(
 @pytest.fixture
 def router(callable_env: CallableEnv) -> Any:
     """A test client of the local callables router serving the three functions."""
-    from agenttrader.callable_server import callables_app
+    from devtools.callable_server import callables_app
 
     return callables_app(entry_points(), project=callable_env.project).test_client()
 

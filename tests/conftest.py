@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 
-from agenttrader import emulators, topology
+from agenttrader import topology
 from agenttrader.deps import Deps, set_deps
 from agenttrader.settings import Settings
-from agenttrader.simulator import AlpacaSimulator
+from devtools import emulators
+from devtools.simulator import AlpacaSimulator
 
 pytest_plugins = ["tests.callable_fixtures"]
 """Fixtures of the callables' tests (Auth emulator, Vertex stand-in, callables server)."""

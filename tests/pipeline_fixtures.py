@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from google.cloud import firestore, pubsub_v1
 
 from agenttrader import topology
-from agenttrader.localstack.seed import seed_user
-from agenttrader.simulator import AlpacaSimulator, Scenario
+from devtools.localstack.seed import seed_user
+from devtools.simulator import AlpacaSimulator, Scenario
 
 __all__ = ["Tenant", "doc", "drain_dead_letters", "pull", "seed_user", "sim_tenant", "wait_for"]
 

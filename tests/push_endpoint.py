@@ -8,7 +8,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agenttrader.background_server import BackgroundServer
+from devtools.background_server import BackgroundServer
 
 
 class Server(ThreadingHTTPServer):

@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from agenttrader import emulators
+from devtools import emulators
 
 SERVER = "owner"
 """The emulator's rules bypass token: what the admin SDK is to production."""

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from agenttrader.auth import FirebaseTokenVerifier
-from agenttrader.auth_emulator import (
+from agenttrader.callable import CallableError, Status
+from devtools.auth_emulator import (
     AuthEmulator,
     AuthEmulatorUnavailable,
     config,
     firebase_cli,
 )
-from agenttrader.callable import CallableError, Status
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ def test_a_hub_port_taken_before_the_emulator_binds_it_is_picked_again(
     """Another process can take a port between our pick and firebase-tools' bind."""
     import socket
 
-    from agenttrader import auth_emulator, emulators
+    from devtools import auth_emulator, emulators
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

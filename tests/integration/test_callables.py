@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from agenttrader import paths
-from agenttrader.auth_emulator import EmulatedUser
 from agenttrader.deps import get_deps, set_deps
-from agenttrader.signals import providers
-from agenttrader.signals.gemini import GeminiProvider
-from agenttrader.signals.heuristic import NOTICE
-from agenttrader.signals.quota import COUNTER
-from agenttrader.vertex_standin import Mode
+from devtools.auth_emulator import EmulatedUser
+from devtools.vertex_standin import Mode
+from signal_worker import providers
+from signal_worker.gemini import GeminiProvider
+from signal_worker.heuristic import NOTICE
+from signal_worker.quota import COUNTER
 from tests.callable_fixtures import (
     REPO_ROOT,
     CallableEnv,
@@ -237,7 +237,7 @@ def test_heuristic_without_vertex_configuration(
 
 
 def test_functions_framework_serves_the_signal_function_alone(callable_env: CallableEnv) -> None:
-    from agenttrader.callable_server import callables_app
+    from devtools.callable_server import callables_app
     from tests.callable_fixtures import entry_points
 
     router = callables_app(entry_points()).test_client()

@@ -12,10 +12,10 @@ import sys
 import pytest
 
 from agenttrader import paths
-from agenttrader.callable_server import CallablesServer
-from agenttrader.emulators import load_firestore_rules
-from agenttrader.localstack.stack import LocalStack
-from agenttrader.simulator import AlpacaSimulator
+from devtools.callable_server import CallablesServer
+from devtools.emulators import load_firestore_rules
+from devtools.localstack.stack import LocalStack
+from devtools.simulator import AlpacaSimulator
 from tests.callable_fixtures import REGION, REPO_ROOT, CallableEnv, entry_points
 
 pytestmark = pytest.mark.integration

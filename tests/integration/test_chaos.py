@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.simulator import AlpacaSimulator
 from chaos.faults import Fault
 from chaos.invariants import Evidence, Message, TenantState, check
 from chaos.run import ChaosConfig, run_chaos
+from devtools.simulator import AlpacaSimulator
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from agenttrader import emulators
-from agenttrader.emulators import EmulatorUnavailable
+from devtools import emulators
+from devtools.emulators import EmulatorUnavailable
 
 pytestmark = pytest.mark.integration
 

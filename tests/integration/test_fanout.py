@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.cloud import firestore
 
-from agenttrader import paths, pulses, roster
+from agenttrader import paths, pulses
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
-from agenttrader.fanout import eligible_uids, fan_out
+from publisher import roster
+from publisher.tick import eligible_uids, fan_out
 from tests.pipeline_fixtures import doc, pull, seed_user
 
 pytestmark = pytest.mark.integration

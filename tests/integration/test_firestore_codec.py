@@ -8,7 +8,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from agenttrader.firestore_codec import add_set_fields, encode
+from agenttrader.firestore_io import add_set_fields, encode
 
 pytestmark = pytest.mark.integration
 

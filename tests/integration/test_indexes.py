@@ -18,9 +18,9 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.types import StructuredQuery
 
 from agenttrader import paths, pulses
-from agenttrader.fanout import eligible_uids
-from agenttrader.operator.status import read_failing
 from infra.indexes import REQUIRED_INDEXES, covers
+from operations.status import read_failing
+from publisher.tick import eligible_uids
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_code_queries_are_covered_by_declared_collection_group_indexes(
     seed(db)
     recorded.clear()
 
-    # agenttrader.fanout: configured and enabled users.
+    # publisher.tick: configured and enabled users.
     assert eligible_uids(db) == ["u-on"]
     # agenttrader.pulses: outcome counts of one pulse (count aggregations: successes on the
     # snapshots, errors and skips on status/sync).

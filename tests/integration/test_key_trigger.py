@@ -19,8 +19,8 @@ from agenttrader.events import (
     encode_document_event,
     firestore_event_headers,
 )
-from agenttrader.localstack.stack import LocalStack
-from agenttrader.simulator import AlpacaSimulator, Scenario
+from devtools.localstack.stack import LocalStack
+from devtools.simulator import AlpacaSimulator, Scenario
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration

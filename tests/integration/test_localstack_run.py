@@ -21,9 +21,9 @@ import pytest
 from google.cloud import firestore, pubsub_v1
 
 from agenttrader import paths, topology
-from agenttrader.localstack import demo
-from agenttrader.localstack.seed import seed_user, store_keys
-from agenttrader.localstack.view import DeadLetterPeek, collect_state, render
+from devtools.localstack import demo
+from devtools.localstack.seed import seed_user, store_keys
+from devtools.localstack.view import DeadLetterPeek, collect_state, render
 from tests.pipeline_fixtures import doc, drain_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def test_make_run_syncs_the_demo_tenants_and_ctrl_c_stops_everything() -> None:
         [
             sys.executable,
             "-m",
-            "agenttrader.localstack",
+            "devtools.localstack",
             "--no-view",
             "--tick-seconds",
             "5",

@@ -16,11 +16,11 @@ from google.cloud import firestore
 from agenttrader import paths
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
-from agenttrader.fanout import fan_out
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import SyncSchedule
-from agenttrader.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario
-from agenttrader.sync import Result, SyncWorker
+from devtools.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario
+from publisher.tick import fan_out
+from sync_worker.worker import Result, SyncWorker
 from tests.pipeline_fixtures import doc, pull, sim_tenant
 
 pytestmark = pytest.mark.integration

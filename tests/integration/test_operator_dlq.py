@@ -19,10 +19,11 @@ import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 from google.protobuf import duration_pb2
 
-from agenttrader import cli, topology
+from agenttrader import topology
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.operator import deadletters as dlq
-from agenttrader.operator.hold import HoldSubscription
+from operations import cli
+from operations import deadletters as dlq
+from operations.hold import HoldSubscription
 from tests.pipeline_fixtures import wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from agenttrader import cli, paths, topology
-from agenttrader.localstack.stack import LocalStack
-from agenttrader.simulator import AlpacaSimulator, Scenario
+from agenttrader import paths, topology
+from devtools.localstack.stack import LocalStack
+from devtools.simulator import AlpacaSimulator, Scenario
+from operations import cli
 from tests.pipeline_fixtures import doc, sim_tenant, wait_for
 
 pytestmark = pytest.mark.integration

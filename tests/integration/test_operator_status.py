@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from agenttrader import cli, paths, topology
+from agenttrader import paths, topology
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.simulator import AlpacaSimulator, Scenario
-from agenttrader.sync import Result, SyncWorker
+from devtools.simulator import AlpacaSimulator, Scenario
+from operations import cli
+from sync_worker.worker import Result, SyncWorker
 from tests.firestore_ops import counted
 from tests.pipeline_fixtures import doc, seed_user, sim_tenant
 

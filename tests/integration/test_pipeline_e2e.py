@@ -8,8 +8,8 @@ import pytest
 from google.cloud import firestore
 
 from agenttrader import paths, topology
-from agenttrader.localstack.stack import LocalStack
-from agenttrader.simulator import AlpacaSimulator, Scenario
+from devtools.localstack.stack import LocalStack
+from devtools.simulator import AlpacaSimulator, Scenario
 from tests.pipeline_fixtures import doc, drain_dead_letters, seed_user, sim_tenant, wait_for
 
 pytestmark = pytest.mark.integration

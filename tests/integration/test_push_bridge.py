@@ -17,7 +17,7 @@ import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 
 from agenttrader import topology
-from agenttrader.localstack.push_bridge import PushBridge
+from devtools.localstack.push_bridge import PushBridge
 from tests.pipeline_fixtures import drain_dead_letters, wait_for
 from tests.push_endpoint import serve_push
 

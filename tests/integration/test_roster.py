@@ -11,8 +11,9 @@ from datetime import timedelta
 import pytest
 from google.cloud import firestore
 
-from agenttrader import paths, roster
-from agenttrader.localstack.stack import LocalStack
+from agenttrader import paths
+from devtools.localstack.stack import LocalStack
+from publisher import roster
 from tests.pipeline_fixtures import doc, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
@@ -136,7 +137,7 @@ def test_operator_shows_and_rebuilds_the_roster(
 ) -> None:
     import json
 
-    from agenttrader import cli
+    from operations import cli
 
     seed_user(db, "r1")
     seed_user(db, "r2", enabled=False)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import pytest
 import requests
 
-from agenttrader import emulators
+from devtools import emulators
 from tests.rules_client import RulesClient, id_token, load_rules
 
 pytestmark = pytest.mark.integration

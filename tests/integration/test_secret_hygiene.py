@@ -16,9 +16,9 @@ import requests
 from google.cloud import firestore, pubsub_v1
 
 from agenttrader import paths, topology
-from agenttrader.localstack.stack import LocalStack
 from agenttrader.logs import CloudLoggingFormatter
-from agenttrader.simulator import AlpacaSimulator, Scenario
+from devtools.localstack.stack import LocalStack
+from devtools.simulator import AlpacaSimulator, Scenario
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration

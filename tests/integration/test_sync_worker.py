@@ -19,9 +19,9 @@ from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.pulses import Outcome, count_outcomes
-from agenttrader.simulator import AlpacaSimulator, Scenario
-from agenttrader.sync import MAX_DELIVERY_ATTEMPTS, Result, SyncWorker
-from agenttrader.sync_record import Change, Stale, Stored, inconsistencies, record
+from devtools.simulator import AlpacaSimulator, Scenario
+from sync_worker.record import Change, Stale, Stored, inconsistencies, record
+from sync_worker.worker import MAX_DELIVERY_ATTEMPTS, Result, SyncWorker
 from tests.firestore_ops import counted
 from tests.pipeline_fixtures import Tenant, doc, drain_dead_letters, sim_tenant
 
@@ -65,7 +65,7 @@ def counts(db: firestore.Client, pulse_id: str) -> tuple[int, int, int]:
 
 
 def assert_consistent(db: firestore.Client, uid: str) -> None:
-    """The snapshot, status/sync and status/last_sync_error agree (agenttrader.sync_record)."""
+    """The snapshot, status/sync and status/last_sync_error agree (sync_worker.record)."""
     found = inconsistencies(
         doc(db, paths.snapshot_doc(uid)),
         doc(db, paths.sync_state_doc(uid)),
@@ -106,17 +106,17 @@ def test_duplicate_message_does_no_harm(
     tenant = sim_tenant(simulator, db, "u-dup", Scenario(kind="normal"))
     request = SyncRequest.now("u-dup", Reason.SCHEDULE, pulse_id="p1")
     worker = SyncWorker(deps)
-    caplog.set_level(logging.DEBUG, logger="agenttrader.sync")
+    caplog.set_level(logging.DEBUG, logger="sync_worker.worker")
     assert worker.handle(delivery(request)) is Result.SYNCED
     # A success is the line a minute per tenant: DEBUG; anything unusual stays INFO or above.
-    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name == "agenttrader.sync"}
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name == "sync_worker.worker"}
     assert levels == {"sync synced": logging.DEBUG}
     first = db.document(paths.snapshot_doc("u-dup")).get()
     assert worker.handle(delivery(request)) is Result.DUPLICATE
     second = db.document(paths.snapshot_doc("u-dup")).get()
     assert second.update_time == first.update_time
     assert simulator.requests_for(tenant.key_id) == 2  # the duplicate never called Alpaca
-    last = [r for r in caplog.records if r.name == "agenttrader.sync"][-1]
+    last = [r for r in caplog.records if r.name == "sync_worker.worker"][-1]
     assert (last.getMessage(), last.levelno) == ("sync duplicate", logging.INFO)
 
 
@@ -479,7 +479,7 @@ def test_a_failure_that_read_no_snapshot_marks_the_one_written_meanwhile(
 def test_a_placeholder_snapshot_takes_the_pulse_from_status_sync(
     deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
 ) -> None:
-    from agenttrader.onboarding import placeholder_snapshot
+    from accounts.onboarding import placeholder_snapshot
 
     tenant = sim_tenant(simulator, db, "u-ph", Scenario(kind="bad_keys"))
     db.document(paths.snapshot_doc("u-ph")).set(placeholder_snapshot())

@@ -33,7 +33,6 @@ from agenttrader.alpaca import (
     fetch_clock,
     translate,
 )
-from agenttrader.emulators import free_port
 from agenttrader.errors import (
     AgentTraderError,
     AlpacaAuthError,
@@ -49,7 +48,8 @@ from agenttrader.errors import (
     RetryableError,
 )
 from agenttrader.settings import OFFICIAL_ALPACA_BASE_URLS
-from agenttrader.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario
+from devtools.emulators import free_port
+from devtools.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario
 
 KEY_ID = "PKTESTKEY0123456789A"
 SECRET = "sEcReT-value-0123456789abcdefghijklmnopq"

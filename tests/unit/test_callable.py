@@ -23,7 +23,7 @@ from agenttrader.callable import (
     invalid_argument,
     require_string,
 )
-from agenttrader.callable_server import callables_app
+from devtools.callable_server import callables_app
 from tests.callable_fixtures import FakeTokens, call, error_status
 
 PATH = "/demo-p/us-central1/echo"

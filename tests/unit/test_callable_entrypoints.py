@@ -12,8 +12,8 @@ import pytest
 from agenttrader import paths
 from agenttrader.deps import Deps, get_deps, set_deps
 from agenttrader.settings import Settings
-from agenttrader.signals.providers import reset_providers
-from agenttrader.vertex_standin import Mode, VertexStandIn
+from devtools.vertex_standin import Mode, VertexStandIn
+from signal_worker.providers import reset_providers
 from tests.callable_fixtures import (
     REPO_ROOT,
     FakeTokens,

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from accounts.migration import migrate_legacy_snapshot, parse_target, snapshot_time
+from accounts.onboarding import onboard
 from agenttrader import paths
 from agenttrader.callable import CallableError, Status
-from agenttrader.migration import migrate_legacy_snapshot, parse_target, snapshot_time
-from agenttrader.onboarding import onboard
 from tests.callable_fixtures import synced_snapshot
 
 TARGET = "tenant-7"

@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agenttrader import cli
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.operator import deadletters as dlq
-from agenttrader.operator import render
+from operations import cli, render
+from operations import deadletters as dlq
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 KEY_ID = "PKSECRETKEYID0000042"

@@ -16,7 +16,16 @@ from infra import indexes
 from infra.indexes import EXEMPT_SOURCES, REQUIRED_INDEXES, covers
 
 ROOT = Path(__file__).resolve().parents[2]
-SCANNED = ("agenttrader", "publisher", "sync_worker", "signal_worker", "accounts", "benchmarks")
+SCANNED = (
+    "agenttrader",
+    "publisher",
+    "sync_worker",
+    "signal_worker",
+    "accounts",
+    "operations",
+    "devtools",
+    "benchmarks",
+)
 
 
 def test_the_index_file_is_the_rendering_of_the_declaration() -> None:

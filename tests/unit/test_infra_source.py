@@ -28,8 +28,8 @@ def test_the_upload_is_the_runtime_code_only() -> None:
         ".venv/",
         "benchmarks/",
         "docs/",
-        "agenttrader/localstack/",
-        "agenttrader/simulator/",
+        "devtools/localstack/",
+        "devtools/simulator/",
         ".git/",
     ):
         assert not any(f.startswith(prefix) for f in files), prefix

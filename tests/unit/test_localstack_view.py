@@ -6,8 +6,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agenttrader.localstack import demo
-from agenttrader.localstack.view import (
+from devtools.localstack import demo
+from devtools.localstack.view import (
     ComponentRow,
     DeadLetterDepth,
     StackState,
@@ -16,7 +16,7 @@ from agenttrader.localstack.view import (
     render_line,
     screen,
 )
-from agenttrader.operator.status import PulseStatus
+from operations.status import PulseStatus
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 KEY_ID = "PKSECRETKEYID0000042"
@@ -71,7 +71,7 @@ def state(**overrides: object) -> StackState:
         ),
         "tenants_total": 4,
         "dead_letters": DeadLetterDepth(3, capped=False, measured_at=ago(2)),
-        "hints": ("Add a tenant while it runs: python -m agenttrader.localstack.demo add alice",),
+        "hints": ("Add a tenant while it runs: python -m devtools.localstack.demo add alice",),
     }
     values.update(overrides)
     return StackState(**values)  # type: ignore[arg-type]

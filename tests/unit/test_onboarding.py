@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from agenttrader import paths
-from agenttrader.onboarding import (
+from accounts.onboarding import (
     ALREADY_ONBOARDED,
     SUCCESS,
     is_placeholder,
     onboard,
     placeholder_snapshot,
 )
+from agenttrader import paths
 from tests.callable_fixtures import synced_snapshot
 
 UID = "new-user"

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agenttrader.operator import render
-from agenttrader.operator.deadletters import Listing
-from agenttrader.operator.status import (
+from operations import render
+from operations.deadletters import Listing
+from operations.status import (
     AlertKind,
     FailingTenant,
     PipelineStatus,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from agenttrader.localstack.pull_gate import HandOff
+from devtools.localstack.pull_gate import HandOff
 from tests.pipeline_fixtures import wait_for
 
 

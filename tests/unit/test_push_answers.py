@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from agenttrader.localstack.answers import AnswerBatcher
+from devtools.localstack.answers import AnswerBatcher
 from tests.pipeline_fixtures import wait_for
 
 
@@ -81,7 +81,7 @@ def test_answers_after_stop_are_refused() -> None:
 
 
 def test_a_sender_that_raises_does_not_end_the_flusher(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="agenttrader.localstack.answers")
+    caplog.set_level(logging.ERROR, logger="devtools.localstack.answers")
     sent = Sent(fail=1)
     batcher = AnswerBatcher(sent, interval=0.01).start()
     try:

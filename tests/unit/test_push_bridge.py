@@ -14,9 +14,9 @@ import pytest
 from google.api_core.exceptions import ServiceUnavailable
 from google.pubsub_v1.types import PubsubMessage, PullResponse, ReceivedMessage, Subscription
 
-from agenttrader.background_server import BackgroundServer
-from agenttrader.emulators import free_port
-from agenttrader.localstack.push_bridge import PushBridge, push_body
+from devtools.background_server import BackgroundServer
+from devtools.emulators import free_port
+from devtools.localstack.push_bridge import PushBridge, push_body
 from tests.pipeline_fixtures import wait_for
 from tests.push_endpoint import serve_push
 
@@ -240,7 +240,7 @@ def test_messages_pulled_while_stopping_are_nacked_not_delivered(serve: Any) -> 
 def test_a_failing_ack_request_is_logged_once_and_the_bridge_carries_on(
     serve: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agenttrader.localstack.push_bridge")
+    caplog.set_level(logging.INFO, logger="devtools.localstack.push_bridge")
     fake, endpoint = FakeSubscriber(), Endpoint()
     fake.ack_error = ServiceUnavailable("emulator restarting")
     bridge = _bridge(fake, serve(endpoint), concurrency=4)
@@ -269,7 +269,7 @@ def test_an_unreachable_emulator_is_logged_once_and_retried_by_the_puller_alone(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nobody listens
-    caplog.set_level(logging.INFO, logger="agenttrader.localstack.push_bridge")
+    caplog.set_level(logging.INFO, logger="devtools.localstack.push_bridge")
     bridge = PushBridge("demo-x", "user-sync-worker", "http://127.0.0.1:9/", concurrency=8)
     bridge.start()
     try:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agenttrader import paths, roster
+from agenttrader import paths
+from publisher import roster
 
 AT = datetime(2026, 11, 27, 14, 30, 0, 123456, tzinfo=UTC)
 

@@ -12,15 +12,15 @@ from collections.abc import Iterator
 import google.auth
 import pytest
 
-from agenttrader.emulators import free_port
 from agenttrader.settings import Settings
-from agenttrader.signals import providers
-from agenttrader.signals.gemini import PROVIDER, STAND_IN_TOKEN, GeminiProvider, _is_google_endpoint
-from agenttrader.signals.heuristic import HeuristicProvider
-from agenttrader.signals.portfolio import Portfolio
-from agenttrader.signals.providers import ModelFailed, ModelUnavailable, SignalInput
-from agenttrader.signals.schema import RESPONSE_SCHEMA, TradingSignal
-from agenttrader.vertex_standin import Mode, VertexStandIn
+from devtools.emulators import free_port
+from devtools.vertex_standin import Mode, VertexStandIn
+from signal_worker import providers
+from signal_worker.gemini import PROVIDER, STAND_IN_TOKEN, GeminiProvider, _is_google_endpoint
+from signal_worker.heuristic import HeuristicProvider
+from signal_worker.portfolio import Portfolio
+from signal_worker.providers import ModelFailed, ModelUnavailable, SignalInput
+from signal_worker.schema import RESPONSE_SCHEMA, TradingSignal
 from tests.callable_fixtures import synced_snapshot
 
 PORTFOLIO = Portfolio.from_snapshot(synced_snapshot())

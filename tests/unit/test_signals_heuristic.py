@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from agenttrader.signals.heuristic import MODEL, NOTICE, PROVIDER, HeuristicProvider, decide
-from agenttrader.signals.portfolio import Portfolio
-from agenttrader.signals.providers import SignalInput
-from agenttrader.signals.schema import TradingSignal
+from signal_worker.heuristic import MODEL, NOTICE, PROVIDER, HeuristicProvider, decide
+from signal_worker.portfolio import Portfolio
+from signal_worker.providers import SignalInput
+from signal_worker.schema import TradingSignal
 
 
 def portfolio(cash: str, equity: str, *positions: tuple[str, str, str]) -> Portfolio:

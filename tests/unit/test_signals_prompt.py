@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from agenttrader.signals.portfolio import MAX_POSITIONS, Portfolio, number
-from agenttrader.signals.prompt import build_prompt
+from signal_worker.portfolio import MAX_POSITIONS, Portfolio, number
+from signal_worker.prompt import build_prompt
 
 SNAPSHOT = {
     "equity": "25000.50",

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agenttrader.callable import CallableError, Status
-from agenttrader.signals.request import SignalRequest
+from signal_worker.request import SignalRequest
 
 
 @pytest.mark.parametrize(

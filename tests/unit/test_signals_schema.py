@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agenttrader.signals.schema import (
+from signal_worker.schema import (
     MAX_RATIONALE_CHARS,
     MAX_RISKS,
     RESPONSE_SCHEMA,

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from accounts.onboarding import placeholder_snapshot
 from agenttrader import paths
 from agenttrader.callable import CallableError, Status
-from agenttrader.onboarding import placeholder_snapshot
-from agenttrader.signals.heuristic import NOTICE, HeuristicProvider
-from agenttrader.signals.providers import ModelFailed, ModelReply, ModelUnavailable, SignalInput
-from agenttrader.signals.quota import COUNTER, DailyQuota, Reservation
-from agenttrader.signals.request import SignalRequest
-from agenttrader.signals.service import NO_SNAPSHOT, SignalService
+from signal_worker.heuristic import NOTICE, HeuristicProvider
+from signal_worker.providers import ModelFailed, ModelReply, ModelUnavailable, SignalInput
+from signal_worker.quota import COUNTER, DailyQuota, Reservation
+from signal_worker.request import SignalRequest
+from signal_worker.service import NO_SNAPSHOT, SignalService
 from tests.callable_fixtures import synced_snapshot
 
 UID = "trader-1"

@@ -25,8 +25,8 @@ from alpaca.trading.enums import AccountStatus, OrderStatus, QueryOrderStatus
 from alpaca.trading.models import Clock, Order, Position, TradeAccount
 from alpaca.trading.requests import GetOrdersRequest
 
-from agenttrader.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario, SimTenant
-from agenttrader.simulator.responses import clock_body
+from devtools.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario, SimTenant
+from devtools.simulator.responses import clock_body
 
 CENT = Decimal("0.01")
 Connect = Callable[..., TradingClient]
@@ -593,7 +593,7 @@ def test_secrets_stay_out_of_repr_listings_and_logs(
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="agenttrader.simulator")
+    caplog.set_level(logging.DEBUG, logger="devtools.simulator")
     tenant = sim.add_tenant(Scenario(kind="forbidden"))
     with pytest.raises(APIError):
         connect(tenant).get_account()

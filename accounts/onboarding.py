@@ -1,0 +1,128 @@
+"""``onboard_user``: create a new tenant's documents (DESIGN.md data model), exactly once.
+
+One atomic batch creates the root and whichever of the three other documents are absent, each
+write guarded by a precondition (``create``, or the root's ``last_update_time``): of two
+concurrent first calls exactly one commits; the other re-reads, sees ``onboarded: true`` and
+answers ``already_onboarded``, as a later call does, changing nothing. Documents the key
+trigger or a sync may already have written (``config/alpaca.configured``, a real snapshot) are
+never overwritten, and no ``secrets`` document is created: only the user writes keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from agenttrader import audit, paths
+from agenttrader.logs import get_logger
+from signal_worker.quota import retry_on_conflict
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+_log = get_logger("accounts.onboarding")
+
+SUCCESS = "success"
+ALREADY_ONBOARDED = "already_onboarded"
+
+
+def key_instructions(uid: str) -> str:
+    return (
+        f"Write your Alpaca API keys to the Firestore document {paths.alpaca_secret_doc(uid)} "
+        'as {key_id, secret_key, base_url} (base_url "https://paper-api.alpaca.markets" for '
+        "paper trading). The keys are write-only: nobody can read them back from a client. "
+        "They are checked at once, this document then shows configured: true, and your account "
+        "snapshot appears after the first sync."
+    )
+
+
+def next_steps(uid: str) -> list[str]:
+    return [
+        f"Write your Alpaca API keys to {paths.alpaca_secret_doc(uid)} "
+        "(key_id, secret_key, base_url).",
+        f"Wait for {paths.alpaca_config_doc(uid)} to show configured: true and for your "
+        f"snapshot to appear at {paths.snapshot_doc(uid)}.",
+        f"Enable trading by setting enabled: true on {paths.trading_status_doc(uid)}.",
+        "Call generate_trading_signal for a recommendation based on your snapshot.",
+    ]
+
+
+def placeholder_snapshot() -> dict[str, Any]:
+    """Shaped like a real snapshot so clients can render it; ``placeholder`` marks it."""
+    return {
+        "syncedAt": None,
+        "placeholder": True,
+        "account": {},
+        "equity": "0",
+        "buying_power": "0",
+        "cash": "0",
+        "positions": [],
+    }
+
+
+def is_placeholder(snapshot: Mapping[str, Any]) -> bool:
+    """Whether a snapshot is still :func:`placeholder_snapshot` (no sync has written it)."""
+    return snapshot.get("placeholder") is True or snapshot.get("syncedAt") is None
+
+
+def onboard(db: firestore.Client, uid: str, email: str | None) -> dict[str, Any]:
+    """Create the tenant's documents unless already onboarded; the callable's result.
+
+    ``email`` comes from the verified token; users without one (anonymous, phone) get ``null``.
+    """
+    from google.cloud import firestore
+
+    root = db.document(paths.user_doc(uid))
+    now = firestore.SERVER_TIMESTAMP
+    children = {
+        paths.alpaca_config_doc(uid): {
+            "configured": False,
+            "createdAt": now,
+            "instructions": key_instructions(uid),
+        },
+        paths.trading_status_doc(uid): {
+            "enabled": False,
+            "message": "Trading is disabled. Set enabled: true once your keys are configured.",
+            "createdAt": now,
+        },
+        paths.snapshot_doc(uid): placeholder_snapshot(),
+    }
+
+    def create() -> list[str] | None:
+        """The paths created, or ``None`` if already onboarded; one atomic, guarded batch."""
+        refs = [root, *(db.document(path) for path in children)]
+        found = {snap.reference.path: snap for snap in db.get_all(refs)}
+        current = found[root.path]
+        if (current.to_dict() or {}).get("onboarded") is True:
+            return None
+        batch = db.batch()
+        fields = {"onboarded": True, "onboardedAt": now, "email": email}
+        if current.exists:
+            # A root written before onboarding (e.g. by an admin) keeps its other fields; the
+            # precondition makes a concurrent onboarding of the same user lose the race.
+            batch.update(root, fields, option=db.write_option(last_update_time=current.update_time))
+        else:
+            batch.create(root, fields)
+        created = [path for path in children if not found[path].exists]
+        for path in created:
+            batch.create(db.document(path), children[path])
+        details = {"created": [path.split("/", 2)[2] for path in created]}
+        audit.record(db, uid, audit.AuditAction.ONBOARDED, uid, details, batch=batch)
+        batch.commit()
+        return created
+
+    created = retry_on_conflict(create)
+    if created is None:
+        return {
+            "status": ALREADY_ONBOARDED,
+            "userId": uid,
+            "message": "This account is already onboarded; nothing was changed.",
+            "next_steps": next_steps(uid),
+        }
+    _log.info("user onboarded", fields={"created": created}, uid=uid)
+    return {
+        "status": SUCCESS,
+        "userId": uid,
+        "message": "Your account is ready. Connect your Alpaca account to start.",
+        "next_steps": next_steps(uid),
+    }

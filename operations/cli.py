@@ -1,0 +1,572 @@
+"""``agenttrader``: the operator tool (DESIGN.md, "Replay"; docs/RUNBOOK.md shows it at work).
+
+This module only parses arguments, builds the clients and prints; the work is done by
+:mod:`operations`. It talks to the emulators when ``PUBSUB_EMULATOR_HOST`` /
+``FIRESTORE_EMULATOR_HOST`` are set, and to a real project otherwise (Application Default
+Credentials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agenttrader import topology
+from agenttrader.settings import DEFAULT_PROJECT
+from operations import deadletters as dlq
+from operations import render
+from operations.hold import HoldSubscription
+from operations.status import DEFAULT_PULSES, read_status
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+"""A republish failed, or Pub/Sub / Firestore could not be reached."""
+EXIT_USAGE = 2
+"""Bad arguments, or a purge that could not be confirmed; also ``status --check`` alerts."""
+EXIT_ALERT = 2
+EXIT_INTERRUPTED = 130
+
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+
+
+class UsageError(Exception):
+    """Printed as ``agenttrader: error: ...`` with exit code 2."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``30m``, ``2h``, ``1d``, ``1w`` and combinations such as ``1h30m``."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 30m, 2h, 1d, 1h30m"
+        )
+    return timedelta(
+        **{
+            unit: int(value)
+            for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
+            if value
+        }
+    )
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
+_count = _whole_number(0)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text!r}")
+    return value
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+_DESCRIPTION = """\
+Operate the AgentTrader sync pipeline: inspect, replay and purge dead-lettered user-sync
+messages, and see the state of recent pulses and failing tenants."""
+
+_EPILOG = f"""\
+target:
+  With PUBSUB_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST set, the emulators (project
+  GOOGLE_CLOUD_PROJECT, else {DEFAULT_PROJECT}); otherwise the real project named by --project
+  or GOOGLE_CLOUD_PROJECT, with Application Default Credentials.
+
+exit codes:
+  0 ok · 1 a republish failed or Google Cloud could not be reached · 2 usage error,
+  unconfirmed purge, or alerts with `status --check` · 130 interrupted
+
+Runbook: docs/RUNBOOK.md"""
+
+_FILTERS_EPILOG = """\
+about filters:
+  All are optional and combine with AND; --uid, --error-class and --source may repeat.
+  Ages count from the moment the message reached the dead-letter topic; durations are
+  like 30s, 30m, 2h, 1d, 1h30m. Pub/Sub's own dead letters (delivery limit reached) have
+  the error class DeliveryLimitExceeded and the source delivery-limit."""
+
+
+def _wrap(text: str) -> str:
+    """Paragraphs filled to a readable width (the raw formatter keeps our line breaks)."""
+    return "\n".join(textwrap.fill(paragraph, 88) for paragraph in text.split("\n"))
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: given after the subcommand, it overrides the top-level value; absent, it does not.
+    common.add_argument(
+        "--project", default=argparse.SUPPRESS, help="Google Cloud project (GOOGLE_CLOUD_PROJECT)"
+    )
+    return common
+
+
+def _filters() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("filters")
+    group.add_argument("--uid", action="append", default=[], metavar="UID", help="only this tenant")
+    group.add_argument(
+        "--error-class",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this error class, e.g. AlpacaAuthError, MissingKeys, DeliveryLimitExceeded",
+    )
+    group.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        choices=dlq.SOURCES,
+        help="worker: permanent failure; delivery-limit: Pub/Sub gave up retrying",
+    )
+    group.add_argument(
+        "--older-than", type=parse_duration, metavar="AGE", help="only dead letters older than AGE"
+    )
+    group.add_argument(
+        "--newer-than", type=parse_duration, metavar="AGE", help="only dead letters newer than AGE"
+    )
+    group.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="act on at most N matching dead letters"
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agenttrader",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument(
+        "--project", default=None, help="Google Cloud project (default: GOOGLE_CLOUD_PROJECT)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common, filters = _common(), _filters()
+
+    dlq_parser = commands.add_parser(
+        "dlq",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="list, replay or purge dead-lettered user-sync messages",
+        description=_wrap(
+            f"Dead letters held in the pull subscription {topology.USER_SYNC_DEAD_LETTER_HOLD}"
+            f" (topic {topology.USER_SYNC_DEAD_LETTER})."
+        ),
+    )
+    dlq_commands = dlq_parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+
+    list_parser = dlq_commands.add_parser(
+        "list",
+        parents=[common, filters],
+        formatter_class=_Formatter,
+        help="show held dead letters (leaves every message in place)",
+        description=_wrap(
+            "Show the held dead letters, oldest first: age, uid, source, error class, delivery"
+            " attempts, replay count, error.\nNothing is consumed: messages are leased for the"
+            " moment of the scan and handed straight back."
+        ),
+        epilog=_FILTERS_EPILOG
+        + "\n\nexamples:\n  agenttrader dlq list\n  agenttrader dlq list --uid alice --json\n"
+        "  agenttrader dlq list --error-class AlpacaAuthError --older-than 1h",
+    )
+    list_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    list_parser.set_defaults(handler=_dlq_list)
+
+    replay_parser = dlq_commands.add_parser(
+        "replay",
+        parents=[common, filters],
+        formatter_class=_Formatter,
+        help="republish matching dead letters to user-sync",
+        description=_wrap(
+            f"Republish matching dead letters to {topology.USER_SYNC} with reason 'replay', the"
+            " replay count increased and a fresh requested_at.\nA dead letter is acknowledged"
+            " only after its republish succeeded; interrupting (Ctrl-C, even kill -9) loses"
+            " nothing, at worst one message is replayed twice, which the worker ignores."
+        ),
+        epilog=_FILTERS_EPILOG + "\n\nexamples:\n  agenttrader dlq replay --uid alice --dry-run\n"
+        "  agenttrader dlq replay --error-class AlpacaUnavailable --rate 5\n"
+        "  agenttrader dlq replay --uid alice --force   # past the replay limit",
+    )
+    replay_parser.add_argument(
+        "--dry-run", action="store_true", help="show what would be replayed; change nothing"
+    )
+    replay_parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=dlq.DEFAULT_RATE,
+        metavar="N",
+        help=f"republishes per second (default {dlq.DEFAULT_RATE:g}; 0: no limit)",
+    )
+    replay_parser.add_argument(
+        "--max-replays",
+        type=_count,
+        default=dlq.DEFAULT_MAX_REPLAYS,
+        metavar="N",
+        help="refuse dead letters already replayed N times (default %(default)s)",
+    )
+    replay_parser.add_argument(
+        "--force", action="store_true", help="replay even past --max-replays"
+    )
+    replay_parser.add_argument("--json", action="store_true", help="machine-readable summary")
+    replay_parser.set_defaults(handler=_dlq_replay)
+
+    purge_parser = dlq_commands.add_parser(
+        "purge",
+        parents=[common, filters],
+        formatter_class=_Formatter,
+        help="delete matching dead letters (asks for confirmation)",
+        description=_wrap(
+            "Delete (acknowledge) the matching dead letters, after a confirmation.\n"
+            "Without a terminal, --yes is required. Non-matching messages are left in place."
+        ),
+        epilog=_FILTERS_EPILOG
+        + "\n\nexamples:\n  agenttrader dlq purge --error-class MalformedMessage\n"
+        "  agenttrader dlq purge --uid deleted-user --yes",
+    )
+    purge_parser.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask for confirmation"
+    )
+    purge_parser.add_argument(
+        "--dry-run", action="store_true", help="show what would be deleted; change nothing"
+    )
+    purge_parser.add_argument("--json", action="store_true", help="machine-readable summary")
+    purge_parser.set_defaults(handler=_dlq_purge)
+
+    status_parser = commands.add_parser(
+        "status",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="recent pulses, failing tenants, dead-letter depth, alerts",
+        description=_wrap(
+            "Recent pulses (published, ok, errors, skipped, duration), the tenants whose latest"
+            " sync failed, the dead-letter depth, and the alert conditions: error rate above"
+            " 10 % in the last pulse, a pulse slower than 45 s, tenants with 3+ failures in a"
+            " row."
+        ),
+        epilog="exit codes: 0, or with --check 2 when an alert is raised (for cron/monitoring).",
+    )
+    status_parser.add_argument(
+        "--pulses",
+        type=_positive_int,
+        default=DEFAULT_PULSES,
+        metavar="N",
+        help="pulses to show (default %(default)s)",
+    )
+    status_parser.add_argument(
+        "--tenants",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="failing tenants to show in the table (default %(default)s; --json has all)",
+    )
+    status_parser.add_argument(
+        "--no-dead-letters", action="store_true", help="skip the dead-letter depth peek"
+    )
+    status_parser.add_argument(
+        "--check", action="store_true", help="exit with 2 when any alert is raised"
+    )
+    status_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    status_parser.set_defaults(handler=_status)
+
+    roster_parser = commands.add_parser(
+        "roster",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="show or rebuild the roster of users a tick publishes to",
+        description=_wrap(
+            "The roster (ops/roster/shards/*) says who is eligible for the scheduled sync; the"
+            " triggers on config/alpaca and status/trading keep it. `show` prints its size;"
+            " `rebuild` records every user's eligibility again from a scan of those documents"
+            " (safe while the pipeline runs: a trigger's later verdict always wins)."
+        ),
+    )
+    roster_parser.add_argument(
+        "action", choices=("show", "rebuild"), help="show: sizes; rebuild: from a scan"
+    )
+    roster_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    roster_parser.set_defaults(handler=_roster)
+    return parser
+
+
+# --- targets and clients ------------------------------------------------------------------------
+
+
+def resolve_project(flag: str | None, env: Mapping[str, str]) -> str:
+    project = (flag or env.get("GOOGLE_CLOUD_PROJECT", "")).strip()
+    if project:
+        return project
+    if env.get("PUBSUB_EMULATOR_HOST") or env.get("FIRESTORE_EMULATOR_HOST"):
+        return DEFAULT_PROJECT
+    raise UsageError(
+        "no project: pass --project or set GOOGLE_CLOUD_PROJECT"
+        " (or PUBSUB_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST for the emulators)"
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    project: str
+
+    @property
+    def subscription(self) -> str:
+        return f"projects/{self.project}/subscriptions/{topology.USER_SYNC_DEAD_LETTER_HOLD}"
+
+    @property
+    def user_sync_topic(self) -> str:
+        return f"projects/{self.project}/topics/{topology.USER_SYNC}"
+
+
+@contextlib.contextmanager
+def _hold(target: Target) -> Iterator[HoldSubscription]:
+    import google.cloud.pubsub_v1 as pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        yield HoldSubscription(subscriber, target.subscription)
+    finally:
+        subscriber.close()
+
+
+@contextlib.contextmanager
+def _publisher() -> Iterator[Any]:
+    import google.cloud.pubsub_v1 as pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    try:
+        yield publisher
+    finally:
+        publisher.stop()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _filters_of(args: argparse.Namespace) -> dlq.Filters:
+    try:
+        return dlq.Filters(
+            uids=frozenset(args.uid),
+            error_classes=frozenset(args.error_class),
+            sources=frozenset(args.source),
+            older_than=args.older_than,
+            newer_than=args.newer_than,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _print_json(document: Mapping[str, Any]) -> None:
+    print(json.dumps(document, indent=2, sort_keys=False))
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _dlq_list(args: argparse.Namespace, target: Target) -> int:
+    filters = _filters_of(args)
+    now = _now()
+    with _hold(target) as hold:
+        listing = dlq.list_dead_letters(hold, filters, now=now, limit=args.limit)
+    if args.json:
+        _print_json(render.listing_json(listing, now, target.subscription))
+    else:
+        sys.stdout.write(render.render_listing(listing, now, target.subscription))
+    return EXIT_OK
+
+
+def _dlq_replay(args: argparse.Namespace, target: Target) -> int:
+    filters = _filters_of(args)
+    progress = render.ProgressLine(sys.stderr, tty=sys.stderr.isatty())
+    with _hold(target) as hold, _publisher() as publisher:
+        try:
+            report = dlq.replay(
+                hold,
+                publisher,
+                target.user_sync_topic,
+                filters,
+                clock=_now,
+                pacer=dlq.Pacer(args.rate),
+                limit=args.limit,
+                max_replays=args.max_replays,
+                force=args.force,
+                dry_run=args.dry_run,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+    now = _now()
+    if args.json:
+        _print_json(render.report_json(report, now, target.subscription))
+    else:
+        sys.stdout.write(render.render_report(report, now, target.subscription, verb="replay"))
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    failed = report.count(dlq.Status.FAILED) or report.aborted
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _dlq_purge(args: argparse.Namespace, target: Target) -> int:
+    filters = _filters_of(args)
+    if not (args.yes or args.dry_run or sys.stdin.isatty()):
+        raise UsageError(
+            "refusing to purge without confirmation: stdin is not a terminal;"
+            " pass --yes to confirm (or --dry-run to see what would go)"
+        )
+    now = _now()
+    confirm = (lambda _letters: True) if args.yes else _prompt(now, target)
+    with _hold(target) as hold:
+        report = dlq.purge(
+            hold, filters, now=now, confirm=confirm, limit=args.limit, dry_run=args.dry_run
+        )
+    if args.json:
+        _print_json(render.report_json(report, now, target.subscription))
+    else:
+        sys.stdout.write(render.render_report(report, now, target.subscription, verb="purge"))
+    return EXIT_USAGE if report.cancelled else EXIT_OK
+
+
+def _prompt(now: datetime, target: Target) -> Callable[[Sequence[dlq.DeadLetter]], bool]:
+    def confirm(letters: Sequence[dlq.DeadLetter]) -> bool:
+        listing = dlq.Listing(tuple(letters), len(letters), True)
+        sys.stderr.write(render.render_listing(listing, now, target.subscription))
+        sys.stderr.write(
+            f"Delete these {len(letters)} dead letter(s) from {target.subscription}?"
+            " This cannot be undone. [y/N] "
+        )
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        return answer in {"y", "yes"}
+
+    return confirm
+
+
+def _status(args: argparse.Namespace, target: Target) -> int:
+    from google.cloud import firestore
+
+    db = firestore.Client(project=target.project)
+    with _hold(target) as hold:
+        status = read_status(
+            db,
+            now=_now(),
+            peek=None if args.no_dead_letters else lambda: dlq.dead_letter_depth(hold),
+            pulses=args.pulses,
+        )
+    if args.json:
+        _print_json(render.status_json(status, target.project, target.subscription))
+    else:
+        sys.stdout.write(
+            render.render_status(
+                status, target.project, target.subscription, max_tenants=args.tenants
+            )
+        )
+    return EXIT_ALERT if args.check and status.alerts else EXIT_OK
+
+
+def _roster(args: argparse.Namespace, target: Target) -> int:
+    from google.cloud import firestore
+
+    from agenttrader import paths
+    from publisher import roster
+
+    db = firestore.Client(project=target.project)
+    loaded = roster.rebuild(db) if args.action == "rebuild" else roster.read(db)
+    marker = db.document(paths.ROSTER_DOC).get()
+    built_at = (marker.to_dict() or {}).get("built_at") if marker.exists else None
+    summary = {
+        "project": target.project,
+        "built_at": built_at.isoformat() if isinstance(built_at, datetime) else None,
+        "shards": paths.ROSTER_SHARDS,
+        "users": loaded.members if loaded else None,
+        "eligible": len(loaded.eligible) if loaded else None,
+    }
+    if args.json:
+        _print_json(summary)
+    elif loaded is None:
+        print("roster: not built yet (the next tick builds it from a scan)")
+    else:
+        print(
+            f"roster of {target.project}: {loaded.members} users, {len(loaded.eligible)} eligible,"
+            f" {paths.ROSTER_SHARDS} shards, built {summary['built_at']}"
+        )
+    return EXIT_OK
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script ``agenttrader``; returns the exit code."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # SIGTERM ends a replay as Ctrl-C does: leases are handed back at once instead of expiring.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    try:
+        target = Target(resolve_project(args.project, os.environ))
+        code: int = args.handler(args, target)
+        return code
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        print(f"agenttrader: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "\nagenttrader: interrupted; what was not acknowledged stays in the subscription",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except gexc.NotFound as err:
+        print(
+            f"agenttrader: error: not found: {err.message}. Is the project right and the"
+            " topology applied (make run / make deploy)?",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except (gexc.GoogleAPIError, auth_exc.GoogleAuthError) as err:
+        print(f"agenttrader: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
