@@ -1,10 +1,9 @@
 """Every entry point, so ``functions-framework --target NAME`` (run from the repository root)
 and ``gcloud functions deploy NAME --source=. --entry-point=NAME`` find any function."""
 
-from accounts.main import migrate_legacy_data, onboard_user
+from accounts.main import migrate_legacy_data, on_alpaca_secret_written, onboard_user
 from publisher.main import (
     on_alpaca_config_written,
-    on_alpaca_secret_written,
     on_trading_status_written,
     publish_user_syncs,
 )

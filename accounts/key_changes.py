@@ -18,11 +18,11 @@ from agenttrader.alpaca import AlpacaKeys
 from agenttrader.deadletter import PUBLISH_TIMEOUT_SECONDS
 from agenttrader.errors import DependencyUnavailable, PermanentError
 from agenttrader.events import DocumentChange
+from agenttrader.keys_version import version_of
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.paths import USERS, alpaca_config_doc, last_sync_error_doc
+from agenttrader.paths import SECRETS_ALPACA, alpaca_config_doc, last_sync_error_doc, owner_of
 from agenttrader.topology import USER_SYNC
-from sync_worker.key_cache import version_of
 
 if TYPE_CHECKING:
     from agenttrader.deps import Deps
@@ -45,10 +45,7 @@ class KeyChange(StrEnum):
 
 def secret_owner(path: str) -> str | None:
     """The uid when ``path`` is ``users/{uid}/secrets/alpaca``, else ``None``."""
-    parts = path.split("/")
-    if len(parts) == 4 and parts[0] == USERS and parts[2:] == ["secrets", "alpaca"]:
-        return parts[1]
-    return None
+    return owner_of(path, SECRETS_ALPACA)
 
 
 def _hint(data: dict[str, Any] | None) -> str | None:

@@ -1,16 +1,27 @@
-"""``onboard_user`` and ``migrate_legacy_data`` (Firebase callable protocol).
+"""The accounts entry points: ``onboard_user`` and ``migrate_legacy_data`` (Firebase callable
+protocol) and ``on_alpaca_secret_written`` (Firestore ``document.v1.written`` on
+``users/{uid}/secrets/alpaca``: a tenant's credentials written, rotated or deleted).
 
-Each adapter only validates the call, gets the instance's dependencies and calls the use case;
-:func:`agenttrader.callable.https_callable` does the protocol, the ID token and the errors.
+Each only decodes or validates its input, gets the instance's dependencies and calls this
+package's use case; :func:`agenttrader.callable.https_callable` does the callable protocol, the
+ID token and the errors.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import functions_framework
+from cloudevents.http import CloudEvent
+
 from accounts import migration, onboarding
+from accounts.key_changes import handle_key_change
 from agenttrader import runtime
 from agenttrader.callable import CallContext, fields_of, https_callable
+from agenttrader.events import document_change
+from agenttrader.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @https_callable
@@ -26,3 +37,17 @@ def migrate_legacy_data(ctx: CallContext, data: Any) -> dict[str, Any]:
     ctx.require_admin()
     target = migration.parse_target(data)
     return migration.migrate_legacy_snapshot(runtime.deps().firestore, ctx.uid, target)
+
+
+@functions_framework.cloud_event
+def on_alpaca_secret_written(event: CloudEvent) -> None:
+    """Validate newly written keys, mark them configured and request the first sync.
+
+    The event payload holds the keys: it is decoded, never logged.
+    """
+    try:
+        change = document_change(event)
+    except ValueError as err:
+        log.error(f"secrets event ignored: {err}", event_id=event["id"])
+        return
+    handle_key_change(runtime.deps(), change, event["id"])

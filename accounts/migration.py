@@ -26,11 +26,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from accounts.onboarding import is_placeholder
 from agenttrader import audit, paths
 from agenttrader.callable import CallableError, Status, fields_of, invalid_argument
+from agenttrader.firestore_io import retry_on_conflict
 from agenttrader.logs import get_logger
-from signal_worker.quota import retry_on_conflict
+from agenttrader.snapshot import is_placeholder
 
 if TYPE_CHECKING:
     from google.cloud import firestore

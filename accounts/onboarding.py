@@ -10,12 +10,11 @@ never overwritten, and no ``secrets`` document is created: only the user writes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from agenttrader import audit, paths
+from agenttrader import audit, paths, snapshot
+from agenttrader.firestore_io import retry_on_conflict
 from agenttrader.logs import get_logger
-from signal_worker.quota import retry_on_conflict
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -47,24 +46,6 @@ def next_steps(uid: str) -> list[str]:
     ]
 
 
-def placeholder_snapshot() -> dict[str, Any]:
-    """Shaped like a real snapshot so clients can render it; ``placeholder`` marks it."""
-    return {
-        "syncedAt": None,
-        "placeholder": True,
-        "account": {},
-        "equity": "0",
-        "buying_power": "0",
-        "cash": "0",
-        "positions": [],
-    }
-
-
-def is_placeholder(snapshot: Mapping[str, Any]) -> bool:
-    """Whether a snapshot is still :func:`placeholder_snapshot` (no sync has written it)."""
-    return snapshot.get("placeholder") is True or snapshot.get("syncedAt") is None
-
-
 def onboard(db: firestore.Client, uid: str, email: str | None) -> dict[str, Any]:
     """Create the tenant's documents unless already onboarded; the callable's result.
 
@@ -85,7 +66,7 @@ def onboard(db: firestore.Client, uid: str, email: str | None) -> dict[str, Any]
             "message": "Trading is disabled. Set enabled: true once your keys are configured.",
             "createdAt": now,
         },
-        paths.snapshot_doc(uid): placeholder_snapshot(),
+        paths.snapshot_doc(uid): snapshot.placeholder(),
     }
 
     def create() -> list[str] | None:

@@ -7,9 +7,18 @@ code all spell a document the same way.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 USERS = "users"
 OPS = "ops"
+
+SECRETS_ALPACA = ("secrets", "alpaca")
+CONFIG_ALPACA = ("config", "alpaca")
+STATUS_TRADING = ("status", "trading")
+STATUS_LAST_SYNC_ERROR = ("status", "last_sync_error")
+STATUS_SYNC = ("status", "sync")
+DATA_SNAPSHOT = ("data", "snapshot")
+"""``(collection, doc_id)`` of the documents directly under a user that the code reacts to."""
 
 _UID = re.compile(r"^[A-Za-z0-9_\-:.@]{1,128}$")
 """Firebase uids are at most 128 characters; ``/`` would escape the user's subtree."""
@@ -26,33 +35,37 @@ def user_doc(uid: str) -> str:
     return f"{USERS}/{validate_uid(uid)}"
 
 
+def _under(uid: str, kind: tuple[str, str]) -> str:
+    return f"{user_doc(uid)}/{kind[0]}/{kind[1]}"
+
+
 def alpaca_config_doc(uid: str) -> str:
     """``configured: bool`` is set by the server once valid keys were written."""
-    return f"{user_doc(uid)}/config/alpaca"
+    return _under(uid, CONFIG_ALPACA)
 
 
 def alpaca_secret_doc(uid: str) -> str:
     """Write-only for the owner; only the server ever reads it."""
-    return f"{user_doc(uid)}/secrets/alpaca"
+    return _under(uid, SECRETS_ALPACA)
 
 
 def trading_status_doc(uid: str) -> str:
     """The kill-switch: ``enabled: bool``."""
-    return f"{user_doc(uid)}/status/trading"
+    return _under(uid, STATUS_TRADING)
 
 
 def last_sync_error_doc(uid: str) -> str:
-    return f"{user_doc(uid)}/status/last_sync_error"
+    return _under(uid, STATUS_LAST_SYNC_ERROR)
 
 
 def sync_state_doc(uid: str) -> str:
     """Outcome of the user's latest sync (``pulse_id``, ``outcome``): pulses are counted from
     these documents with aggregation queries, so no counter document takes every write."""
-    return f"{user_doc(uid)}/status/sync"
+    return _under(uid, STATUS_SYNC)
 
 
 def snapshot_doc(uid: str) -> str:
-    return f"{user_doc(uid)}/data/snapshot"
+    return _under(uid, DATA_SNAPSHOT)
 
 
 def trading_signals_collection(uid: str) -> str:
@@ -121,3 +134,37 @@ def uid_of(path: str) -> str:
     if len(parts) < 2 or parts[0] != USERS:
         raise ValueError(f"not a user path: {path!r}")
     return validate_uid(parts[1])
+
+
+@dataclass(frozen=True)
+class UserDoc:
+    """A document directly under a user, ``users/{uid}/{collection}/{doc_id}``."""
+
+    uid: str
+    collection: str
+    doc_id: str
+
+    @property
+    def kind(self) -> tuple[str, str]:
+        """``(collection, doc_id)``, comparable with ``SECRETS_ALPACA`` and the others."""
+        return (self.collection, self.doc_id)
+
+
+def parse_user_doc(path: str) -> UserDoc | None:
+    """The parts of ``users/{uid}/{collection}/{doc_id}``; ``None`` for any other path (a
+    deeper or shallower one, another root, an invalid uid). The one parser of user document
+    paths: triggers, listeners and scans all split paths here."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != USERS:
+        return None
+    try:
+        uid = validate_uid(parts[1])
+    except ValueError:
+        return None
+    return UserDoc(uid, parts[2], parts[3])
+
+
+def owner_of(path: str, *kinds: tuple[str, str]) -> str | None:
+    """The uid when ``path`` is ``users/{uid}/{collection}/{doc_id}`` of one of ``kinds``."""
+    doc = parse_user_doc(path)
+    return doc.uid if doc is not None and doc.kind in kinds else None

@@ -1,4 +1,10 @@
-"""Pulses: one scheduler tick's fan-out, and how its results are counted.
+"""Pulses: one scheduler tick's fan-out, the pulse document's lifecycle and how its results are
+counted.
+
+Lifecycle of ``ops/pulses/history/{pulse_id}``: a tick claims it (:func:`begin`, ``state:
+publishing``), finalizes the previous pulse (:func:`finish_previous`), publishes, then marks it
+``published`` with its counts (:func:`mark_published`); rollups then keep its totals until the
+next tick freezes them (``final``).
 
 Counting without a hot document, on documents each sync writes anyway: a success is counted on
 the user's snapshot (``users/{uid}/data/snapshot``: ``pulseId``, ``syncOutcome``), the one
@@ -23,8 +29,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.api_core import exceptions as gexc
 
+from agenttrader import snapshot
 from agenttrader.logs import get_logger
 from agenttrader.paths import LAST_PULSE_DOC, pulse_doc
+from agenttrader.snapshot import COLLECTION_GROUP as SNAPSHOT_COLLECTION_GROUP
+from agenttrader.snapshot import Outcome
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -33,20 +42,61 @@ log = get_logger(__name__)
 
 STATUS_COLLECTION_GROUP = "status"
 """Collection group of ``users/{uid}/status/sync``, where errors and skips are counted."""
-SNAPSHOT_COLLECTION_GROUP = "data"
-"""Collection group of ``users/{uid}/data/snapshot``, where successes are counted."""
-SNAPSHOT_PULSE_FIELD = "pulseId"
-"""The snapshot's pulse: the one its tenant's latest outcome counts for."""
-SNAPSHOT_OUTCOME_FIELD = "syncOutcome"
-"""The snapshot's copy of ``status/sync.outcome``: the tenant's latest outcome."""
 
 
-class Outcome(StrEnum):
-    """How one user's sync in a pulse ended."""
+class PulseState(StrEnum):
+    """``state`` of a pulse document: claimed by a tick, or all its messages published."""
 
-    SUCCESS = "success"
-    ERROR = "error"
-    SKIPPED = "skipped"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+
+
+def state_of(db: firestore.Client, pulse_id: str) -> str | None:
+    """The pulse document's ``state`` (``None``: no such pulse yet)."""
+    snapshot = db.document(pulse_doc(pulse_id)).get()
+    if not snapshot.exists:
+        return None
+    state = (snapshot.to_dict() or {}).get("state")
+    return state if isinstance(state, str) else None
+
+
+def begin(
+    db: firestore.Client, pulse_id: str, tick_message_id: str, tick_time: datetime, now: datetime
+) -> None:
+    """Claim the pulse document for a tick about to publish (``state: publishing``)."""
+    db.document(pulse_doc(pulse_id)).set(
+        {
+            "pulse_id": pulse_id,
+            "tick_message_id": tick_message_id,
+            "timestamp": tick_time,
+            "started_at": now,
+            "state": PulseState.PUBLISHING.value,
+        }
+    )
+
+
+def mark_published(
+    db: firestore.Client, pulse_id: str, published: int, ineligible: int, seconds: float
+) -> None:
+    """Every message of the pulse is out: how many, and how many users were skipped."""
+    db.document(pulse_doc(pulse_id)).update(
+        {
+            "state": PulseState.PUBLISHED.value,
+            "published_count": published,
+            "ineligible_count": ineligible,
+            "published_at": datetime.now(UTC),
+            "publish_seconds": round(seconds, 3),
+        }
+    )
+
+
+def finish_previous(db: firestore.Client, pulse_id: str) -> None:
+    """Freeze the final counts of the pulse ``ops/last_pulse`` still shows, before this pulse's
+    workers overwrite each user's outcome (and before a worker's trailing rollup may have run).
+    """
+    previous = (db.document(LAST_PULSE_DOC).get().to_dict() or {}).get("pulse_id")
+    if isinstance(previous, str) and previous != pulse_id:
+        rollup(db, previous, finalize=True)
 
 
 def pulse_id_for(tick_message_id: str, tick_time: datetime) -> str:
@@ -99,8 +149,8 @@ def count_outcomes(db: firestore.Client, pulse_id: str) -> dict[Outcome, int]:
 
     successes = (
         db.collection_group(SNAPSHOT_COLLECTION_GROUP)
-        .where(filter=FieldFilter(SNAPSHOT_PULSE_FIELD, "==", pulse_id))
-        .where(filter=FieldFilter(SNAPSHOT_OUTCOME_FIELD, "==", Outcome.SUCCESS.value))
+        .where(filter=FieldFilter(snapshot.PULSE_FIELD, "==", pulse_id))
+        .where(filter=FieldFilter(snapshot.OUTCOME_FIELD, "==", Outcome.SUCCESS.value))
     )
     counts = {Outcome.SUCCESS: _count(successes)}
     for outcome in (Outcome.ERROR, Outcome.SKIPPED):

@@ -1,38 +1,19 @@
-"""What the function adapters share: logging configured once, the instance's dependencies
-and long-lived collaborators, built on first use (never at import)."""
+"""What every entry point shares: logging configured once and the instance's dependency
+container, built on first use (never at import), and the raw push body of the request."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from agenttrader import logs
 from agenttrader.deps import Deps, get_deps
-from agenttrader.pulses import RollupScheduler
-from sync_worker.worker import SyncWorker
-
-_lock = threading.Lock()
-_worker: tuple[Deps, SyncWorker] | None = None
 
 
 def deps() -> Deps:
     current = get_deps()
     logs.configure(level=logging.getLevelName(current.settings.log_level))
     return current
-
-
-def sync_worker() -> SyncWorker:
-    """The instance's worker, rebuilt only if the dependency container was replaced."""
-    global _worker  # noqa: PLW0603 - one worker per instance, by design
-    current = deps()
-    with _lock:
-        if _worker is None or _worker[0] is not current:
-            rollups = RollupScheduler(
-                lambda: current.firestore, current.settings.pulse_rollup_delay_seconds
-            )
-            _worker = (current, SyncWorker(current, rollups))
-        return _worker[1]
 
 
 def raw_push_body() -> Any:

@@ -321,8 +321,8 @@ def measure_fan_out(deps: Any, recorder: RecordingPublisher, sample: int) -> dic
     with counted() as load:
         roster.load(db)
     with counted() as count:
-        fanout.count_users(db)
-    with counted() as whole, log_bytes() as logged, calls_to(fanout, "count_users") as counts:
+        roster.count_users(db)
+    with counted() as whole, log_bytes() as logged, calls_to(roster, "count_users") as counts:
         result = fanout.fan_out(deps, tick(datetime.now(UTC)))
     sizes = list(recorder.sizes)
     store_clock(db, is_open=False)
@@ -410,10 +410,10 @@ def measure_worker(
     """First syncs (snapshots created); a new instance (keys not cached: cold); the same
     instance again (the same keys_version: warm); a failing attempt (HTTP 500) and its
     redelivery once Alpaca recovered; syncs whose message asks for the clock."""
+    from agenttrader.keys_version import version_of
     from agenttrader.messages import Reason, SyncRequest
     from agenttrader.paths import MARKET_CLOCK_DOC
     from devtools.simulator import Scenario
-    from sync_worker.key_cache import version_of
     from sync_worker.worker import SyncWorker
 
     uids = list(key_ids)
@@ -458,12 +458,13 @@ def measure(sample: int, threads: int) -> dict[str, Any]:
     """Every measured figure, against fresh emulators and an in-process simulator."""
     import google.cloud.pubsub_v1 as pubsub_v1
 
-    from agenttrader import pulses, topology
+    from agenttrader import pulses
     from agenttrader.deps import Deps
     from agenttrader.settings import Settings, SyncSchedule
     from benchmarks import pipeline
     from devtools import emulators
     from devtools.simulator import AlpacaSimulator
+    from devtools.topology import apply_topology
 
     project = f"cost-{uuid.uuid4().hex[:6]}"
     uids = [uid_of(i) for i in range(sample)]
@@ -478,7 +479,7 @@ def measure(sample: int, threads: int) -> dict[str, Any]:
         real = Deps(settings).publisher
         subscriber = pubsub_v1.SubscriberClient()
         try:
-            topology.apply(project, real, subscriber)
+            apply_topology(project, real, subscriber)
         finally:
             subscriber.close()
         recorder = RecordingPublisher(real)

@@ -36,6 +36,7 @@ from agenttrader.messages import Reason, SyncRequest
 from agenttrader.settings import Settings
 from benchmarks import procstats
 from devtools import emulators
+from devtools.topology import apply_topology
 from publisher import roster
 from publisher import tick as fanout
 
@@ -137,8 +138,8 @@ def baseline(deps: Deps) -> dict[str, Phase]:
     """The design before the roster, on the same data: the eligibility scan and the count,
     then client-batched publishing."""
     db = deps.firestore
-    users, scan = timed(lambda: fanout.eligible_users(db))
-    _, count = timed(lambda: fanout.count_users(db))
+    users, scan = timed(lambda: roster.eligible_users(db))
+    _, count = timed(lambda: roster.count_users(db))
     _, publish = timed(lambda: publish_with_client(deps, users, datetime.now(UTC)))
     return {"scan": scan, "count": count, "publish": publish}
 
@@ -156,7 +157,7 @@ def run(n: int, seed_threads: int, profile: bool, with_baseline: bool) -> dict[s
         deps = Deps(Settings.from_env())
         subscriber = pubsub_v1.SubscriberClient()
         try:
-            topology.apply(project, deps.publisher, subscriber)
+            apply_topology(project, deps.publisher, subscriber)
         finally:
             subscriber.close()
         seed_s = seed(deps.firestore, n, seed_threads)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.pulses import Outcome
+from agenttrader.snapshot import Outcome
 from chaos.faults import Fault
 from operations.deadletters import SOURCE_DELIVERY_LIMIT, decode
 from sync_worker.record import counted_outcome, inconsistencies

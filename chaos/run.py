@@ -138,12 +138,12 @@ class SnapshotWatch:
     def _on_snapshot(self, docs: list[Any], changes: list[Any], read_time: Any) -> None:
         with self._lock:
             for change in changes:
-                parts = change.document.reference.path.split("/")
-                if change.type.name == "REMOVED" or parts[2:] != ["data", "snapshot"]:
+                uid = paths.owner_of(change.document.reference.path, paths.DATA_SNAPSHOT)
+                if change.type.name == "REMOVED" or uid is None:
                     continue
                 requested = (change.document.to_dict() or {}).get("requestedAt")
                 if isinstance(requested, datetime):
-                    self._history.setdefault(parts[1], []).append(requested)
+                    self._history.setdefault(uid, []).append(requested)
         self._primed.set()
 
     def history(self) -> dict[str, list[datetime]]:

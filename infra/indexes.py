@@ -38,8 +38,10 @@ class RequiredIndex:
 
 
 REQUIRED_INDEXES: tuple[RequiredIndex, ...] = (
-    RequiredIndex("config", ("configured",), "publisher.tick.eligible_uids", "publisher/tick.py"),
-    RequiredIndex("status", ("enabled",), "publisher.tick.eligible_uids", "publisher/tick.py"),
+    RequiredIndex(
+        "config", ("configured",), "publisher.roster.eligible_uids", "publisher/roster.py"
+    ),
+    RequiredIndex("status", ("enabled",), "publisher.roster.eligible_uids", "publisher/roster.py"),
     RequiredIndex(
         "status",
         ("pulse_id", "outcome"),

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from agenttrader import topology
+from agenttrader.events import FIRESTORE_WRITTEN, FIRESTORE_WRITTEN_WITH_AUTH
 from agenttrader.settings import Settings, SyncSchedule
 
 RUNTIME = "python311"
 
-FIRESTORE_WRITTEN = "google.cloud.firestore.document.v1.written"
-FIRESTORE_WRITTEN_WITH_AUTH = "google.cloud.firestore.document.v1.written.withAuthContext"
 FIRESTORE_DATABASE = "(default)"
 
 
@@ -87,7 +86,7 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     Function(
         name="on_alpaca_secret_written",
-        module="publisher.main",
+        module="accounts.main",
         trigger=Trigger.FIRESTORE,
         purpose="validates newly written Alpaca keys and requests the first sync",
         timeout_seconds=60,

@@ -38,7 +38,6 @@ MAX_FAILING = 1_000
 STATUS_GROUP = "status"
 """Collection group of ``users/{uid}/status/last_sync_error`` (a literal: infra/indexes.py
 declares the index each collection-group query needs, and its test reads this file)."""
-_LAST_SYNC_ERROR = paths.last_sync_error_doc("uid").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -185,9 +184,9 @@ def read_failing(
             .limit(limit + 1)
         )
         for doc in query.stream():
-            parts = doc.reference.path.split("/")
-            if len(parts) == 4 and parts[0] == paths.USERS and parts[3] == _LAST_SYNC_ERROR:
-                errors[parts[1]] = doc.to_dict() or {}
+            uid = paths.owner_of(doc.reference.path, paths.STATUS_LAST_SYNC_ERROR)
+            if uid is not None:
+                errors[uid] = doc.to_dict() or {}
     capped = len(errors) > limit
     uids = sorted(errors)[:limit]
     refs = [db.document(paths.sync_state_doc(uid)) for uid in uids]

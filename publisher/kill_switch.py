@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from agenttrader import audit
 from agenttrader.events import DocumentChange
 from agenttrader.logs import get_logger
-from agenttrader.paths import USERS
+from agenttrader.paths import STATUS_TRADING, owner_of
 
 if TYPE_CHECKING:
     from agenttrader.deps import Deps
@@ -32,10 +32,7 @@ class Toggle(StrEnum):
 
 def trading_owner(path: str) -> str | None:
     """The uid when ``path`` is ``users/{uid}/status/trading``, else ``None``."""
-    parts = path.split("/")
-    if len(parts) == 4 and parts[0] == USERS and parts[2:] == ["status", "trading"]:
-        return parts[1]
-    return None
+    return owner_of(path, STATUS_TRADING)
 
 
 def actor_of(auth_type: str | None, auth_id: str | None) -> str:

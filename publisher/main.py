@@ -1,14 +1,13 @@
-"""``publish_user_syncs`` (Pub/Sub ``sync-tick``), ``on_alpaca_secret_written`` (Firestore
-``document.v1.written`` on ``users/{uid}/secrets/alpaca``), ``on_alpaca_config_written`` and
-``on_trading_status_written`` (the roster and the kill-switch audit): decode, then call the
-core."""
+"""The publisher's entry points: ``publish_user_syncs`` (Pub/Sub ``sync-tick``), and
+``on_alpaca_config_written`` and ``on_trading_status_written`` (Firestore ``document.v1.written``
+on the two documents eligibility is decided from: the roster, the kill-switch audit). Each
+decodes its event, then calls this package's use case."""
 
 from __future__ import annotations
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from accounts.key_changes import handle_key_change
 from agenttrader import runtime
 from agenttrader.events import document_change, pubsub_delivery
 from agenttrader.logs import get_logger
@@ -28,20 +27,6 @@ def publish_user_syncs(event: CloudEvent) -> None:
         log.error(f"sync-tick event ignored: {err}", message_id=event["id"])
         return
     fan_out(runtime.deps(), tick)
-
-
-@functions_framework.cloud_event
-def on_alpaca_secret_written(event: CloudEvent) -> None:
-    """Validate newly written keys, mark them configured and request the first sync.
-
-    The event payload holds the keys: it is decoded, never logged.
-    """
-    try:
-        change = document_change(event)
-    except ValueError as err:
-        log.error(f"secrets event ignored: {err}", event_id=event["id"])
-        return
-    handle_key_change(runtime.deps(), change, event["id"])
 
 
 @functions_framework.cloud_event

@@ -35,19 +35,22 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from agenttrader.keys_version import version_of
 from agenttrader.logs import get_logger
 from agenttrader.paths import (
+    CONFIG_ALPACA,
     ROSTER_DOC,
     ROSTER_SHARDS,
+    STATUS_TRADING,
     USERS,
     alpaca_config_doc,
+    owner_of,
     roster_shard_doc,
     trading_status_doc,
     user_doc,
 )
-from sync_worker.key_cache import version_of
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -199,6 +202,57 @@ def _get_maps(db: firestore.Client, names: list[str]) -> dict[str, dict[str, Any
     return found
 
 
+# --- the scan: what the roster replaced, and how it is rebuilt ------------------------------
+
+
+def _by_uid(docs: Iterable[Any], kind: tuple[str, str]) -> Iterable[tuple[str, Any]]:
+    """``(uid, doc)`` for documents of ``kind`` (``users/{uid}/{collection}/{doc_id}``)."""
+    for doc in docs:
+        uid = owner_of(doc.reference.path, kind)
+        if uid is not None:
+            yield uid, doc
+
+
+def _where_true(db: firestore.Client, group: str, field: str, fields: list[str]) -> Iterable[Any]:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
+    return cast(Iterable[Any], query.select(fields).stream())
+
+
+def configured_users(db: firestore.Client) -> dict[str, str | None]:
+    """uid → keys version of every user whose ``config/alpaca.configured`` is true (the
+    version is ``configuredAt``, read by the same query at no extra cost)."""
+    docs = _where_true(db, "config", "configured", ["configuredAt"])
+    return {
+        uid: version_of((doc.to_dict() or {}).get("configuredAt"))
+        for uid, doc in _by_uid(docs, CONFIG_ALPACA)
+    }
+
+
+def enabled_uids(db: firestore.Client) -> set[str]:
+    """Users whose kill-switch ``status/trading.enabled`` is true."""
+    docs = _where_true(db, "status", "enabled", [])
+    return {uid for uid, _ in _by_uid(docs, STATUS_TRADING)}
+
+
+def eligible_users(db: firestore.Client) -> dict[str, str | None]:
+    """Users whose keys are configured and whose kill-switch is on, with their keys' version."""
+    configured, enabled = configured_users(db), enabled_uids(db)
+    return {uid: configured[uid] for uid in sorted(configured.keys() & enabled)}
+
+
+def eligible_uids(db: firestore.Client) -> list[str]:
+    """Users whose keys are configured and whose kill-switch is on, sorted."""
+    return list(eligible_users(db))
+
+
+def count_users(db: firestore.Client) -> int:
+    """Users, by an aggregation (one read per 1,000): what the roster's count replaced."""
+    result: Any = cast(Any, db.collection(USERS)).count().get()
+    return int(result[0][0].value)
+
+
 def rebuild(db: firestore.Client) -> Roster:
     """Record every user's verdict from a scan of the two documents, then mark the roster built.
 
@@ -207,8 +261,6 @@ def rebuild(db: firestore.Client) -> Roster:
     skipped count) and the configured and the enabled users; users the roster holds that the
     scan no longer finds are recorded as gone.
     """
-    from publisher.tick import configured_users, enabled_uids
-
     started = db.document(ROSTER_DOC).get().read_time
     users = {doc.id for doc in db.collection(USERS).select([]).stream()}
     configured = configured_users(db)
@@ -259,13 +311,7 @@ def load(db: firestore.Client) -> Roster:
 def source_owner(path: str) -> str | None:
     """The uid when ``path`` is a document eligibility is decided from
     (``users/{uid}/config/alpaca`` or ``users/{uid}/status/trading``), else ``None``."""
-    parts = path.split("/")
-    if len(parts) == 4 and parts[0] == USERS and tuple(parts[2:]) in _SOURCES:
-        return parts[1]
-    return None
-
-
-_SOURCES = {("config", "alpaca"), ("status", "trading")}
+    return owner_of(path, CONFIG_ALPACA, STATUS_TRADING)
 
 
 def on_source_written(db: firestore.Client, path: str) -> Verdict | None:

@@ -4,31 +4,28 @@ Eligible (DESIGN.md): ``config/alpaca.configured == true`` and ``status/trading.
 true``, decided from those documents whoever wrote them. A tick reads the roster the triggers
 on them keep (:mod:`publisher.roster`: 33 documents whatever the number of users, the skipped
 count included) and publishes 1,000 messages per request (:mod:`publisher.bulk_publish`).
-The scan below (two collection-group queries that return document names only, one read per
-configured and per enabled user) rebuilds a roster that was never built.
+What a tick does is decided first, from plain values (:func:`decide`); then the pulse document
+goes through its lifecycle (:mod:`agenttrader.pulses`: claimed, previous pulse finalized,
+published, rolled up).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from agenttrader import market_clock, pulses
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.events import PubsubDelivery
 from agenttrader.logs import get_logger
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.paths import LAST_PULSE_DOC, USERS, pulse_doc
 from publisher import roster
 from publisher.bulk_publish import publish_all
-from sync_worker.key_cache import version_of
 
 if TYPE_CHECKING:
-    from google.cloud import firestore
-
     from agenttrader.deps import Deps
 
 log = get_logger(__name__)
@@ -38,6 +35,28 @@ STALE_TICK_AFTER = timedelta(minutes=5)
 PUBLISH_TIMEOUT_SECONDS = 120.0
 
 
+class Skip(StrEnum):
+    """Why a tick published nothing."""
+
+    STALE = "stale"
+    MARKET_CLOSED = "market_closed"
+    DUPLICATE = "duplicate"
+
+
+def decide(
+    *, age: timedelta, schedule: market_clock.Decision, pulse_state: str | None
+) -> Skip | None:
+    """Whether a tick publishes (``None``) or why not, from its age (now − publish time), the
+    market-hours decision and the state its pulse document already has (``None``: none)."""
+    if age > STALE_TICK_AFTER:
+        return Skip.STALE
+    if not schedule.publish:
+        return Skip.MARKET_CLOSED
+    if pulse_state == pulses.PulseState.PUBLISHED:
+        return Skip.DUPLICATE
+    return None
+
+
 @dataclass(frozen=True)
 class FanoutResult:
     """What one tick did."""
@@ -45,57 +64,8 @@ class FanoutResult:
     pulse_id: str
     published: int = 0
     ineligible: int = 0
-    skipped_tick: str | None = None
-    """Why the tick published nothing (``duplicate``, ``stale``, ``market_closed``), else
-    ``None``."""
-
-
-def _by_uid(docs: Iterable[Any], collection: str, doc_id: str) -> Iterable[tuple[str, Any]]:
-    """``(uid, doc)`` for documents named ``users/{uid}/{collection}/{doc_id}`` in ``docs``."""
-    for doc in docs:
-        parts = doc.reference.path.split("/")
-        if len(parts) == 4 and parts[0] == USERS and parts[2:] == [collection, doc_id]:
-            yield parts[1], doc
-
-
-def _where_true(db: firestore.Client, group: str, field: str, fields: list[str]) -> Iterable[Any]:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = db.collection_group(group).where(filter=FieldFilter(field, "==", True))
-    return cast(Iterable[Any], query.select(fields).stream())
-
-
-def configured_users(db: firestore.Client) -> dict[str, str | None]:
-    """uid → keys version of every user whose ``config/alpaca.configured`` is true (the
-    version is ``configuredAt``, read by the same query at no extra cost)."""
-    docs = _where_true(db, "config", "configured", ["configuredAt"])
-    return {
-        uid: version_of((doc.to_dict() or {}).get("configuredAt"))
-        for uid, doc in _by_uid(docs, "config", "alpaca")
-    }
-
-
-def enabled_uids(db: firestore.Client) -> set[str]:
-    """Users whose kill-switch ``status/trading.enabled`` is true."""
-    docs = _where_true(db, "status", "enabled", [])
-    return {uid for uid, _ in _by_uid(docs, "status", "trading")}
-
-
-def eligible_users(db: firestore.Client) -> dict[str, str | None]:
-    """Users whose keys are configured and whose kill-switch is on, with their keys' version."""
-    configured, enabled = configured_users(db), enabled_uids(db)
-    return {uid: configured[uid] for uid in sorted(configured.keys() & enabled)}
-
-
-def eligible_uids(db: firestore.Client) -> list[str]:
-    """Users whose keys are configured and whose kill-switch is on, sorted."""
-    return list(eligible_users(db))
-
-
-def count_users(db: firestore.Client) -> int:
-    """Users, by an aggregation (one read per 1,000): what the roster's count replaced."""
-    result: Any = cast(Any, db.collection(USERS)).count().get()
-    return int(result[0][0].value)
+    skipped_tick: Skip | None = None
+    """Why the tick published nothing, else ``None``."""
 
 
 def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> FanoutResult:
@@ -103,35 +73,24 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     now = now or datetime.now(UTC)
     db = deps.firestore
     pulse_id = pulses.pulse_id_for(tick.message_id, tick.publish_time)
-    if now - tick.publish_time > STALE_TICK_AFTER:
-        log.warning("dropping a stale tick", pulse_id=pulse_id, message_id=tick.message_id)
-        return FanoutResult(pulse_id, skipped_tick="stale")
+    labels = {"pulse_id": pulse_id, "message_id": tick.message_id}
+    age = now - tick.publish_time
+    if age > STALE_TICK_AFTER:  # decided before any read: a stale tick costs nothing
+        log.warning("dropping a stale tick", **labels)
+        return FanoutResult(pulse_id, skipped_tick=Skip.STALE)
     schedule = market_clock.decide_for_tick(deps, now)
-    if not schedule.publish:
+    state = pulses.state_of(db, pulse_id) if schedule.publish else None
+    skip = decide(age=age, schedule=schedule, pulse_state=state)
+    if skip is Skip.MARKET_CLOSED:
         next_open = schedule.clock.next_open.isoformat() if schedule.clock else None
-        log.info(
-            "tick skipped: the market is closed",
-            pulse_id=pulse_id,
-            message_id=tick.message_id,
-            fields={"next_open": next_open},
-        )
-        return FanoutResult(pulse_id, skipped_tick="market_closed")
-    ref = db.document(pulse_doc(pulse_id))
-    existing = ref.get()
-    if existing.exists and (existing.to_dict() or {}).get("state") == "published":
-        log.info("tick already published", pulse_id=pulse_id, message_id=tick.message_id)
-        return FanoutResult(pulse_id, skipped_tick="duplicate")
+        log.info("tick skipped: the market is closed", fields={"next_open": next_open}, **labels)
+        return FanoutResult(pulse_id, skipped_tick=skip)
+    if skip is Skip.DUPLICATE:
+        log.info("tick already published", **labels)
+        return FanoutResult(pulse_id, skipped_tick=skip)
     started = time.monotonic()
-    ref.set(
-        {
-            "pulse_id": pulse_id,
-            "tick_message_id": tick.message_id,
-            "timestamp": tick.publish_time,
-            "started_at": now,
-            "state": "publishing",
-        }
-    )
-    _finish_previous(db, pulse_id)
+    pulses.begin(db, pulse_id, tick.message_id, tick.publish_time, now)
+    pulses.finish_previous(db, pulse_id)
     listed = roster.load(db)
     users = listed.eligible
     asker = market_clock.pick_asker(users, pulse_id) if schedule.check_clock else None
@@ -139,15 +98,7 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     if asker is not None:
         log.info("pulse asks for the market clock", uid=asker, pulse_id=pulse_id)
     ineligible = max(listed.members - len(users), 0)
-    ref.update(
-        {
-            "state": "published",
-            "published_count": len(users),
-            "ineligible_count": ineligible,
-            "published_at": datetime.now(UTC),
-            "publish_seconds": round(time.monotonic() - started, 3),
-        }
-    )
+    pulses.mark_published(db, pulse_id, len(users), ineligible, time.monotonic() - started)
     pulses.rollup(db, pulse_id)
     log.info(
         "pulse published",
@@ -183,12 +134,3 @@ def _publish(
         # The pulse stays "publishing": the redelivered tick publishes it again, and the
         # worker ignores the duplicates of what did go out.
         raise DependencyUnavailable(f"{failed} of {len(users)} user-sync messages not published")
-
-
-def _finish_previous(db: firestore.Client, pulse_id: str) -> None:
-    """Freeze the final counts of the pulse ``ops/last_pulse`` still shows, before this pulse's
-    workers overwrite each user's outcome (and before a worker's trailing rollup may have run).
-    """
-    previous = (db.document(LAST_PULSE_DOC).get().to_dict() or {}).get("pulse_id")
-    if isinstance(previous, str) and previous != pulse_id:
-        pulses.rollup(db, previous, finalize=True)

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agenttrader.logs import get_logger
-from signal_worker.providers import ModelFailed, ModelReply, ModelUnavailable, SignalInput
+from signal_worker.model import ModelFailed, ModelReply, ModelUnavailable, SignalInput
 from signal_worker.schema import RESPONSE_SCHEMA
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import time
 
+from signal_worker.model import ModelReply, SignalInput
 from signal_worker.portfolio import Portfolio, Position
-from signal_worker.providers import ModelReply, SignalInput
 from signal_worker.schema import Action
 
 PROVIDER = "local-heuristic"

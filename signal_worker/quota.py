@@ -15,14 +15,13 @@ the Firestore emulator) deadlock and abort each other for seconds.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agenttrader.callable import CallableError, Status
+from agenttrader.firestore_io import retry_on_conflict
 from agenttrader.paths import usage_doc
 
 if TYPE_CHECKING:
@@ -33,34 +32,9 @@ T = TypeVar("T")
 COUNTER = "signals"
 """Field of the usage document counting today's generated (or in-flight) signals."""
 
-CONFLICT_ATTEMPTS = 60
-"""Enough for a burst of concurrent calls on one document to drain (each round, one wins)."""
-
-_BACKOFF_BASE_SECONDS = 0.01
-_BACKOFF_CAP_SECONDS = 0.25
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def retry_on_conflict(attempt: Callable[[], T], attempts: int = CONFLICT_ATTEMPTS) -> T:
-    """Call ``attempt`` until its precondition-guarded write succeeds.
-
-    ``attempt`` re-reads what it decides on, then writes with a precondition (``create``, or
-    ``last_update_time``); a lost race raises ``Conflict`` (``AlreadyExists``, ``Aborted``) or
-    ``FailedPrecondition``, and the next attempt starts over after a jittered backoff.
-    Sustained contention ends as ``UNAVAILABLE``: the client may retry.
-    """
-    from google.api_core.exceptions import Conflict, FailedPrecondition
-
-    for number in range(attempts):
-        try:
-            return attempt()
-        except (Conflict, FailedPrecondition):
-            cap = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**number)
-            time.sleep(random.uniform(0, cap))
-    raise CallableError(Status.UNAVAILABLE, "too many simultaneous requests; retry in a moment")
 
 
 @dataclass(frozen=True)

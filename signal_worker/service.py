@@ -10,18 +10,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from accounts.onboarding import is_placeholder
 from agenttrader.callable import INTERNAL_MESSAGE, CallableError, Status
 from agenttrader.logs import get_logger
 from agenttrader.paths import snapshot_doc, trading_signals_collection
+from agenttrader.snapshot import is_placeholder
+from signal_worker.model import ModelFailed, ModelUnavailable, SignalInput, SignalProvider
 from signal_worker.portfolio import Portfolio
 from signal_worker.prompt import build_prompt
-from signal_worker.providers import (
-    ModelFailed,
-    ModelUnavailable,
-    SignalInput,
-    SignalProvider,
-)
 from signal_worker.quota import DailyQuota, Reservation
 from signal_worker.request import SignalRequest
 from signal_worker.schema import InvalidSignal, TradingSignal

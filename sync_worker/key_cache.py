@@ -12,19 +12,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from datetime import datetime
 
 from agenttrader.alpaca import AlpacaKeys
 
 DEFAULT_CAPACITY = 20_000
 """About 10 MB at most; a worker instance rarely sees more tenants than this."""
-
-
-def version_of(configured_at: object) -> str | None:
-    """The ``keys_version`` of a ``configuredAt`` timestamp (microseconds since the epoch)."""
-    if not isinstance(configured_at, datetime):
-        return None
-    return str(int(configured_at.timestamp() * 1_000_000))
 
 
 class KeyCache:

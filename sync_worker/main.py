@@ -11,6 +11,7 @@ from cloudevents.http import CloudEvent
 from agenttrader import runtime
 from agenttrader.events import pubsub_delivery
 from agenttrader.logs import get_logger
+from sync_worker import instance
 
 log = get_logger(__name__)
 
@@ -24,4 +25,4 @@ def sync_user(event: CloudEvent) -> None:
         # Not a Pub/Sub message at all: nothing to dead-letter, and retrying cannot help.
         log.error(f"user-sync event ignored: {err}", message_id=event["id"])
         return
-    runtime.sync_worker().handle(delivery)
+    instance.worker().handle(delivery)

@@ -39,90 +39,34 @@ by its update time as well.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.firestore_io import add_set_fields
+from agenttrader.firestore_io import call as firestore_call
 from agenttrader.paths import last_sync_error_doc, snapshot_doc, sync_state_doc
-from agenttrader.pulses import SNAPSHOT_OUTCOME_FIELD, SNAPSHOT_PULSE_FIELD, Outcome
+from agenttrader.snapshot import (
+    FAILING_FIELD,
+    OUTCOME_FIELD,
+    PULSE_FIELD,
+    Outcome,
+    Stale,
+    Stored,
+)
 
 if TYPE_CHECKING:
     from google.cloud import firestore
 
     from agenttrader.messages import SyncRequest
 
-SNAPSHOT_FAILING_FIELD = "syncFailing"
 PRECONDITION_RETRIES = 3
 """Rounds of read-and-decide-again after a commit lost to another result of the same tenant."""
 _CONFLICTS = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound)
-_OUTCOMES = frozenset(o.value for o in Outcome)
-
-
-class Stale(StrEnum):
-    """Why a result wrote nothing: the stored snapshot is as new as its message, or newer."""
-
-    DUPLICATE = "duplicate"
-    SUPERSEDED = "superseded"
-
-
-@dataclass(frozen=True)
-class Stored:
-    """``users/{uid}/data/snapshot`` as read: what deciding and guarding a write needs."""
-
-    exists: bool
-    update_time: datetime | None = None
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def of(cls, snapshot: Any) -> Stored:
-        """From a ``DocumentSnapshot``."""
-        if not snapshot.exists:
-            return cls(exists=False)
-        return cls(exists=True, update_time=snapshot.update_time, data=snapshot.to_dict() or {})
-
-    @classmethod
-    def read(cls, db: firestore.Client, uid: str) -> Stored:
-        return cls.of(firestore_call(db.document(snapshot_doc(uid)).get))
-
-    @property
-    def outcome(self) -> str | None:
-        """``syncOutcome``; ``None`` on a snapshot that never carried one."""
-        value = self.data.get(SNAPSHOT_OUTCOME_FIELD)
-        return value if isinstance(value, str) and value in _OUTCOMES else None
-
-    @property
-    def pulse_id(self) -> str | None:
-        value = self.data.get(SNAPSHOT_PULSE_FIELD)
-        return value if isinstance(value, str) else None
-
-    @property
-    def failing(self) -> bool | None:
-        """``syncFailing``; ``None`` when unknown (no snapshot, or one that never carried it)."""
-        value = self.data.get(SNAPSHOT_FAILING_FIELD)
-        return value if isinstance(value, bool) else None
-
-    @property
-    def clean(self) -> bool:
-        """The latest outcome was a success and no failure was recorded since: ``status/sync``
-        and ``status/last_sync_error`` need no write."""
-        return self.outcome == Outcome.SUCCESS and self.failing is False
-
-    def staleness(self, requested_at: datetime) -> Stale | None:
-        """``DUPLICATE`` / ``SUPERSEDED`` when the stored snapshot is as new or newer."""
-        stored_at = self.data.get("requestedAt")
-        if not isinstance(stored_at, datetime):
-            return None  # none, a placeholder or migrated legacy data: any real sync is newer
-        if stored_at > requested_at:
-            return Stale.SUPERSEDED
-        if stored_at == requested_at:
-            return Stale.DUPLICATE
-        return None
 
 
 @dataclass(frozen=True)
@@ -205,9 +149,9 @@ def _add_writes(
     if change.snapshot is not None:
         body = {
             **change.snapshot,
-            SNAPSHOT_PULSE_FIELD: pulse.value,
-            SNAPSHOT_OUTCOME_FIELD: Outcome.SUCCESS.value,
-            SNAPSHOT_FAILING_FIELD: False,
+            PULSE_FIELD: pulse.value,
+            OUTCOME_FIELD: Outcome.SUCCESS.value,
+            FAILING_FIELD: False,
         }
         placeholder = ("placeholder",) if stored.exists else ()
         add_set_fields(
@@ -216,10 +160,10 @@ def _add_writes(
     elif stored.exists:
         marks: dict[str, Any] = {}
         if change.error is not None:
-            marks[SNAPSHOT_FAILING_FIELD] = True
+            marks[FAILING_FIELD] = True
         if change.outcome is not None:
-            marks[SNAPSHOT_OUTCOME_FIELD] = change.outcome.value
-            marks[SNAPSHOT_PULSE_FIELD] = pulse.value
+            marks[OUTCOME_FIELD] = change.outcome.value
+            marks[PULSE_FIELD] = pulse.value
         add_set_fields(batch, db, snapshot_doc(uid), marks, last_update_time=guard)
     else:
         # Writes nothing; fails if a snapshot appeared since it was read (then: decide again).
@@ -274,8 +218,8 @@ def counted_outcome(
     (``None``: nothing recorded): a success on the snapshot, else an error or a skip on
     ``status/sync``; what :func:`agenttrader.pulses.count_outcomes` counts, user by user."""
     snap = snapshot or {}
-    if snap.get(SNAPSHOT_OUTCOME_FIELD) == Outcome.SUCCESS:
-        pulse = snap.get(SNAPSHOT_PULSE_FIELD)
+    if snap.get(OUTCOME_FIELD) == Outcome.SUCCESS:
+        pulse = snap.get(PULSE_FIELD)
         return (pulse if isinstance(pulse, str) else None, Outcome.SUCCESS.value)
     state = sync_state or {}
     outcome = state.get("outcome")
@@ -291,38 +235,24 @@ def inconsistencies(
     last_error: Mapping[str, Any] | None,
 ) -> list[str]:
     """How one tenant's three documents contradict what :func:`record` keeps (empty: agree)."""
-    if snapshot is None or snapshot.get(SNAPSHOT_OUTCOME_FIELD) is None:
+    if snapshot is None or snapshot.get(OUTCOME_FIELD) is None:
         return []  # no snapshot, or one no result was recorded on: status/sync alone counts
     state = sync_state or {}
     found = []
-    outcome = snapshot.get(SNAPSHOT_OUTCOME_FIELD)
+    outcome = snapshot.get(OUTCOME_FIELD)
     if state.get("outcome") != outcome:
         found.append(f"snapshot syncOutcome {outcome}, status/sync outcome {state.get('outcome')}")
-    elif outcome != Outcome.SUCCESS and state.get("pulse_id") != snapshot.get(SNAPSHOT_PULSE_FIELD):
+    elif outcome != Outcome.SUCCESS and state.get("pulse_id") != snapshot.get(PULSE_FIELD):
         found.append(
             f"{outcome} counted for pulse {state.get('pulse_id')} by status/sync, for"
-            f" {snapshot.get(SNAPSHOT_PULSE_FIELD)} by the snapshot"
+            f" {snapshot.get(PULSE_FIELD)} by the snapshot"
         )
     if outcome == Outcome.SUCCESS and state.get("consecutive_failures") not in (0, None):
         found.append(f"success, but {state.get('consecutive_failures')} failures in a row")
-    failing = snapshot.get(SNAPSHOT_FAILING_FIELD)
+    failing = snapshot.get(FAILING_FIELD)
     if isinstance(failing, bool) and failing is not (last_error is not None):
         found.append(
             f"syncFailing {failing}, status/last_sync_error"
             f" {'present' if last_error is not None else 'absent'}"
         )
     return found
-
-
-def firestore_call(fn: Callable[[], Any]) -> Any:
-    """Run a Firestore call; its transient failures become ``DependencyUnavailable``."""
-    try:
-        return fn()
-    except (
-        gexc.ServiceUnavailable,
-        gexc.DeadlineExceeded,
-        gexc.InternalServerError,
-        gexc.TooManyRequests,
-        gexc.Aborted,
-    ) as err:
-        raise DependencyUnavailable(f"Firestore is unavailable ({type(err).__name__})") from None

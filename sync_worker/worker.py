@@ -36,6 +36,7 @@ from agenttrader.errors import (
     UnknownUser,
 )
 from agenttrader.events import PubsubDelivery
+from agenttrader.firestore_io import call as _call
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import (
@@ -46,9 +47,9 @@ from agenttrader.paths import (
     validate_uid,
 )
 from agenttrader.pulses import RollupScheduler
+from agenttrader.snapshot import Stored, synced_body
 from sync_worker.key_cache import KeyCache
-from sync_worker.record import Change, Stored, record
-from sync_worker.record import firestore_call as _call
+from sync_worker.record import Change, record
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -180,7 +181,7 @@ class SyncWorker:
             # Rotated since the message was published: read the keys once more.
             self._keys.drop(request.uid)
             return self._sync(request, seen, use_cache=False)
-        snapshot = _snapshot_body(request, state)
+        snapshot = synced_body(request.requested_at, request.reason.value, state, datetime.now(UTC))
         done = self._record(request, loaded.snapshot, Change.success(snapshot), Result.SYNCED)
         if done is Result.SYNCED:  # a ``check_clock`` message refreshes ops/market_clock
             market_clock.refresh_after_sync(self._deps, client, keys, request, seen.started)
@@ -303,24 +304,3 @@ class SyncWorker:
 
 def _enabled(trading: Any) -> bool:
     return bool(trading.exists and (trading.to_dict() or {}).get("enabled") is True)
-
-
-def _snapshot_body(request: SyncRequest, state: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot's data; :func:`sync_worker.record.record` adds the pulse fields."""
-    account = state["account"]
-    return {
-        "syncedAt": datetime.now(UTC),
-        "requestedAt": request.requested_at,
-        "reason": request.reason.value,
-        "account": account,
-        "equity": _money(account.get("equity")),
-        "buying_power": _money(account.get("buying_power")),
-        "cash": _money(account.get("cash")),
-        "positions": state["positions"],
-        "positions_count": len(state["positions"]),
-    }
-
-
-def _money(value: Any) -> str:
-    """Amounts are strings, as Alpaca sends them and as the spec stores them."""
-    return "0" if value is None else str(value)

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from agenttrader.auth import set_token_verifier
 from agenttrader.callable import CallableError, Status
+from agenttrader.callable.id_tokens import set_token_verifier
 from agenttrader.deps import get_deps, set_deps
 from devtools import emulators
 from devtools.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn

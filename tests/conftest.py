@@ -15,6 +15,7 @@ from agenttrader.deps import Deps, set_deps
 from agenttrader.settings import Settings
 from devtools import emulators
 from devtools.simulator import AlpacaSimulator
+from devtools.topology import apply_topology
 
 pytest_plugins = ["tests.callable_fixtures"]
 """Fixtures of the callables' tests (Auth emulator, Vertex stand-in, callables server)."""
@@ -104,7 +105,7 @@ def pipeline_deps(stack_env: dict[str, str], project: str) -> Iterator[Deps]:
     tap subscription ``tap`` on ``user-sync`` that sees every message published there."""
 
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topology.apply(project, publisher, subscriber)
+    apply_topology(project, publisher, subscriber)
     subscriber.create_subscription(
         name=subscriber.subscription_path(project, "tap"),
         topic=publisher.topic_path(project, topology.USER_SYNC),

@@ -18,13 +18,9 @@ from typing import Any
 
 import requests
 
-from agenttrader.events import (
-    FIRESTORE_WRITTEN,
-    FIRESTORE_WRITTEN_WITH_AUTH,
-    encode_document_event,
-    firestore_event_headers,
-)
+from agenttrader.events import FIRESTORE_WRITTEN, FIRESTORE_WRITTEN_WITH_AUTH
 from agenttrader.logs import get_logger
+from devtools.eventarc import encode_document_event, firestore_event_headers
 
 log = get_logger(__name__)
 

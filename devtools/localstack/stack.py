@@ -22,6 +22,7 @@ from devtools.localstack.eventarc_bridge import EventarcBridge
 from devtools.localstack.functions import ServedFunction, serve_in_process, serve_in_thread
 from devtools.localstack.push_bridge import PushBridge
 from devtools.localstack.ticker import Ticker
+from devtools.topology import apply_topology
 from publisher import roster
 from publisher.kill_switch import trading_owner
 
@@ -84,7 +85,7 @@ class LocalStack:
                 self._stops.append(served.stop)
             publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
             try:
-                topology.apply(
+                apply_topology(
                     self.project,
                     publisher,
                     subscriber,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agenttrader.auth import FirebaseTokenVerifier
 from agenttrader.callable import CallableError, Status
+from agenttrader.callable.id_tokens import FirebaseTokenVerifier
 from devtools.auth_emulator import (
     AuthEmulator,
     AuthEmulatorUnavailable,

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.cloud import firestore
 
-from agenttrader import paths, pulses
+from agenttrader import paths, pulses, snapshot
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from publisher import roster
-from publisher.tick import eligible_uids, fan_out
+from publisher.roster import eligible_uids
+from publisher.tick import fan_out
 from tests.pipeline_fixtures import doc, pull, seed_user
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,7 @@ def test_rollup_counts_outcomes_and_last_pulse_never_goes_back(deps: Deps) -> No
     new = fan_out(deps, tick("4005"))
     # A success is counted on the snapshot, an error on status/sync (as sync_user writes them).
     db.document(paths.snapshot_doc("a-eligible")).set(
-        {pulses.SNAPSHOT_PULSE_FIELD: new.pulse_id, pulses.SNAPSHOT_OUTCOME_FIELD: "success"}
+        {snapshot.PULSE_FIELD: new.pulse_id, snapshot.OUTCOME_FIELD: "success"}
     )
     db.document(paths.sync_state_doc("b-eligible")).set(
         {"pulse_id": new.pulse_id, "outcome": "error"}

@@ -17,10 +17,10 @@ from google.cloud.firestore_v1 import base_query
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.types import StructuredQuery
 
-from agenttrader import paths, pulses
+from agenttrader import paths, pulses, snapshot
 from infra.indexes import REQUIRED_INDEXES, covers
 from operations.status import read_failing
-from publisher.tick import eligible_uids
+from publisher.roster import eligible_uids
 
 pytestmark = pytest.mark.integration
 
@@ -90,9 +90,9 @@ def test_code_queries_are_covered_by_declared_collection_group_indexes(
     # snapshots, errors and skips on status/sync).
     counts = pulses.count_outcomes(db, "p1")
     assert counts == {
-        pulses.Outcome.SUCCESS: 1,
-        pulses.Outcome.ERROR: 1,
-        pulses.Outcome.SKIPPED: 0,
+        snapshot.Outcome.SUCCESS: 1,
+        snapshot.Outcome.ERROR: 1,
+        snapshot.Outcome.SKIPPED: 0,
     }
     # agenttrader status (the operator CLI, against production too): failing tenants.
     failing, _capped = read_failing(db)

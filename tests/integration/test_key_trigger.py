@@ -14,11 +14,8 @@ from google.cloud import firestore
 
 from agenttrader import paths
 from agenttrader.deps import Deps
-from agenttrader.events import (
-    FIRESTORE_WRITTEN_WITH_AUTH,
-    encode_document_event,
-    firestore_event_headers,
-)
+from agenttrader.events import FIRESTORE_WRITTEN_WITH_AUTH
+from devtools.eventarc import encode_document_event, firestore_event_headers
 from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for

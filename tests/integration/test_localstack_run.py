@@ -24,6 +24,7 @@ from agenttrader import paths, topology
 from devtools.localstack import demo
 from devtools.localstack.seed import seed_user, store_keys
 from devtools.localstack.view import DeadLetterPeek, collect_state, render
+from devtools.topology import apply_topology
 from tests.pipeline_fixtures import doc, drain_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
@@ -213,7 +214,7 @@ def test_dead_letter_peek_counts_without_consuming(
 ) -> None:
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     try:
-        topology.apply(project, publisher, subscriber)
+        apply_topology(project, publisher, subscriber)
     finally:
         subscriber.close()
     topic = publisher.topic_path(project, topology.USER_SYNC_DEAD_LETTER)

@@ -21,6 +21,7 @@ from google.protobuf import duration_pb2
 
 from agenttrader import topology
 from agenttrader.messages import Reason, SyncRequest
+from devtools.topology import apply_topology
 from operations import cli
 from operations import deadletters as dlq
 from operations.hold import HoldSubscription
@@ -51,7 +52,7 @@ class PubSub:
                     "message_retention_duration": duration_pb2.Duration(seconds=86_400),
                 }
             )
-        topology.apply(project, self.publisher, self.subscriber)
+        apply_topology(project, self.publisher, self.subscriber)
         self.subscriber.create_subscription(
             request={"name": self.sub(TAP), "topic": self.topic(topology.USER_SYNC)}
         )

@@ -18,6 +18,7 @@ import pytest
 
 from agenttrader import topology
 from devtools.localstack.push_bridge import PushBridge
+from devtools.topology import apply_topology
 from tests.pipeline_fixtures import drain_dead_letters, wait_for
 from tests.push_endpoint import serve_push
 
@@ -122,7 +123,7 @@ def test_a_failing_message_is_redelivered_with_growing_attempts_then_dead_letter
 ) -> None:
     publisher, subscriber = clients
     state, url = endpoint
-    topology.apply(project, publisher, subscriber, retry_override=FAST_RETRY)
+    apply_topology(project, publisher, subscriber, retry_override=FAST_RETRY)
     topic = publisher.topic_path(project, topology.USER_SYNC)
     failing, fine = _publish(publisher, topic, b"fail", b"ok")
 
@@ -154,7 +155,7 @@ def test_stop_lets_a_delivery_in_flight_finish_and_acks_it(
 ) -> None:
     publisher, subscriber = clients
     state, url = endpoint
-    topology.apply(project, publisher, subscriber, retry_override=FAST_RETRY)
+    apply_topology(project, publisher, subscriber, retry_override=FAST_RETRY)
     _publish(publisher, publisher.topic_path(project, topology.USER_SYNC), b"hold")
 
     bridge = PushBridge(project, topology.USER_SYNC_WORKER, url, concurrency=4).start()

@@ -19,6 +19,7 @@ from agenttrader import paths, topology
 from agenttrader.logs import CloudLoggingFormatter
 from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
+from devtools.topology import apply_topology
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,7 @@ def test_no_key_value_leaves_the_secrets_document(
             monkeypatch.setenv(name, value)
         db = firestore.Client(project=project)
         publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-        topology.apply(project, publisher, subscriber, retry_override=topology.RetryPolicy(0, 1))
+        apply_topology(project, publisher, subscriber, retry_override=topology.RetryPolicy(0, 1))
         for topic in topology.TOPICS:  # taps: a copy of every message on every topic
             subscriber.create_subscription(
                 name=subscriber.subscription_path(project, f"tap-{topic}"),

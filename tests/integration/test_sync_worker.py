@@ -18,9 +18,10 @@ from agenttrader import errors, paths
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.pulses import Outcome, count_outcomes
+from agenttrader.pulses import count_outcomes
+from agenttrader.snapshot import Outcome, Stale, Stored
 from devtools.simulator import AlpacaSimulator, Scenario
-from sync_worker.record import Change, Stale, Stored, inconsistencies, record
+from sync_worker.record import Change, inconsistencies, record
 from sync_worker.worker import MAX_DELIVERY_ATTEMPTS, Result, SyncWorker
 from tests.firestore_ops import counted
 from tests.pipeline_fixtures import Tenant, doc, drain_dead_letters, sim_tenant
@@ -479,7 +480,7 @@ def test_a_failure_that_read_no_snapshot_marks_the_one_written_meanwhile(
 def test_a_placeholder_snapshot_takes_the_pulse_from_status_sync(
     deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
 ) -> None:
-    from accounts.onboarding import placeholder_snapshot
+    from agenttrader.snapshot import placeholder as placeholder_snapshot
 
     tenant = sim_tenant(simulator, db, "u-ph", Scenario(kind="bad_keys"))
     db.document(paths.snapshot_doc("u-ph")).set(placeholder_snapshot())

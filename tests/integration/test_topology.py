@@ -12,6 +12,7 @@ import pytest
 
 from agenttrader import topology
 from agenttrader.messages import Reason, SyncRequest
+from devtools.topology import apply_topology
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +38,8 @@ def test_apply_creates_everything_once(
 ) -> None:
     publisher, subscriber = clients
 
-    first = topology.apply(project, publisher, subscriber)
-    second = topology.apply(project, publisher, subscriber)
+    first = apply_topology(project, publisher, subscriber)
+    second = apply_topology(project, publisher, subscriber)
 
     assert sorted(first) == sorted(
         [*topology.TOPICS, *(sub.name for sub in topology.SUBSCRIPTIONS)]
@@ -65,7 +66,7 @@ def test_subscriptions_have_the_declared_policies(
     project: str, clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]
 ) -> None:
     publisher, subscriber = clients
-    topology.apply(project, publisher, subscriber)
+    apply_topology(project, publisher, subscriber)
 
     for declared in topology.SUBSCRIPTIONS:
         actual = subscriber.get_subscription(
@@ -109,7 +110,7 @@ def test_push_endpoints_and_retry_override(
 ) -> None:
     publisher, subscriber = clients
 
-    topology.apply(
+    apply_topology(
         project,
         publisher,
         subscriber,
@@ -145,7 +146,7 @@ def test_nacked_message_reaches_the_dead_letter_hold(
     project: str, clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]
 ) -> None:
     publisher, subscriber = clients
-    topology.apply(project, publisher, subscriber, retry_override=FAST_RETRY)
+    apply_topology(project, publisher, subscriber, retry_override=FAST_RETRY)
     request = SyncRequest.now("user-dlq", Reason.SCHEDULE)
     worker = subscriber.subscription_path(project, topology.USER_SYNC_WORKER)
     hold = subscriber.subscription_path(project, topology.USER_SYNC_DEAD_LETTER_HOLD)
@@ -193,9 +194,9 @@ def test_applying_with_endpoints_later_converges_to_push(
     project: str, clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]
 ) -> None:
     publisher, subscriber = clients
-    topology.apply(project, publisher, subscriber)  # pull everywhere: no URLs yet
+    apply_topology(project, publisher, subscriber)  # pull everywhere: no URLs yet
     endpoint = "http://127.0.0.1:9/publish"
-    changed = topology.apply(
+    changed = apply_topology(
         project, publisher, subscriber, push_endpoints={"publish_user_syncs": endpoint}
     )
     assert changed == [topology.SYNC_TICK_PUBLISHER]
@@ -204,7 +205,7 @@ def test_applying_with_endpoints_later_converges_to_push(
     )
     assert sub.push_config.push_endpoint == endpoint
     assert (
-        topology.apply(
+        apply_topology(
             project, publisher, subscriber, push_endpoints={"publish_user_syncs": endpoint}
         )
         == []

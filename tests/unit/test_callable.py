@@ -12,9 +12,6 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from agenttrader.callable import (
-    ALLOWED_HEADERS,
-    HTTP_STATUS,
-    MAX_REQUEST_BYTES,
     CallableError,
     CallContext,
     Status,
@@ -23,6 +20,8 @@ from agenttrader.callable import (
     invalid_argument,
     require_string,
 )
+from agenttrader.callable.errors import HTTP_STATUS
+from agenttrader.callable.protocol import ALLOWED_HEADERS, MAX_REQUEST_BYTES
 from devtools.callable_server import callables_app
 from tests.callable_fixtures import FakeTokens, call, error_status
 

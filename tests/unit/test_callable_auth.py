@@ -8,8 +8,8 @@ import firebase_admin
 import pytest
 from firebase_admin import auth as admin_auth
 
-from agenttrader import auth
 from agenttrader.callable import CallableError, Status
+from agenttrader.callable import id_tokens as auth
 from agenttrader.deps import Deps, set_deps
 from agenttrader.settings import Settings
 

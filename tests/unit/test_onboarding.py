@@ -11,14 +11,10 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from accounts.onboarding import (
-    ALREADY_ONBOARDED,
-    SUCCESS,
-    is_placeholder,
-    onboard,
-    placeholder_snapshot,
-)
+from accounts.onboarding import ALREADY_ONBOARDED, SUCCESS, onboard
 from agenttrader import paths
+from agenttrader.snapshot import is_placeholder
+from agenttrader.snapshot import placeholder as placeholder_snapshot
 from tests.callable_fixtures import synced_snapshot
 
 UID = "new-user"

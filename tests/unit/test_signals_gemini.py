@@ -18,8 +18,8 @@ from devtools.vertex_standin import Mode, VertexStandIn
 from signal_worker import providers
 from signal_worker.gemini import PROVIDER, STAND_IN_TOKEN, GeminiProvider, _is_google_endpoint
 from signal_worker.heuristic import HeuristicProvider
+from signal_worker.model import ModelFailed, ModelUnavailable, SignalInput
 from signal_worker.portfolio import Portfolio
-from signal_worker.providers import ModelFailed, ModelUnavailable, SignalInput
 from signal_worker.schema import RESPONSE_SCHEMA, TradingSignal
 from tests.callable_fixtures import synced_snapshot
 

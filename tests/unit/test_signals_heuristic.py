@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from signal_worker.heuristic import MODEL, NOTICE, PROVIDER, HeuristicProvider, decide
+from signal_worker.model import SignalInput
 from signal_worker.portfolio import Portfolio
-from signal_worker.providers import SignalInput
 from signal_worker.schema import TradingSignal
 
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from accounts.onboarding import placeholder_snapshot
 from agenttrader import paths
 from agenttrader.callable import CallableError, Status
+from agenttrader.snapshot import placeholder as placeholder_snapshot
 from signal_worker.heuristic import NOTICE, HeuristicProvider
-from signal_worker.providers import ModelFailed, ModelReply, ModelUnavailable, SignalInput
+from signal_worker.model import ModelFailed, ModelReply, ModelUnavailable, SignalInput
 from signal_worker.quota import COUNTER, DailyQuota, Reservation
 from signal_worker.request import SignalRequest
 from signal_worker.service import NO_SNAPSHOT, SignalService

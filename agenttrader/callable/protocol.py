@@ -19,15 +19,16 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
+from agenttrader.callable.errors import INTERNAL_MESSAGE, CallableError, Status, invalid_argument
+from agenttrader.errors import RetryableError
 from agenttrader.logs import get_logger
 
 if TYPE_CHECKING:
     import flask
 
-    from agenttrader.auth import TokenVerifier
+    from agenttrader.callable.id_tokens import TokenVerifier
 
 _log = get_logger("agenttrader.callable")
 
@@ -41,92 +42,6 @@ ALLOWED_HEADERS = (
 """What the Firebase JS SDK may send; a preflight that does not allow one fails in browsers."""
 
 PREFLIGHT_MAX_AGE_SECONDS = 3600
-
-
-class Status(StrEnum):
-    """Canonical error statuses of the callable protocol (the Firebase SDKs map them to
-    ``functions/<kebab-case>`` codes)."""
-
-    INVALID_ARGUMENT = "INVALID_ARGUMENT"
-    FAILED_PRECONDITION = "FAILED_PRECONDITION"
-    OUT_OF_RANGE = "OUT_OF_RANGE"
-    UNAUTHENTICATED = "UNAUTHENTICATED"
-    PERMISSION_DENIED = "PERMISSION_DENIED"
-    NOT_FOUND = "NOT_FOUND"
-    ALREADY_EXISTS = "ALREADY_EXISTS"
-    ABORTED = "ABORTED"
-    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
-    CANCELLED = "CANCELLED"
-    UNIMPLEMENTED = "UNIMPLEMENTED"
-    INTERNAL = "INTERNAL"
-    UNKNOWN = "UNKNOWN"
-    UNAVAILABLE = "UNAVAILABLE"
-    DATA_LOSS = "DATA_LOSS"
-    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
-
-
-HTTP_STATUS: Mapping[Status, int] = {
-    Status.INVALID_ARGUMENT: 400,
-    Status.FAILED_PRECONDITION: 400,
-    Status.OUT_OF_RANGE: 400,
-    Status.UNAUTHENTICATED: 401,
-    Status.PERMISSION_DENIED: 403,
-    Status.NOT_FOUND: 404,
-    Status.ALREADY_EXISTS: 409,
-    Status.ABORTED: 409,
-    Status.RESOURCE_EXHAUSTED: 429,
-    Status.CANCELLED: 499,
-    Status.UNIMPLEMENTED: 501,
-    Status.INTERNAL: 500,
-    Status.UNKNOWN: 500,
-    Status.UNAVAILABLE: 503,
-    Status.DATA_LOSS: 500,
-    Status.DEADLINE_EXCEEDED: 504,
-}
-"""The HTTP code of each status, as Firebase callables answer them."""
-
-INTERNAL_MESSAGE = "internal error"
-
-
-class CallableError(Exception):
-    """An error whose status and message the client may see; raise it from a handler.
-
-    The message is written by this project and must never contain a secret or copy text from
-    another system's error (which might echo a header or a key).
-    """
-
-    def __init__(
-        self,
-        status: Status,
-        message: str,
-        *,
-        details: Mapping[str, Any] | None = None,
-        http_status: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = dict(details) if details else None
-        self.http_status = http_status or HTTP_STATUS[status]
-        """Only protocol errors (405, 413) differ from :data:`HTTP_STATUS`."""
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"status": self.status.value, "message": self.message}
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
-
-
-def invalid_argument(field_name: str, problem: str) -> CallableError:
-    """``INVALID_ARGUMENT`` naming the bad field in the message and in ``details.field``."""
-    return CallableError(
-        Status.INVALID_ARGUMENT, f"{field_name}: {problem}", details={"field": field_name}
-    )
-
-
-# --- the caller --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -218,7 +133,7 @@ def https_callable(
     """Decorate a handler into a callable HTTP function (named like the handler).
 
     ``verifier`` replaces the ID-token check (tests); by default
-    :func:`agenttrader.auth.get_token_verifier` is asked on each call, so a replaced
+    :func:`agenttrader.callable.id_tokens.get_token_verifier` is asked on each call, so a replaced
     :class:`~agenttrader.deps.Deps` or verifier is honoured.
     """
 
@@ -291,13 +206,20 @@ def _call(
 def _unexpected(exc: Exception, name: str, uid: str | None) -> CallableError:
     """Log ``exc`` (the one being handled); the client learns nothing but that it failed.
 
-    Firestore answering "unavailable", "deadline exceeded" or "aborted" (transaction contention)
-    is worth a retry, so it is ``UNAVAILABLE``; anything else is a bug or an outage we do not
+    Firestore answering "unavailable", "deadline exceeded" or "aborted" (transaction contention),
+    and any ``RetryableError`` (a dependency down, a document under sustained contention), is
+    worth a retry, so it is ``UNAVAILABLE``; anything else is a bug or an outage we do not
     describe to clients.
     """
     from google.api_core import exceptions as gexc
 
-    transient = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted, gexc.TooManyRequests)
+    transient = (
+        gexc.ServiceUnavailable,
+        gexc.DeadlineExceeded,
+        gexc.Aborted,
+        gexc.TooManyRequests,
+        RetryableError,
+    )
     if isinstance(exc, transient):
         _log.warning(
             f"{name}: dependency unavailable ({type(exc).__name__})", function=name, uid=uid
@@ -345,7 +267,7 @@ def _authenticate(request: flask.Request, verifier: TokenVerifier | None) -> Cal
     if scheme.lower() != "bearer" or not token:
         raise CallableError(Status.UNAUTHENTICATED, "a Firebase ID token is required")
     if verifier is None:
-        from agenttrader.auth import get_token_verifier
+        from agenttrader.callable.id_tokens import get_token_verifier
 
         verifier = get_token_verifier()
     return CallContext.from_claims(verifier(token))

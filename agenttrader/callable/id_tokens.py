@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agenttrader.callable import CallableError, Status
+from agenttrader.callable.errors import CallableError, Status
 from agenttrader.logs import get_logger
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from agenttrader.settings import Settings
 
-_log = get_logger("agenttrader.auth")
+_log = get_logger(__name__)
 
 
 class TokenVerifier(Protocol):
