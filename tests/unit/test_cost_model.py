@@ -1,4 +1,4 @@
-"""The cost model's arithmetic, with hand-written inputs (no emulators)."""
+"""The cost model's arithmetic and report, with hand-written inputs (no emulators)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks import cost, cost_measure
+from benchmarks.cost import measure, model, report
 
 N = 10_000
-WORKLOAD = cost.Workload(
+WORKLOAD = model.Workload(
     worker_reads_cold=3,
     worker_reads_warm=2,
     worker_writes=1,
@@ -46,7 +46,7 @@ WORKLOAD = cost.Workload(
     recovery_writes=2,
     recovery_deletes=1,
 )
-ASSUMPTIONS = cost.Assumptions(
+ASSUMPTIONS = model.Assumptions(
     tenants=N,
     warm_fraction=0.9,
     concurrency=40,
@@ -63,41 +63,41 @@ ASSUMPTIONS = cost.Assumptions(
     billed_seconds_per_short_request=0.1,
     failure_episodes_per_tenant_month=0.0,
 )
-PRICES = cost.NAM5
+PRICES = model.NAM5
 READ, WRITE, DELETE = 0.06e-5, 0.18e-5, 0.02e-5
 INSTANCE_SECOND = 0.000024 + 0.5 * 0.0000025
 GIB, TIB = 2**30, 2**40
 
 
-def line(lines: list[cost.Line], component: str) -> cost.Line:
+def line(lines: list[model.Line], component: str) -> model.Line:
     return next(item for item in lines if item.component == component)
 
 
 def test_schedules_of_a_month() -> None:
-    assert (cost.MARKET_HOURS.pulses, cost.MARKET_HOURS.closed_ticks) == (8_190, 0)
-    assert cost.MARKET_HOURS.clock_asks == 21  # one at each open
+    assert (model.MARKET_HOURS.pulses, model.MARKET_HOURS.closed_ticks) == (8_190, 0)
+    assert model.MARKET_HOURS.clock_asks == 21  # one at each open
     # A pulse a calendar day outside the session, a closed tick every other minute.
-    assert (cost.MONTH.pulses, cost.MONTH.closed_ticks, cost.MONTH.clock_asks) == (
+    assert (model.MONTH.pulses, model.MONTH.closed_ticks, model.MONTH.clock_asks) == (
         8_220,
         34_980,
         51,
     )
-    assert cost.MONTH.pulses + cost.MONTH.closed_ticks == 43_200
-    assert (cost.ALWAYS.pulses, cost.ALWAYS.reads_clock) == (43_200, False)
+    assert model.MONTH.pulses + model.MONTH.closed_ticks == 43_200
+    assert (model.ALWAYS.pulses, model.ALWAYS.reads_clock) == (43_200, False)
 
 
 def test_list_prices_per_unit() -> None:
-    assert cost.NAM5.firestore_read * 100_000 == pytest.approx(0.06)
-    assert cost.NAM5.firestore_write * 100_000 == pytest.approx(0.18)
-    assert cost.NAM5.firestore_delete * 100_000 == pytest.approx(0.02)
-    assert cost.US_CENTRAL1.firestore_read * 100_000 == pytest.approx(0.03)
-    assert cost.US_CENTRAL1.firestore_write * 100_000 == pytest.approx(0.09)
-    assert cost.US_CENTRAL1.firestore_delete * 100_000 == pytest.approx(0.01)
+    assert model.NAM5.firestore_read * 100_000 == pytest.approx(0.06)
+    assert model.NAM5.firestore_write * 100_000 == pytest.approx(0.18)
+    assert model.NAM5.firestore_delete * 100_000 == pytest.approx(0.02)
+    assert model.US_CENTRAL1.firestore_read * 100_000 == pytest.approx(0.03)
+    assert model.US_CENTRAL1.firestore_write * 100_000 == pytest.approx(0.09)
+    assert model.US_CENTRAL1.firestore_delete * 100_000 == pytest.approx(0.01)
     assert PRICES.run_request * 1e6 == pytest.approx(0.40)
 
 
 def test_a_line_prices_each_unit_of_a_schedule() -> None:
-    item = cost.Line(
+    item = model.Line(
         "x",
         "",
         usd_per_sync=1e-6,
@@ -107,40 +107,40 @@ def test_a_line_prices_each_unit_of_a_schedule() -> None:
         usd_per_clock_read=1e-9,
     )
     month = 1e-6 * 8_220 + 1e-3 + 1e-8 * 34_980 + 1e-5 * 51 + 1e-9 * 8_220
-    assert item.monthly(cost.MONTH) == pytest.approx(month)
+    assert item.monthly(model.MONTH) == pytest.approx(month)
     # No clock read, no ask, no closed tick.
-    assert item.monthly(cost.ALWAYS) == pytest.approx(1e-6 * 43_200 + 1e-3)
-    assert cost.total([item, item], cost.ALWAYS) == pytest.approx(2 * (1e-6 * 43_200 + 1e-3))
+    assert item.monthly(model.ALWAYS) == pytest.approx(1e-6 * 43_200 + 1e-3)
+    assert model.total([item, item], model.ALWAYS) == pytest.approx(2 * (1e-6 * 43_200 + 1e-3))
 
 
 def test_instance_time_is_the_cpu_at_the_target_utilization_when_cpu_bound() -> None:
     # 12 ms of CPU at 60 %: 20 ms; 200 ms of wall shared by 40 requests: 5 ms.
-    assert cost.instance_seconds_per_sync(WORKLOAD, ASSUMPTIONS) == pytest.approx(0.020)
+    assert model.instance_seconds_per_sync(WORKLOAD, ASSUMPTIONS) == pytest.approx(0.020)
 
 
 def test_instance_time_is_wall_over_concurrency_when_waiting_dominates() -> None:
     waiting = replace(WORKLOAD, cpu_ms=1.0, wall_ms=2000.0)
     # 1 ms / 0.6 = 1.7 ms < 2 s / 40 = 50 ms
-    assert cost.instance_seconds_per_sync(waiting, ASSUMPTIONS) == pytest.approx(0.050)
+    assert model.instance_seconds_per_sync(waiting, ASSUMPTIONS) == pytest.approx(0.050)
     single = replace(ASSUMPTIONS, concurrency=1)
-    assert cost.instance_seconds_per_sync(waiting, single) == pytest.approx(2.0)
+    assert model.instance_seconds_per_sync(waiting, single) == pytest.approx(2.0)
 
 
 def test_rollups_scale_with_worker_instances_unless_one_place_rolls_up() -> None:
     # 10,000 syncs x 20 ms = 200 instance-seconds over 30 s: 7 instances; 30 s / 5 s: 6.
-    assert cost.worker_instances(WORKLOAD, ASSUMPTIONS) == 7
-    assert cost.rollups_per_pulse(WORKLOAD, ASSUMPTIONS) == 42
+    assert model.worker_instances(WORKLOAD, ASSUMPTIONS) == 7
+    assert model.rollups_per_pulse(WORKLOAD, ASSUMPTIONS) == 42
     one = replace(ASSUMPTIONS, rollups_by_one_instance=True)
-    assert cost.rollups_per_pulse(WORKLOAD, one) == 6
+    assert model.rollups_per_pulse(WORKLOAD, one) == 6
     # 2 documents + 10 reads for 10,000 successes + 1 each for errors and skips.
-    assert cost.rollup_reads(WORKLOAD, ASSUMPTIONS) == 14
+    assert model.rollup_reads(WORKLOAD, ASSUMPTIONS) == 14
 
 
 def test_pubsub_bills_the_push_minimum_and_the_batched_publish_size() -> None:
     # 180 + 36 = 216 bytes published (batched), 1,000 billed for its push.
-    assert cost.pubsub_bytes_per_sync(WORKLOAD, PRICES) == 1216
+    assert model.pubsub_bytes_per_sync(WORKLOAD, PRICES) == 1216
     # Ten tenants per message: 1,836 bytes, published and pushed, shared by ten syncs.
-    assert cost.pubsub_bytes_per_sync(WORKLOAD, PRICES, 10) == pytest.approx(367.2)
+    assert model.pubsub_bytes_per_sync(WORKLOAD, PRICES, 10) == pytest.approx(367.2)
 
 
 UPKEEP_RUN = 2 * READ + WRITE + 0.40e-6 + 0.1 * INSTANCE_SECOND + 1700 / GIB * 0.50
@@ -148,16 +148,16 @@ UPKEEP_RUN = 2 * READ + WRITE + 0.40e-6 + 0.1 * INSTANCE_SECOND + 1700 / GIB * 0
 
 def test_a_roster_trigger_run_by_hand() -> None:
     # 2 reads, 1 write, a request, 100 ms billed, its line + envelope + request log.
-    assert cost.roster_upkeep_usd(WORKLOAD, ASSUMPTIONS, PRICES) == pytest.approx(UPKEEP_RUN)
+    assert model.roster_upkeep_usd(WORKLOAD, ASSUMPTIONS, PRICES) == pytest.approx(UPKEEP_RUN)
 
 
 def test_the_rebuild_is_a_one_off_per_tenant() -> None:
     rebuilt = replace(WORKLOAD, rebuild_reads_per_tenant=2.5, rebuild_writes_per_tenant=0.25)
-    assert cost.rebuild_usd(rebuilt, PRICES) == pytest.approx(2.5 * READ + 0.25 * WRITE)
+    assert model.rebuild_usd(rebuilt, PRICES) == pytest.approx(2.5 * READ + 0.25 * WRITE)
     # Not part of any month.
-    lines = cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
-    again = cost.pipeline_lines(rebuilt, ASSUMPTIONS, PRICES)
-    assert cost.total(again, cost.MONTH) == cost.total(lines, cost.MONTH)
+    lines = model.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
+    again = model.pipeline_lines(rebuilt, ASSUMPTIONS, PRICES)
+    assert model.total(again, model.MONTH) == model.total(lines, model.MONTH)
 
 
 def test_a_failing_attempt_and_its_recovery_by_hand() -> None:
@@ -167,25 +167,22 @@ def test_a_failing_attempt_and_its_recovery_by_hand() -> None:
     attempt = (
         0.40e-6 + 0.020 * INSTANCE_SECOND + 1000 / TIB * 40 + 1900 / GIB * 0.50 + 320 / GIB * 0.12
     )
-    assert cost.failure_episode_usd(WORKLOAD, ASSUMPTIONS, PRICES) == pytest.approx(
+    assert model.failure_episode_usd(WORKLOAD, ASSUMPTIONS, PRICES) == pytest.approx(
         firestore + attempt
     )
-    lines = cost.pipeline_lines(
+    lines = model.pipeline_lines(
         WORKLOAD, replace(ASSUMPTIONS, failure_episodes_per_tenant_month=3), PRICES
     )
     episodes = line(lines, "Failing→recovered syncs")
-    assert episodes.monthly(cost.MARKET_HOURS) == pytest.approx(3 * (firestore + attempt))
+    assert episodes.monthly(model.MARKET_HOURS) == pytest.approx(3 * (firestore + attempt))
 
 
 def test_pipeline_lines_by_hand() -> None:
-    lines = cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
+    lines = model.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
     assert line(lines, "Firestore reads: worker").usd_per_sync == pytest.approx(2.1 * READ)
     # 45 + 42 rollups x 14 reads, over 10,000 tenants; no scan, no count.
     tick = line(lines, "Firestore reads: tick")
     assert tick.usd_per_sync == pytest.approx((45 + 42 * 14) / N * READ)
-    counting = replace(WORKLOAD, counts_users=True)
-    counted = line(cost.pipeline_lines(counting, ASSUMPTIONS, PRICES), "Firestore reads: tick")
-    assert counted.usd_per_sync == pytest.approx((45 + 10 + 42 * 14) / N * READ)
     clock = line(lines, "Firestore reads: market clock")
     assert clock.usd_per_sync == 0
     assert clock.usd_per_clock_read == pytest.approx(READ / N)
@@ -219,68 +216,26 @@ def test_pipeline_lines_by_hand() -> None:
     assert pubsub.usd_per_ask == 0  # the asking message is one of the pulse's
     scheduler = line(lines, "Cloud Scheduler")
     assert scheduler.usd_per_sync == 0
-    assert scheduler.monthly(cost.MARKET_HOURS) == pytest.approx(0.10 / N)
-
-
-def test_a_scan_is_priced_per_tenant_and_tick() -> None:
-    scanning = replace(WORKLOAD, scan_reads_per_tenant=2)
-    before = line(cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES), "Firestore reads: tick")
-    after = line(cost.pipeline_lines(scanning, ASSUMPTIONS, PRICES), "Firestore reads: tick")
-    assert after.usd_per_sync - before.usd_per_sync == pytest.approx(2 * READ)
+    assert scheduler.monthly(model.MARKET_HOURS) == pytest.approx(0.10 / N)
 
 
 def test_month_overheads_are_the_closed_ticks_and_the_pulses_outside_the_session() -> None:
-    item = cost.Line("x", "", usd_per_sync=1e-6, usd_per_closed_tick=1e-8, usd_per_ask=1e-5)
-    closed, outside = cost.month_overheads([item])
+    item = model.Line("x", "", usd_per_sync=1e-6, usd_per_closed_tick=1e-8, usd_per_ask=1e-5)
+    closed, outside = model.month_overheads([item])
     assert closed == pytest.approx(34_980 * 1e-8)
     # 30 more pulses and 30 more asks than the market minutes.
     assert outside == pytest.approx(30 * 1e-6 + 30 * 1e-5)
 
 
-def test_built_changes_saved_what_their_old_figures_cost_more() -> None:
-    built = cost.built_savings(WORKLOAD, ASSUMPTIONS, PRICES)
-    market, month, always = (s.name for s in cost.SCHEDULES)
-    # Worker writes: 2 writes and 1 delete per sync before, 1 and 0 now.
-    assert built["Worker writes"][market] == pytest.approx(8_190 * (WRITE + DELETE))
-    assert built["Worker writes"][always] == pytest.approx(43_200 * (WRITE + DELETE))
-    # Roster: 2 scan reads a tenant, a count (10 reads) and 12 other tick reads (45 now,
-    # with the roster), the publisher at 1.13 ms a tenant (0.3 now); no triggers to keep it.
-    per_pulse = (2 + (12 + 10 - 45) / N) * READ + (1.13 - 0.3) / 1000 * INSTANCE_SECOND
-    assert built["Roster"][market] == pytest.approx(8_190 * per_pulse - 4 * UPKEEP_RUN)
-    # Market hours: the month was a pulse every minute; in the market minutes themselves
-    # the clock costs its read per pulse and the refreshes.
-    lines = cost.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
-    assert built["Market hours"][month] == pytest.approx(
-        cost.total(lines, cost.ALWAYS) - cost.total(lines, cost.MONTH)
-    )
-    clock_cost = 8_190 * READ / N + 21 * (WRITE / N + 300 / N / GIB * 0.12)
-    assert built["Market hours"][market] == pytest.approx(-clock_cost)
-    assert built["Market hours"][always] == 0
-    # Quiet logs: a 322-byte line, its envelope and the push's request log per sync before;
-    # the 300-byte line (this workload's) and its envelope now.
-    assert built["Quiet logs"][market] == pytest.approx(8_190 * 1022 / GIB * 0.50)
-
-
 def test_a_success_without_a_line_pays_no_envelope() -> None:
     quiet = replace(WORKLOAD, app_log_bytes=0)
-    lines = cost.pipeline_lines(quiet, ASSUMPTIONS, PRICES)
+    lines = model.pipeline_lines(quiet, ASSUMPTIONS, PRICES)
     assert line(lines, "Cloud Logging").usd_per_sync == pytest.approx(1750 / N / GIB * 0.50)
 
 
-def test_reverting_every_built_change_gives_the_old_design() -> None:
-    w, a, s = cost.before_everything(WORKLOAD, ASSUMPTIONS, cost.MONTH)
-    assert s == cost.ALWAYS
-    assert (w.worker_writes, w.worker_deletes, w.scan_reads_per_tenant) == (2, 1, 2)
-    assert (w.tick_reads, w.publisher_wall_ms_per_tenant, w.counts_users) == (12, 1.13, True)
-    assert a.roster_writes_per_tenant_month == 0
-    assert (w.app_log_bytes, a.sync_request_logs_excluded) == (322, False)
-    _, _, market = cost.before_everything(WORKLOAD, ASSUMPTIONS, cost.MARKET_HOURS)
-    assert (market.pulses, market.clock_asks, market.reads_clock) == (8_190, 0, False)
-
-
 def test_proposed_savings_are_the_difference_the_changed_inputs_make() -> None:
-    by_name = {s.name: s for s in cost.savings(WORKLOAD, ASSUMPTIONS, PRICES)}
-    market = cost.MARKET_HOURS.name
+    by_name = {s.name: s for s in model.savings(WORKLOAD, ASSUMPTIONS, PRICES)}
+    market = model.MARKET_HOURS.name
     # One rollup place: 6 rollups a pulse instead of 42, each 14 reads and 2 writes.
     rollups = by_name["one rollup place per pulse"].usd_by_schedule[market]
     assert rollups == pytest.approx(8_190 * 36 * (14 * READ + 2 * WRITE) / N)
@@ -291,49 +246,49 @@ def test_proposed_savings_are_the_difference_the_changed_inputs_make() -> None:
 
 
 def test_cumulative_changes_leave_optional_ones_out() -> None:
-    w, a = cost.with_changes(WORKLOAD, ASSUMPTIONS)
+    w, a = model.with_changes(WORKLOAD, ASSUMPTIONS)
     assert a.rollups_by_one_instance
     assert (w.worker_reads_warm, a.tenants_per_message) == (2, 1)
-    w, a = cost.with_changes(WORKLOAD, ASSUMPTIONS, optional=True)
+    w, a = model.with_changes(WORKLOAD, ASSUMPTIONS, optional=True)
     assert (w.worker_reads_warm, w.worker_reads_cold, a.tenants_per_message) == (1, 2, 10)
 
 
 def test_verdict_against_the_goal() -> None:
-    assert cost.verdict(0.0199) == "PASS"
-    assert cost.verdict(0.02) == "FAIL"
+    assert report.verdict(0.0199) == "PASS"
+    assert report.verdict(0.02) == "FAIL"
 
 
 def test_small_amounts_are_not_printed_as_zero() -> None:
-    assert cost.usd(0.0123456) == "$0.01235"
-    assert cost.usd(-0.0000012) == "$-1.2e-06"
-    assert cost.usd(0.0) == "$0.00000"
+    assert report.usd(0.0123456) == "$0.01235"
+    assert report.usd(-0.0000012) == "$-1.2e-06"
+    assert report.usd(0.0) == "$0.00000"
 
 
 def test_single_loop_shares_a_busy_minute_among_its_users() -> None:
-    loop = cost.LoopWorkload(
+    loop = model.LoopWorkload(
         reads_per_user=2, writes_per_user=1, tenants_per_minute=240, alpaca_bytes_sent=540
     )
-    lines = cost.single_loop_lines(loop, ASSUMPTIONS, PRICES)
+    lines = model.single_loop_lines(loop, ASSUMPTIONS, PRICES)
     compute = line(lines, "Cloud Run: loop CPU + memory")
     assert compute.usd_per_sync == pytest.approx(60 * INSTANCE_SECOND / 240)
     assert line(lines, "Firestore reads").usd_per_sync == pytest.approx(2 * READ)
     assert line(lines, "Firestore writes").usd_per_sync == pytest.approx(WRITE)
     assert line(lines, "Cloud Scheduler").usd_per_month == pytest.approx(0.10 / 240)
     listing = replace(loop, enumeration_reads_per_user=1)
-    reads = line(cost.single_loop_lines(listing, ASSUMPTIONS, PRICES), "Firestore reads")
+    reads = line(model.single_loop_lines(listing, ASSUMPTIONS, PRICES), "Firestore reads")
     assert reads.usd_per_sync == pytest.approx(3 * READ)
 
 
 def test_free_tier_is_capped_by_usage() -> None:
     tiny = replace(ASSUMPTIONS, tenants=1)
-    everything = cost.free_tier_value(WORKLOAD, tiny, PRICES, cost.MARKET_HOURS)
+    everything = model.free_tier_value(WORKLOAD, tiny, PRICES, model.MARKET_HOURS)
     # One tenant's whole month fits in every free tier: the value is what they cover of it.
     covered = (
         2.1 * READ + WRITE + 0.020 * INSTANCE_SECOND + 0.40e-6 + 1216 / TIB * 40 + 1800 / GIB * 0.50
     ) * 8_190 + 0.10
     assert everything == pytest.approx(covered)
     # 10,000 tenants exceed every free tier but deletes (none): each gives its whole value.
-    many = cost.free_tier_value(WORKLOAD, ASSUMPTIONS, PRICES, cost.MARKET_HOURS)
+    many = model.free_tier_value(WORKLOAD, ASSUMPTIONS, PRICES, model.MARKET_HOURS)
     firestore = 1_500_000 * READ + 600_000 * WRITE
     cloud_run = 180_000 * 0.000024 + 360_000 * 0.0000025 + 2_000_000 * 0.40e-6
     pubsub, logging, scheduler = 10 / 1024 * 40, 50 * 0.50, 0.10
@@ -363,7 +318,6 @@ FIGURES: dict[str, Any] = {
     },
     "fan_out": {
         "clock_reads": 1,
-        "counts_users": False,
         "tick_reads": 45,
         "tick_writes": 6,
         "tick_log_bytes": 242,
@@ -387,14 +341,13 @@ FIGURES["single_loop"]["alpaca_bytes_sent"] = 530.0
 
 
 def test_inputs_from_measured_figures() -> None:
-    w, loop = cost_measure.inputs_from(FIGURES, cpu_ms=13.9, publisher_ms=0.29)
+    w, loop = measure.inputs_from(FIGURES, cpu_ms=13.9, publisher_ms=0.29)
     assert (w.worker_reads_cold, w.worker_reads_warm, w.worker_writes, w.worker_deletes) == (
         3,
         2,
         1,
         0,
     )
-    assert not w.counts_users
     assert (w.tick_reads, w.tick_writes, w.clock_reads_per_tick, w.closed_tick_reads) == (
         45,
         6,
@@ -452,7 +405,7 @@ class _Request:
 
 def test_the_recording_publisher_measures_both_publish_paths_and_forwards_them() -> None:
     real = _FakeClient()
-    recorder = cost_measure.RecordingPublisher(real)
+    recorder = measure.RecordingPublisher(real)
     request = _Request(_Message(b"x" * 100, {"uid": "u" * 12}), _Message(b"{}", {}))
     assert recorder.api.publish(request=request, timeout=60.0) == "response"
     recorder.publish("topic", b"y" * 50, uid="abc").result()
@@ -464,15 +417,20 @@ def test_the_recording_publisher_measures_both_publish_paths_and_forwards_them()
     assert recorder.topic_path("p", "t") == "projects/p/topics/t"
 
 
-def test_calls_through_a_module_are_counted_and_the_function_restored() -> None:
-    import types
-
-    def count_users(db: object) -> int:
-        return 7
-
-    module = types.SimpleNamespace(count_users=count_users)
-    with cost_measure.calls_to(module, "count_users") as calls:
-        assert module.count_users("db") == 7
-        assert module.count_users("db") == 7
-    assert calls == [2]
-    assert module.count_users is count_users
+def test_the_report_prints_each_price_set_with_its_totals_and_the_proposed_changes() -> None:
+    loop = model.LoopWorkload(
+        reads_per_user=2, writes_per_user=1, tenants_per_minute=240, alpaca_bytes_sent=540
+    )
+    prices = [model.NAM5, model.US_CENTRAL1]
+    text = report.report(WORKLOAD, ASSUMPTIONS, loop, prices)
+    for p in prices:
+        assert f"=== {p.name}; list prices as of {model.PRICES_AS_OF} ===" in text
+        for lines in (
+            model.pipeline_lines(WORKLOAD, ASSUMPTIONS, p),
+            model.single_loop_lines(loop, ASSUMPTIONS, p),
+        ):
+            totals = "".join(f"{model.total(lines, s):>11.5f}" for s in model.SCHEDULES)
+            assert f"{'total per tenant-month, $':<82}{totals}" in text
+    for change in model.CHANGES:
+        assert text.count(f"  - {change.name}: ") == len(prices)
+    assert text.count("(optional: changes a contract)") == 2 * len(prices)

@@ -1,22 +1,17 @@
-"""Cost model: what one tenant costs per month on Google Cloud, from measured per-sync figures.
+"""The cost model: what one tenant costs per month on Google Cloud, priced from per-sync figures.
 
-``python -m benchmarks.cost`` measures (:mod:`benchmarks.cost_measure`: emulators, Alpaca
-simulator, a sample of tenants) the design as it runs (``SYNC_SCHEDULE=market-hours``, the
-roster, raw batched publishing, one write per healthy sync): the worker's Firestore operations
-per first, cold, warm, failing and recovering sync and the extra of a clock-asking message; an
-open tick's and a closed tick's; one rollup; the roster's upkeep per trigger run and its
-one-off rebuild; message size, wall time, bytes sent to Alpaca, log bytes; the single loop of
-the original spec. This module prices them with the list prices below, per tenant-month, for
-three schedules: the market hours (the goal's), a whole month of the market-hours schedule
-(what production pays) and ``SYNC_SCHEDULE=always``; it computes what each built change saved
-and each proposed one would save. Everything here but :func:`main` is pure arithmetic, tested
-by ``tests/unit/test_cost_model.py``. ``docs/COST.md`` explains it.
+Holds the list prices (:class:`Prices`, :data:`PRICE_SETS`), the schedules a month of ticks
+can follow (:data:`SCHEDULES`), the model's inputs (:class:`Workload`, measured by
+:mod:`benchmarks.cost.measure` or hand-written; :class:`Assumptions`; :class:`LoopWorkload`
+for the single loop of the original spec) and the model itself: :func:`pipeline_lines` prices
+the design as built per tenant-month, one :class:`Line` per component, for every schedule;
+:data:`CHANGES` are design changes still only proposed, and :func:`savings` computes what each
+would save. Everything here is pure arithmetic (no I/O), tested by
+``tests/unit/test_cost_model.py``; ``docs/COST.md`` explains the model and its figures.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -121,15 +116,15 @@ ALWAYS = Schedule("always", MINUTES_A_MONTH, reads_clock=False)
 """``SYNC_SCHEDULE=always``: a pulse every minute, no clock."""
 SCHEDULES: tuple[Schedule, ...] = (MARKET_HOURS, MONTH, ALWAYS)
 GOAL_USD = 0.02
-"""Per tenant-month, during market hours (issue 8)."""
+"""Per tenant-month, during market hours."""
 
 # --- inputs ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Workload:
-    """Per-sync and per-tick figures of the pipeline (measured by :func:`measure`, or
-    hand-written)."""
+    """Per-sync and per-tick figures of the pipeline (measured by
+    :func:`benchmarks.cost.measure.measure`, or hand-written)."""
 
     worker_reads_cold: float
     """Firestore reads of one sync whose keys are not cached (kill-switch, snapshot, keys)."""
@@ -139,8 +134,8 @@ class Workload:
     """Writes other than deletes of a healthy tenant's successful sync."""
     worker_deletes: float
     tick_reads: float
-    """Per pulse, besides the count, the clock and a scan: the pulse documents, the roster,
-    finalizing the previous pulse, the publisher's own rollup."""
+    """Per pulse, besides the market clock: the roster, the pulse documents, finalizing the
+    previous pulse, the publisher's own rollup."""
     tick_writes: float
     rollup_reads_fixed: float
     """One rollup: pulse document and ``ops/last_pulse`` (in its transaction)."""
@@ -159,11 +154,6 @@ class Workload:
     """Bytes of the log lines the worker writes per successful sync."""
     publisher_wall_ms_per_tenant: float
     """Wall time of an open tick's fan-out per tenant (one request at a time)."""
-    counts_users: bool = False
-    """The tick counts ``users`` (an aggregation: a read per 1,000 users), as it did before
-    the roster counted the skipped."""
-    scan_reads_per_tenant: float = 0.0
-    """The eligibility scan each tick (the design before the roster: 2)."""
     clock_reads_per_tick: float = 1.0
     """``ops/market_clock``, read by every tick of the market-hours schedule."""
     closed_tick_reads: float = 1.0
@@ -217,20 +207,19 @@ class Assumptions:
     rollup_delay_seconds: float = 5.0
     """``PULSE_ROLLUP_DELAY_SECONDS``: at most one rollup per instance per delay."""
     rollups_by_one_instance: bool = False
-    """``False``: every worker instance rolls up (now); ``True``: only one place does."""
+    """``False``: every worker instance rolls up (as built); ``True``: only one place does (a
+    proposed change)."""
     log_entry_overhead_bytes: float = 500.0
     """What Cloud Logging adds to a line (resource, labels, timestamps, insertId)."""
     request_log_bytes: float = 1000.0
     """Cloud Run's own request log entry per request."""
-    sync_request_logs_excluded: bool = True
-    """The deploy's log exclusion drops the request logs of ``sync_user``'s successful pushes
-    (``infra``: ``agenttrader-sync-user-ok-requests``); failed ones are still ingested."""
     tls_overhead_bytes: float = 60.0
     """TLS record overhead of the Alpaca requests per sync (connections are kept alive)."""
     storage_bytes_per_tenant: float = 10_000.0
     """Snapshot, status and config documents with their index entries."""
     tenants_per_message: int = 1
-    """Tenants one ``user-sync`` message (one push request) names; 1 now."""
+    """Tenants one ``user-sync`` message (one push request) names: 1 as built, more in a
+    proposed change."""
     roster_writes_per_tenant_month: float = 4.0
     """Writes of a user's ``config/alpaca`` or ``status/trading`` (key changes, kill-switch
     toggles), each running one trigger that keeps the roster."""
@@ -252,6 +241,17 @@ class LoopWorkload:
     alpaca_bytes_sent: float
     enumeration_reads_per_user: float = 0.0
     """Listing the users to walk (0: the spec's loop is handed its users)."""
+
+
+# --- inputs from other benchmarks ------------------------------------------------------------
+
+PIPELINE_CPU_MS = 11.9
+"""``sync_user`` CPU per sync: ``benchmarks.pipeline`` on this project's machine, 2026-11-27,
+over the 16,000 syncs of its N = 1,000 / 5,000 / 10,000 run (11.25 / 14.05 / 10.93 ms)."""
+PUBLISHER_WALL_MS_PER_TENANT = 0.058
+"""A whole open tick's ``fan_out`` per tenant (roster, bulk publishing, pulse documents):
+``benchmarks.publisher_scale`` at 100,000 tenants on this project's machine, 2026-11-27:
+5.83 s."""
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -368,13 +368,12 @@ def failure_episode_usd(w: Workload, a: Assumptions, p: Prices) -> float:
 
 
 def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
-    """The design: a tick reads the clock; an open one reads the roster and publishes one
+    """The design as built: a tick reads the clock; an open one reads the roster and publishes one
     push request per tenant to ``sync_user``; triggers keep the roster."""
     n = a.tenants
     reads = w.worker_reads_warm * a.warm_fraction + w.worker_reads_cold * (1 - a.warm_fraction)
     rollups = rollups_per_pulse(w, a)
-    count_reads = math.ceil(n / 1000) if w.counts_users else 0
-    tick_reads = w.tick_reads + count_reads + rollups * rollup_reads(w, a)
+    tick_reads = w.tick_reads + rollups * rollup_reads(w, a)
     tick_writes = (w.tick_writes + rollups * w.rollup_writes) / n
     instance_s = instance_seconds_per_sync(w, a)
     per_instance_second = instance_price(a, p)
@@ -383,12 +382,11 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
     k = a.tenants_per_message
     message_bytes = pubsub_bytes_per_sync(w, p, k)
     envelope, request_log = a.log_entry_overhead_bytes, a.request_log_bytes
-    sync_request_log = 0.0 if a.sync_request_logs_excluded else request_log
-    # A success logs nothing at INFO (the envelope only comes with a line).
-    log_bytes = w.app_log_bytes + (envelope if w.app_log_bytes else 0.0) + sync_request_log / k
+    # A success logs nothing at INFO (the envelope only comes with a line), and the deploy's
+    # log exclusion drops the request logs of sync_user's successful pushes.
+    log_bytes = w.app_log_bytes + (envelope if w.app_log_bytes else 0.0)
     tick_log = w.tick_log_bytes + w.tick_log_lines * envelope + request_log
     closed_log = w.closed_tick_log_bytes + w.closed_tick_log_lines * envelope + request_log
-    scan = f"; scan {w.scan_reads_per_tenant:.3g}/tenant" if w.scan_reads_per_tenant else ""
     return [
         Line(
             "Firestore reads: worker",
@@ -397,8 +395,8 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
         ),
         Line(
             "Firestore reads: tick",
-            f"{tick_reads:.0f}/pulse ({rollups} rollups){scan}",
-            (tick_reads / n + w.scan_reads_per_tenant) * p.firestore_read,
+            f"{tick_reads:.0f}/pulse ({rollups} rollups)",
+            tick_reads / n * p.firestore_read,
         ),
         Line(
             "Firestore reads: market clock",
@@ -457,7 +455,7 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
         ),
         Line(
             "Cloud Logging",
-            f"{log_bytes:,.0f} B/sync (app line + entry + request log)",
+            f"{log_bytes:,.0f} B/sync (line + its envelope)",
             (log_bytes + tick_log / n) / GIB * p.logging_gib,
             usd_per_closed_tick=closed_log / n / GIB * p.logging_gib,
         ),
@@ -535,15 +533,11 @@ def free_tier_value(
     w: Workload, a: Assumptions, p: Prices, s: Schedule, free: FreeTier = FreeTier()
 ) -> float:
     """What the free tiers would take off the whole project's month, per tenant (each capped
-    by the usage it covers: the worker's and the scan's reads, the worker's writes and
+    by the usage it covers: the worker's reads, the worker's writes and
     deletes, its instance time and requests, the messages and the per-sync log lines); the
     table does not deduct it."""
     n, monthly = a.tenants, a.tenants * s.pulses
-    reads = (
-        w.worker_reads_warm * a.warm_fraction
-        + w.worker_reads_cold * (1 - a.warm_fraction)
-        + w.scan_reads_per_tenant
-    )
+    reads = w.worker_reads_warm * a.warm_fraction + w.worker_reads_cold * (1 - a.warm_fraction)
     instance_s = instance_seconds_per_sync(w, a)
     requests = monthly / a.tenants_per_message
     log_bytes = (
@@ -565,115 +559,7 @@ def free_tier_value(
     return covered / n
 
 
-# --- changes: built (what each saved) and proposed (what each would save) ---------------------
-
-BEFORE_MEASURED_ON = "2026-11-27, commit ad4417b (before the roster)"
-BEFORE = {
-    "worker_writes": 2.0,
-    "worker_deletes": 1.0,
-    "scan_reads_per_tenant": 2.0,
-    "tick_reads": 12.0,
-    "tick_writes": 6.0,
-    "publisher_wall_ms_per_tenant": 1.13,
-    "app_log_bytes": 322.0,
-}
-"""The design's figures before the built changes, as this benchmark measured them then
-(``docs/COST.md`` of that commit): a warm sync wrote the snapshot and ``status/sync`` and
-deleted ``last_sync_error``; a tick scanned 2 documents per tenant, read 12 and wrote 6 more;
-the fan-out took 1.13 ms per tenant (``benchmarks.publisher_scale``, 100,000 tenants)."""
-
-Inputs = tuple[Workload, Assumptions, Schedule]
-
-
-@dataclass(frozen=True)
-class Built:
-    """A change now in the code: how to put the figures of before it back (its saving is
-    what the old figures cost more than the new ones, on the same model)."""
-
-    name: str
-    what: str
-    revert: Callable[[Workload, Assumptions, Schedule], Inputs]
-
-
-def _no_clock(s: Schedule) -> Schedule:
-    """The same schedule before the market-hours one: a month of it is a pulse every minute;
-    its market minutes are pulses without the clock."""
-    if s.closed_ticks:
-        return ALWAYS
-    return replace(s, clock_asks=0, reads_clock=False)
-
-
-BUILT: tuple[Built, ...] = (
-    Built(
-        "Roster",
-        "a tick reads 32 roster shards and a marker (the skipped counted from them too) "
-        "instead of scanning 2 documents per tenant and counting the users; raw protobufs "
-        "published 1,000 per request from 4 threads; two triggers keep the roster",
-        lambda w, a, s: (
-            replace(
-                w,
-                scan_reads_per_tenant=BEFORE["scan_reads_per_tenant"],
-                counts_users=True,
-                tick_reads=BEFORE["tick_reads"],
-                tick_writes=BEFORE["tick_writes"],
-                publisher_wall_ms_per_tenant=BEFORE["publisher_wall_ms_per_tenant"],
-            ),
-            replace(a, roster_writes_per_tenant_month=0),
-            s,
-        ),
-    ),
-    Built(
-        "Worker writes",
-        "a healthy tenant's success writes the snapshot only; status/sync and "
-        "last_sync_error only after failures and when recovering",
-        lambda w, a, s: (
-            replace(
-                w,
-                worker_writes=BEFORE["worker_writes"],
-                worker_deletes=BEFORE["worker_deletes"],
-            ),
-            a,
-            s,
-        ),
-    ),
-    Built(
-        "Quiet logs",
-        "a success logs at DEBUG (LOG_LEVEL=INFO: no line); the deploy excludes the request "
-        "logs of sync_user's successful pushes (failures keep both)",
-        lambda w, a, s: (
-            replace(w, app_log_bytes=BEFORE["app_log_bytes"]),
-            replace(a, sync_request_logs_excluded=False),
-            s,
-        ),
-    ),
-    Built(
-        "Market hours",
-        "SYNC_SCHEDULE=market-hours: a tick reads ops/market_clock and publishes only while "
-        "the market is open; one message of a stale pulse refreshes the clock",
-        lambda w, a, s: (w, a, _no_clock(s)),
-    ),
-)
-
-
-def built_savings(w: Workload, a: Assumptions, p: Prices) -> dict[str, dict[str, float]]:
-    """Per built change, by schedule: what the figures before it cost more per tenant-month
-    (negative: what it costs)."""
-    result: dict[str, dict[str, float]] = {}
-    now = pipeline_lines(w, a, p)
-    for change in BUILT:
-        by_schedule = {}
-        for s in SCHEDULES:
-            old_w, old_a, old_s = change.revert(w, a, s)
-            by_schedule[s.name] = total(pipeline_lines(old_w, old_a, p), old_s) - total(now, s)
-        result[change.name] = by_schedule
-    return result
-
-
-def before_everything(w: Workload, a: Assumptions, s: Schedule) -> Inputs:
-    """The inputs with every built change reverted."""
-    for change in BUILT:
-        w, a, s = change.revert(w, a, s)
-    return w, a, s
+# --- proposed changes --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -685,7 +571,7 @@ class Change:
     workload: Callable[[Workload], Workload] = field(default=lambda w: w)
     assumptions: Callable[[Assumptions], Assumptions] = field(default=lambda a: a)
     in_cumulative: bool = True
-    """``False``: listed with its saving, but it changes a contract of DESIGN.md."""
+    """``False``: listed with its saving, but it changes a contract of ``docs/DESIGN.md``."""
 
 
 CHANGES: tuple[Change, ...] = (
@@ -697,16 +583,17 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         "10 tenants per user-sync message",
-        "one push request syncs 10 tenants concurrently: a tenth of the request fees, push "
-        "minimums and request logs; a failed tenant must then be re-published alone (the "
-        "retry contract changes), so it is not in the cumulative total",
+        "one push request syncs 10 tenants concurrently: a tenth of the request fees and push "
+        "minimums; a failed tenant must then be re-published alone (the retry contract "
+        "changes), so it is not in the cumulative total",
         assumptions=lambda a: replace(a, tenants_per_message=10),
         in_cumulative=False,
     ),
     Change(
         "kill-switch from the roster (no re-check read)",
-        "the worker trusts the roster the tick was published from; conflicts with DESIGN.md "
-        "('sync_user re-checks the kill-switch'), so it is not in the cumulative total",
+        "the worker trusts the roster the tick was published from; conflicts with "
+        "docs/DESIGN.md ('sync_user re-checks the kill-switch'), so it is not in the "
+        "cumulative total",
         workload=lambda w: replace(
             w,
             worker_reads_warm=max(w.worker_reads_warm - 1, 0),
@@ -727,7 +614,7 @@ class Saving:
 
 
 def savings(w: Workload, a: Assumptions, p: Prices) -> list[Saving]:
-    """Each proposed change alone, against the design as it is."""
+    """Each proposed change alone, against the design as built."""
     before = pipeline_lines(w, a, p)
     result = []
     for change in CHANGES:
@@ -752,183 +639,3 @@ def with_changes(
         if change.in_cumulative or optional:
             w, a = change.workload(w), change.assumptions(a)
     return w, a
-
-
-# --- printing --------------------------------------------------------------------------------
-
-
-def verdict(usd: float) -> str:
-    return "PASS" if usd < GOAL_USD else "FAIL"
-
-
-def usd(value: float) -> str:
-    """Dollars to 5 decimals; amounts too small for that in scientific notation."""
-    if value and abs(value) < 0.000005:
-        return f"${value:.1e}"
-    return f"${value:.5f}"
-
-
-def _goal(value: float) -> str:
-    return f"${value:.4f} (goal < ${GOAL_USD:.2f}: {verdict(value)})"
-
-
-COLUMNS = {MARKET_HOURS.name: "mkt hours", MONTH.name: "month", ALWAYS.name: "always"}
-
-
-def format_table(title: str, lines: Sequence[Line], schedules: Sequence[Schedule]) -> str:
-    head = f"{'component':<36}{'quantity':<46}" + "".join(
-        f"{COLUMNS.get(s.name, s.name)[:10]:>11}" for s in schedules
-    )
-    rows = [title, head, "-" * len(head)]
-    for line in lines:
-        cells = "".join(f"{line.monthly(s):>11.5f}" for s in schedules)
-        rows.append(f"{line.component[:35]:<36}{line.detail[:45]:<46}{cells}")
-    rows.append("-" * len(head))
-    totals = "".join(f"{total(lines, s):>11.5f}" for s in schedules)
-    rows.append(f"{'total per tenant-month, $':<82}{totals}")
-    verdicts = "".join(
-        f"{verdict(total(lines, s)) if s.reads_clock else '':>11}" for s in schedules
-    )
-    rows.append(
-        f"{'goal < $' + format(GOAL_USD, '.2f') + ' (market-hours schedule)':<82}{verdicts}"
-    )
-    return "\n".join(rows)
-
-
-def schedules_legend() -> str:
-    return "\n".join(
-        f"  {COLUMNS[s.name]:<10} {s.name}: {s.pulses:,} pulses, {s.closed_ticks:,} closed "
-        f"ticks, {s.clock_asks} clock refreshes a month"
-        for s in SCHEDULES
-    )
-
-
-def report(w: Workload, a: Assumptions, loop: LoopWorkload, prices: Sequence[Prices]) -> str:
-    out: list[str] = [f"\nschedules (columns):\n{schedules_legend()}"]
-    for p in prices:
-        out.append(f"\n=== {p.name}; list prices as of {PRICES_AS_OF} ===")
-        lines = pipeline_lines(w, a, p)
-        out.append(
-            format_table(
-                f"\nPipeline (the design as built), per tenant, {a.tenants:,} tenants",
-                lines,
-                SCHEDULES,
-            )
-        )
-        closed, outside = month_overheads(lines)
-        out.append(
-            f"of the month: closed ticks ${closed:.5f}; the {CLOCK_PULSES_OUTSIDE_HOURS} "
-            f"pulses outside the session (a stale clock fails open) ${outside:.5f}; roster "
-            f"upkeep ${a.roster_writes_per_tenant_month * roster_upkeep_usd(w, a, p):.6f}; "
-            f"one failing→recovered episode {usd(failure_episode_usd(w, a, p))}; the roster's "
-            f"one-off rebuild {usd(rebuild_usd(w, p))} per tenant (once, not monthly)"
-        )
-        out.append(
-            format_table(
-                f"\nSingle loop (original spec) at its capacity of "
-                f"{loop.tenants_per_minute:.0f} users/minute",
-                single_loop_lines(loop, a, p),
-                SCHEDULES,
-            )
-        )
-        free = free_tier_value(w, a, p, MARKET_HOURS)
-        out.append(
-            f"\nfree tiers (not deducted) would cover ${free:.5f} per tenant-month at "
-            f"{a.tenants:,} tenants, market hours"
-        )
-        old_w, old_a, old_s = before_everything(w, a, MARKET_HOURS)
-        old_market = total(pipeline_lines(old_w, old_a, p), old_s)
-        old_w, old_a, old_s = before_everything(w, a, MONTH)
-        old_month = total(pipeline_lines(old_w, old_a, p), old_s)
-        out.append(
-            f"\nbefore the built changes (figures of {BEFORE_MEASURED_ON}): market hours "
-            f"{_goal(old_market)}, around the clock ${old_month:.4f}"
-        )
-        out.append("built changes, each alone (saving per tenant-month = old − new):")
-        for name, by_schedule in built_savings(w, a, p).items():
-            cells = "  ".join(f"{COLUMNS[k]} {usd(v)}" for k, v in by_schedule.items())
-            out.append(f"  - {name}: {cells}")
-        out.append("proposed changes still to build, each alone (saving per tenant-month):")
-        for s in savings(w, a, p):
-            cells = "  ".join(f"{COLUMNS[k]} {usd(v)}" for k, v in s.usd_by_schedule.items())
-            mark = "" if s.in_cumulative else "  (optional: changes a contract)"
-            out.append(f"  - {s.name}: {cells}{mark}")
-        for label, optional in (("the proposed ones", False), ("the optional ones too", True)):
-            changed = pipeline_lines(*with_changes(w, a, optional=optional), p)
-            out.append(
-                f"with {label}: market hours {_goal(total(changed, MARKET_HOURS))}, "
-                f"month {_goal(total(changed, MONTH))}, always ${total(changed, ALWAYS):.4f}"
-            )
-    return "\n".join(out)
-
-
-# --- inputs from other benchmarks ------------------------------------------------------
-
-PIPELINE_CPU_MS = 11.9
-"""``sync_user`` CPU per sync, ``benchmarks.pipeline`` on this machine, 2026-11-27, after the
-one-write worker: 11.25 ms (N=1,000), 14.05 (5,000), 10.93 (10,000); 11.9 ms over all 16,000
-syncs of that run."""
-PUBLISHER_WALL_MS_PER_TENANT = 0.058
-"""A whole open tick's ``fan_out`` per tenant (roster, bulk publishing, pulse documents):
-``benchmarks.publisher_scale`` at 100,000 tenants on this machine, 2026-11-27: 5.83 s."""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=int, default=100, help="tenants measured")
-    parser.add_argument("--threads", type=int, default=4, help="concurrent worker syncs")
-    parser.add_argument("--tenants", type=int, default=Assumptions.tenants)
-    parser.add_argument("--cpu-ms", type=float, default=PIPELINE_CPU_MS)
-    parser.add_argument("--publisher-ms", type=float, default=PUBLISHER_WALL_MS_PER_TENANT)
-    parser.add_argument("--concurrency", type=int, default=Assumptions.concurrency)
-    parser.add_argument("--cpu-utilization", type=float, default=Assumptions.cpu_utilization)
-    parser.add_argument("--warm-fraction", type=float, default=Assumptions.warm_fraction)
-    parser.add_argument(
-        "--roster-writes",
-        type=float,
-        default=Assumptions.roster_writes_per_tenant_month,
-        help="config/alpaca and status/trading writes per tenant-month",
-    )
-    parser.add_argument(
-        "--failures",
-        type=float,
-        default=Assumptions.failure_episodes_per_tenant_month,
-        help="failing→recovered episodes per tenant-month",
-    )
-    parser.add_argument("--prices", choices=[*PRICE_SETS, "both"], default="both")
-    parser.add_argument("--json", help="also write the measured figures here")
-    parser.add_argument("--figures", help="price figures written by --json instead of measuring")
-    args = parser.parse_args(argv)
-    from benchmarks.cost_measure import inputs_from, measure, print_measured
-
-    if args.figures:
-        with open(args.figures) as saved:
-            figures = json.load(saved)
-    else:
-        figures = measure(args.sample, args.threads)
-    print_measured(figures)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(figures, out, indent=2)
-    workload, loop = inputs_from(figures, args.cpu_ms, args.publisher_ms)
-    assumptions = Assumptions(
-        tenants=args.tenants,
-        concurrency=args.concurrency,
-        cpu_utilization=args.cpu_utilization,
-        warm_fraction=args.warm_fraction,
-        roster_writes_per_tenant_month=args.roster_writes,
-        failure_episodes_per_tenant_month=args.failures,
-    )
-    prices = list(PRICE_SETS.values()) if args.prices == "both" else [PRICE_SETS[args.prices]]
-    print(
-        f"\nassumptions: {assumptions}\n"
-        f"sync_user CPU {workload.cpu_ms} ms/sync (benchmarks.pipeline), "
-        f"wall {workload.wall_ms:.0f} ms/sync (measured here); publisher "
-        f"{workload.publisher_wall_ms_per_tenant} ms/tenant/pulse (benchmarks.publisher_scale)"
-    )
-    print(report(workload, assumptions, loop, prices))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

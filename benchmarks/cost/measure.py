@@ -1,9 +1,12 @@
-"""Measuring the figures :mod:`benchmarks.cost` prices, as the design runs.
+"""Measuring the figures :mod:`benchmarks.cost.model` prices, on the design as it runs.
 
-Against fresh Pub/Sub and Firestore emulators and an in-process Alpaca simulator (100 ms per
-request), over a sample of tenants; Firestore operations counted in this process
-(:func:`counted`), log lines through the ``agenttrader`` loggers, bytes sent to Alpaca over
-Python sockets. ``python -m benchmarks.cost`` runs it; ``docs/COST.md`` lists what it measures.
+:func:`measure` runs the code against fresh Pub/Sub and Firestore emulators and an in-process
+Alpaca simulator (100 ms per request), over a sample of tenants, with
+``SYNC_SCHEDULE=market-hours``: Firestore operations counted in this process (:func:`counted`),
+log lines through the ``agenttrader`` loggers, bytes sent to Alpaca over Python sockets,
+message sizes as ``bulk_publish`` sends them (:class:`RecordingPublisher`). :func:`inputs_from`
+turns its figures into the model's inputs. Nothing starts at import. ``docs/COST.md`` lists
+what it measures.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from benchmarks.cost import LoopWorkload, Workload
+from benchmarks.cost.model import LoopWorkload, Workload
 
 LATENCY_MS = 100
 ROSTER_REFRESH_SAMPLE = 10
@@ -283,27 +286,10 @@ def measure_roster(db: Any, uids: Sequence[str]) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def calls_to(module: Any, name: str) -> Iterator[list[int]]:
-    """Counts the calls of ``module.name`` made through the module's namespace."""
-    original = getattr(module, name)
-    calls = [0]
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    setattr(module, name, counting)
-    try:
-        yield calls
-    finally:
-        setattr(module, name, original)
-
-
 def measure_fan_out(deps: Any, recorder: RecordingPublisher, sample: int) -> dict[str, Any]:
     """Ticks as the publisher runs them (``SYNC_SCHEDULE=market-hours``): an open one (the
     second: from then on each also finalizes the previous pulse) and a closed one; the clock
-    read, the roster and the count alone."""
+    read and the roster alone."""
     from agenttrader import market_clock
     from publisher import roster
     from publisher import tick as fanout
@@ -320,9 +306,7 @@ def measure_fan_out(deps: Any, recorder: RecordingPublisher, sample: int) -> dic
         raise RuntimeError(f"a fresh open clock should publish without asking: {decision}")
     with counted() as load:
         roster.load(db)
-    with counted() as count:
-        roster.count_users(db)
-    with counted() as whole, log_bytes() as logged, calls_to(roster, "count_users") as counts:
+    with counted() as whole, log_bytes() as logged:
         result = fanout.fan_out(deps, tick(datetime.now(UTC)))
     sizes = list(recorder.sizes)
     store_clock(db, is_open=False)
@@ -336,9 +320,7 @@ def measure_fan_out(deps: Any, recorder: RecordingPublisher, sample: int) -> dic
         "published": result.published,
         "clock_reads": clock.reads,
         "roster_reads": load.reads,
-        "count_reads": count.reads,
-        "counts_users": bool(counts[0]),
-        "tick_reads": whole.reads - clock.reads - (count.reads if counts[0] else 0),
+        "tick_reads": whole.reads - clock.reads,
         "tick_writes": whole.writes + whole.deletes,
         "tick_log_bytes": logged[0],
         "tick_log_lines": logged[1],
@@ -520,7 +502,6 @@ def inputs_from(
         worker_writes=warm["writes"],
         worker_deletes=warm["deletes"],
         tick_reads=fan["tick_reads"],
-        counts_users=fan["counts_users"],
         tick_writes=fan["tick_writes"],
         rollup_reads_fixed=rollup["reads"] - 3,
         rollup_aggregations=3,
@@ -584,10 +565,9 @@ def print_measured(figures: Mapping[str, Any]) -> None:
         )
     fan = figures["fan_out"]
     print(
-        f"  open tick: {fan['clock_reads']} clock read, {fan['roster_reads']} roster reads, "
-        f"users counted: {'yes' if fan['counts_users'] else 'no'} ({fan['count_reads']} "
-        f"read(s) a count); {fan['tick_reads']} reads besides count and clock (roster "
-        f"included), {fan['tick_writes']} writes; {fan['tick_log_bytes']} B in "
+        f"  open tick: {fan['clock_reads']} clock read, {fan['roster_reads']} roster reads; "
+        f"{fan['tick_reads']} reads besides the clock (roster included), "
+        f"{fan['tick_writes']} writes; {fan['tick_log_bytes']} B in "
         f"{fan['tick_log_lines']} log lines; message {fan['message_bytes']:.0f} B (data + "
         f"attributes, {fan['messages_recorded']} recorded); published {fan['published']}"
     )
