@@ -1,4 +1,4 @@
-"""``onboard_user``: create a new tenant's documents (DESIGN.md data model), exactly once.
+"""``onboard_user``: create a new tenant's documents (docs/DESIGN.md data model), exactly once.
 
 One atomic batch creates the root and whichever of the three other documents are absent, each
 write guarded by a precondition (``create``, or the root's ``last_update_time``): of two

@@ -1,6 +1,6 @@
 """The ``user-sync`` message: one typed, frozen schema with strict codecs.
 
-Wire format (DESIGN.md): UTF-8 JSON ``{"uid", "reason", "requested_at"}`` plus this project's
+Wire format (docs/DESIGN.md): UTF-8 JSON ``{"uid", "reason", "requested_at"}`` plus this project's
 optional fields, and the attribute ``uid``. A message never carries a secret.
 """
 

@@ -129,7 +129,7 @@ class PulseTotals:
         return self.success + self.error + self.worker_skipped >= self.published
 
     def last_pulse_doc(self, now: datetime) -> dict[str, Any]:
-        """The body of ``ops/last_pulse`` (DESIGN.md fields plus ours)."""
+        """The body of ``ops/last_pulse`` (docs/DESIGN.md fields plus ours)."""
         return {
             "pulse_id": self.pulse_id,
             "timestamp": self.timestamp,

@@ -1,4 +1,4 @@
-"""Runtime settings, read once from the environment (names fixed by DESIGN.md)."""
+"""Runtime settings, read once from the environment (names fixed by docs/DESIGN.md)."""
 
 from __future__ import annotations
 

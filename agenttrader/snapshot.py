@@ -1,9 +1,10 @@
 """``users/{uid}/data/snapshot``: the one owner of the snapshot document's schema.
 
-DESIGN.md's fields (``syncedAt``, ``account``, ``equity``, ``buying_power``, ``cash``) plus ours:
-``requestedAt`` (the message a snapshot answers: snapshots are ordered by it), ``reason``,
-``positions``, ``positions_count``, ``placeholder`` (written by onboarding until the first
-sync) and the tenant's latest sync result, so a healthy tenant's sync is one write:
+The fields of docs/DESIGN.md (``syncedAt``, ``account``, ``equity``, ``buying_power``,
+``cash``) plus ours: ``requestedAt`` (the message a snapshot answers: snapshots are ordered by
+it), ``reason``, ``positions``, ``positions_count``, ``placeholder`` (written by onboarding
+until the first sync) and the tenant's latest sync result, so a healthy tenant's sync is one
+write:
 
 - ``syncOutcome``: ``success`` | ``error`` | ``skipped`` (:class:`Outcome`), always equal to
   ``status/sync.outcome``;

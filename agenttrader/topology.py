@@ -1,4 +1,4 @@
-"""The Pub/Sub topology, declared once (DESIGN.md's table).
+"""The Pub/Sub topology, declared once (docs/DESIGN.md's table).
 
 The local stack applies it to the emulator (``devtools.topology``); the deploy tooling renders
 the same declaration into ``gcloud`` commands. Names are contracts.

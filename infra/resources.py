@@ -1,6 +1,6 @@
 """The deployed functions, their identities and environment, and the APIs a deployment needs.
 
-Entry point names are DESIGN.md's contracts; the Pub/Sub side comes from
+Entry point names are docs/DESIGN.md's contracts; the Pub/Sub side comes from
 :mod:`agenttrader.topology`, the environment from :class:`agenttrader.settings.Settings`.
 """
 

@@ -1,4 +1,4 @@
-"""``agenttrader``: the operator tool (DESIGN.md, "Replay"; docs/RUNBOOK.md shows it at work).
+"""``agenttrader``: the operator tool (docs/DESIGN.md, "Replay"; docs/RUNBOOK.md shows it at work).
 
 This module only parses arguments, builds the clients and prints; the work is done by
 :mod:`operations`. It talks to the emulators when ``PUBSUB_EMULATOR_HOST`` /

@@ -5,7 +5,7 @@ permanent failures (attribute ``source=worker`` with ``error_class``, ``error``,
 own after the delivery limit (``CloudPubSubDeadLetterSource*`` attributes, no ``source``; the
 last error is in the tenant's ``status/last_sync_error``). Both keep the original body.
 
-Replay contract (DESIGN.md, "Replay"): a dead letter is acknowledged only after its republish
+Replay contract (docs/DESIGN.md, "Replay"): a dead letter is acknowledged only after its republish
 to ``user-sync`` resolved; anything else is released. An interrupted replay therefore loses
 nothing and at worst republishes a message twice, which the worker ignores as a duplicate.
 """

@@ -1,6 +1,6 @@
 """The roster: who a tick publishes to, read from ``ROSTER_SHARDS`` documents instead of a scan.
 
-Eligibility stays what DESIGN.md says: ``config/alpaca.configured`` and
+Eligibility stays what docs/DESIGN.md says: ``config/alpaca.configured`` and
 ``status/trading.enabled`` both true, whoever wrote them. The triggers on those two documents
 (``on_alpaca_config_written``, ``on_trading_status_written``) call :func:`refresh`, which reads
 them and ``users/{uid}`` at one read time and records the verdict in the user's shard document
@@ -115,7 +115,7 @@ def verdict(
     *,
     exists: bool = True,
 ) -> Verdict:
-    """Eligibility from the two documents (``None`` = missing), exactly as DESIGN.md defines."""
+    """Eligibility from the two documents (``None`` = missing), as docs/DESIGN.md defines it."""
     configured = (config or {}).get("configured") is True
     enabled = (trading or {}).get("enabled") is True
     keys_version = version_of((config or {}).get("configuredAt")) if configured else None

@@ -1,6 +1,6 @@
 """``publish_user_syncs``: one ``user-sync`` message per eligible user, once per tick.
 
-Eligible (DESIGN.md): ``config/alpaca.configured == true`` and ``status/trading.enabled ==
+Eligible (docs/DESIGN.md): ``config/alpaca.configured == true`` and ``status/trading.enabled ==
 true``, decided from those documents whoever wrote them. A tick reads the roster the triggers
 on them keep (:mod:`publisher.roster`: 33 documents whatever the number of users, the skipped
 count included) and publishes 1,000 messages per request (:mod:`publisher.bulk_publish`).

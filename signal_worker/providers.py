@@ -1,7 +1,7 @@
 """Which signal provider answers, built once per instance.
 
 Gemini on Vertex AI answers whenever ``VERTEX_AI_BASE_URL`` is set or Google application-default
-credentials are available (DESIGN.md); only without either does the clearly labelled local
+credentials are available (docs/DESIGN.md); only without either does the clearly labelled local
 heuristic answer, so the product works on a laptop without a cloud project.
 """
 

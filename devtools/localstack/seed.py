@@ -34,7 +34,7 @@ def seed_user(
     keys: dict[str, str] | None = None,
     extra_user_fields: Mapping[str, Any] | None = None,
 ) -> None:
-    """The Firestore structure of an onboarded user (DESIGN.md), written as the server.
+    """The Firestore structure of an onboarded user (docs/DESIGN.md), written as the server.
 
     ``keys`` are written in the same batch: a shortcut for tests that seed a configured user
     before any trigger listens. A demo writes them later with :func:`store_keys`.

@@ -63,7 +63,7 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    # Every document of the data model (DESIGN.md, agenttrader/paths.py) ...
+    # Every document of the data model (docs/DESIGN.md, agenttrader/paths.py) ...
     "user": Target(
         "users/{uid}",
         {"onboarded": True, "onboardedAt": NOW, "email": "tenant@example.com"},

@@ -34,7 +34,7 @@ DESIGN_ENTRY_POINTS = {
     "generate_trading_signal": "http",
     "migrate_legacy_data": "http",
 }
-"""DESIGN.md's entry point table (main.py may export more: each must be deployed too)."""
+"""docs/DESIGN.md's entry point table (main.py may export more: each must be deployed too)."""
 
 
 def make_plan(**overrides: object) -> Plan:
@@ -264,7 +264,7 @@ def test_entry_points_exist_in_main() -> None:
     assert exported <= deployed, f"entry points without a deployment: {exported - deployed}"
     for fn in resources.FUNCTIONS:
         if not hasattr(main, fn.name):
-            # Being added (accounts/, signal_worker/): its name is DESIGN.md's.
+            # Being added (accounts/, signal_worker/): its name is docs/DESIGN.md's.
             assert fn.name in DESIGN_ENTRY_POINTS
             continue
         assert callable(getattr(main, fn.name))

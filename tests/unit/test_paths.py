@@ -1,4 +1,4 @@
-"""Firestore paths are spelled exactly as DESIGN.md's data model; uids cannot escape a subtree."""
+"""Firestore paths are spelled as in docs/DESIGN.md's data model; uids cannot escape a subtree."""
 
 from __future__ import annotations
 

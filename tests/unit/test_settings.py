@@ -1,4 +1,4 @@
-"""Settings read once from the environment, with the fixed variable names of DESIGN.md."""
+"""Settings read once from the environment, with the fixed variable names of docs/DESIGN.md."""
 
 from __future__ import annotations
 
