@@ -1,1 +1,3 @@
-"""Adapters of the account callables: ``onboard_user`` and ``migrate_legacy_data``."""
+"""The accounts role: onboarding (:mod:`.onboarding`), the legacy migration (:mod:`.migration`)
+and a tenant's key changes (:mod:`.key_changes`); the entry points ``onboard_user``,
+``migrate_legacy_data`` and ``on_alpaca_secret_written`` in :mod:`.main`."""

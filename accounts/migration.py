@@ -1,6 +1,6 @@
 """``migrate_legacy_data``: copy the legacy single-user snapshot into one tenant's snapshot.
 
-Decisions (README, "Callable functions"):
+Decisions:
 
 - a missing ``alpacaAccounts/snapshot`` is ``FAILED_PRECONDITION``, not ``NOT_FOUND``: the
   caller named a user, not the legacy document; ``NOT_FOUND`` means that user is not onboarded;

@@ -2,7 +2,7 @@
 
 - Pub/Sub push: functions-framework turns the raw push body into a CloudEvent whose data is
   ``{"message": {data, attributes, messageId, publishTime}}``. It drops ``deliveryAttempt``;
-  :func:`pubsub_delivery` takes it from the raw body when the adapter passes it.
+  :func:`pubsub_delivery` takes it from the raw body when the entry point passes it.
 - Firestore (Eventarc): binary-mode CloudEvent whose data is a protobuf ``DocumentEventData``.
 
 Decoding only: the encoders the local bridges and tests use live in ``devtools.eventarc``.

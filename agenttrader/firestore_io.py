@@ -2,9 +2,9 @@
 (:func:`call`), the optimistic compare-and-set loop (:func:`retry_on_conflict`) and writes
 encoded as protobuf directly (:func:`add_set_fields`).
 
-The encoder turns JSON-shaped data straight into ``google.firestore.v1`` protobuf, about five
-times cheaper than the client's generic proto-plus encoding, and hands the write to the batch,
-which commits it as usual (same RPC, same preconditions, same atomicity).
+The encoder turns JSON-shaped data straight into ``google.firestore.v1`` protobuf, without the
+client's generic proto-plus encoding, and hands the write to the batch, which commits it as
+usual (same RPC, same preconditions, same atomicity).
 """
 
 from __future__ import annotations

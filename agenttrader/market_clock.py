@@ -3,7 +3,8 @@
 Alpaca's ``GET /v2/clock`` knows DST, holidays and half days, but it needs API keys, which only
 the worker holds (each tenant's own). So the two halves meet in ``ops/market_clock``:
 
-- the publisher (:func:`decide_for_tick`, used by ``fan_out``) reads that one document per tick
+- the publisher's tick (:func:`decide_for_tick`, called by :func:`publisher.tick.fan_out`) reads
+  that one document per tick
   and decides with :func:`decide`: publish or not, and whether this pulse must ask for a fresh
   clock. Asking marks exactly one of the pulse's messages ``check_clock`` (:func:`pick_asker`
   chooses the user from a hash of the pulse id, so one broken tenant cannot block it);

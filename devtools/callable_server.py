@@ -3,7 +3,8 @@
 
 Production serves each function alone (Cloud Run functions, or ``functions-framework --target
 NAME`` on ``/``); this router exists for the local stack and the end-to-end tests, so a browser
-or node client talks to the same handlers through the same adapter.
+or node client talks to the same handlers through the same protocol wrapper
+(:func:`agenttrader.callable.https_callable`).
 """
 
 from __future__ import annotations

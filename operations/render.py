@@ -1,4 +1,5 @@
-"""Text and JSON for the operator tool: pure functions of the core's results.
+"""Text and JSON for the operator tool: pure functions of :mod:`.deadletters` and :mod:`.status`
+results.
 
 Every line and every JSON string passes :func:`agenttrader.logs.redact` as a last guard (the
 worker already redacts what it records): no key value reaches a terminal or a script. A dead

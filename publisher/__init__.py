@@ -1,1 +1,3 @@
-"""Adapters of the functions that publish ``user-sync`` messages."""
+"""The publisher role: the tick that publishes one ``user-sync`` message per eligible user
+(:mod:`.tick`, :mod:`.bulk_publish`), the roster it reads and the triggers that keep it
+(:mod:`.roster`), the kill-switch audit (:mod:`.kill_switch`); entry points in :mod:`.main`."""

@@ -1,6 +1,6 @@
 """``generate_trading_signal`` (Firebase callable protocol): a signal from the caller's snapshot.
 
-The adapter validates the call and wires the instance's collaborators (Firestore, the provider
+The entry point validates the call and wires the instance's collaborators (Firestore, the provider
 chosen for this deployment, the daily quota) into :class:`SignalService`.
 """
 

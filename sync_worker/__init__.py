@@ -1,1 +1,3 @@
-"""Adapter of the ``sync_user`` worker."""
+"""The sync worker role: one tenant's sync under the retry contract (:mod:`.worker`), how its
+result is written (:mod:`.record`), the per-instance key cache (:mod:`.key_cache`) and wiring
+(:mod:`.instance`); the ``sync_user`` entry point in :mod:`.main`."""

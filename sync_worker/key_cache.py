@@ -1,11 +1,12 @@
 """Per-instance cache of tenants' Alpaca keys, invalidated by version rather than by time.
 
 The secrets trigger stamps ``config/alpaca.configuredAt`` whenever keys are accepted; the
-publisher reads that stamp with the eligibility query it runs anyway and puts it in each
-message as ``keys_version``. A worker that already holds the keys of that version skips the
-secrets read; a new version (rotated keys) misses and reads them again. Messages without a
-version (replays, manual syncs, users configured by a script) always read. If cached keys are
-refused by Alpaca (rotated since the message was published), the worker reads them again once.
+roster keeps that stamp beside each eligible user and the publisher puts it in each message as
+``keys_version`` (:mod:`agenttrader.keys_version`). A worker that already holds the keys of
+that version skips the secrets read; a new version (rotated keys) misses and reads them again.
+Messages without a version (replays, manual syncs, users configured by a script) always read.
+If cached keys are refused by Alpaca (rotated since the message was published), the worker
+reads them again once.
 """
 
 from __future__ import annotations

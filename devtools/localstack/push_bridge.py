@@ -9,10 +9,8 @@ How it pulls: one puller thread and ``concurrency`` delivery threads. The puller
 delivery threads are idle, pulls at most as many messages as there are idle threads (at most
 :data:`MAX_PULL_MESSAGES`) in one synchronous ``Pull`` and hands each message straight to an
 idle thread (:mod:`.pull_gate`), which POSTs it at once. So a message is leased only while a
-thread delivers it: nothing waits un-delivered in a client-side queue. (Streaming pull did
-that: the client library leased many more messages than flow control handed out, leases lapsed
-in its queue and the emulator redelivered them, 3,105 duplicate deliveries in a pulse over
-10,000 tenants.) While most threads are busy, the puller lingers up to
+thread delivers it: nothing waits un-delivered in a client-side queue, where a lease could
+lapse and the emulator redeliver the message. While most threads are busy, the puller lingers up to
 :data:`PULL_LINGER_SECONDS` for more of them to become idle before it pulls, so a busy
 subscription is pulled in batches rather than a message at a time; the messages wait in Pub/Sub
 meanwhile, unleased.
@@ -68,10 +66,9 @@ MAX_PULL_MESSAGES = 32
 PULL_LINGER_SECONDS = 0.2
 """How long the puller waits, once a delivery thread is idle, for more to become idle (up to a
 quarter of ``concurrency``, at most :data:`MAX_PULL_MESSAGES`) before it pulls. Each ``Pull``
-costs the emulator milliseconds of CPU whatever it brings: against a saturated endpoint at
-~47 deliveries/s with ``concurrency`` 128, 0.05 s made pulls of 3 messages (emulator 3.95 ms
-per message), 0.2 s pulls of 10 (2.57 ms), 0.5 s no better than 0.2 s. The messages wait
-in Pub/Sub meanwhile, not leased, and the pipeline's throughput stays the same."""
+costs the emulator milliseconds of CPU whatever it brings, so fuller pulls cost it less per
+message; waiting longer than this gained nothing against a saturated endpoint. The
+messages wait in Pub/Sub meanwhile, not leased, and the pipeline's throughput stays the same."""
 MIN_IDLE_POLL_SECONDS = 0.5
 """An empty pull that came back sooner than this is followed by a pause up to it: no busy loop
 even against a server that answers empty pulls at once."""
