@@ -32,7 +32,9 @@ class Pattern:
         if self.dir_only and not is_dir:
             return False
         if self.anchored:
-            return fnmatch.fnmatchcase(rel, self.glob)
+            # Component by component: a `*` never matches a `/`, as in gitignore.
+            parts, globs = rel.split("/"), self.glob.split("/")
+            return len(parts) == len(globs) and all(map(fnmatch.fnmatchcase, parts, globs))
         return fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], self.glob)
 
 

@@ -44,6 +44,11 @@ NOT_COPIED = shutil.ignore_patterns(
 )
 
 
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def gcloud_upload(root: Path, config: Path) -> list[str] | None:
     """``gcloud meta list-files-for-upload`` of ``root``; ``None`` without gcloud."""
     gcloud = shutil.which("gcloud")
@@ -92,10 +97,12 @@ def test_ignore_file_matches_gcloud_on_files_the_checkout_may_grow(tmp_path: Pat
         "publisher/infra/x.py",
         "agenttrader/data/quota.json",
         "build/lib/x.py",
+        "conftest.py",
+        "publisher/conftest.py",
+        "setup.cfg",
+        "tox.ini",
     ):
-        path = tree / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(rel)
+        _write(tree / rel, rel)
     listed = gcloud_upload(tree, tmp_path / "config")
     if listed is None:
         pytest.skip("gcloud is not installed")
@@ -104,7 +111,8 @@ def test_ignore_file_matches_gcloud_on_files_the_checkout_may_grow(tmp_path: Pat
 
 
 def test_ignore_syntax_subset(tmp_path: Path) -> None:
-    (tmp_path / ".gcloudignore").write_text("# c\n\n*.log\ncache/\n/top.txt\na/b/\n")
+    tree = tmp_path / "tree"
+    _write(tree / ".gcloudignore", "# c\n\n*.log\ncache/\n/top.txt\na/b/\n/d/*.txt\n")
     for rel in (
         "keep.py",
         "x.log",
@@ -114,11 +122,13 @@ def test_ignore_syntax_subset(tmp_path: Path) -> None:
         "sub/top.txt",
         "a/b/c.py",
         "a/c.py",
+        "d/x.txt",
+        "d/e/x.txt",
     ):
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(rel)
-    assert source.upload_files(tmp_path) == [".gcloudignore", "a/c.py", "keep.py", "sub/top.txt"]
+        _write(tree / rel, rel)
+    expected = [".gcloudignore", "a/c.py", "d/e/x.txt", "keep.py", "sub/top.txt"]
+    assert source.upload_files(tree) == expected
+    assert gcloud_upload(tree, tmp_path / "config") in (None, expected)
     with pytest.raises(ValueError, match="negation"):
         source.parse_ignore("!keep\n")
 
@@ -173,8 +183,7 @@ def changed(tree: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, s
     original = target.read_bytes() if target.exists() else None
     before = source.digest(tree)
     if original is None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("x = 1\n")
+        _write(target, "x = 1\n")
     else:
         target.write_bytes(original + b"\n# changed\n")
     try:
