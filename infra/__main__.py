@@ -7,6 +7,8 @@ python -m infra apis --project P     the `gcloud services enable` command to run
 python -m infra indexes              the content of firestore.indexes.json
 python -m infra roles                the least-privilege table (Markdown)
 python -m infra requirements         requirements.txt, from pyproject.toml's dependencies
+python -m infra source --list        the files `--source=.` uploads, one path per line
+python -m infra source --digest      their digest (part of every function's fingerprint)
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("indexes", help="print firestore.indexes.json")
     commands.add_parser("roles", help="print the least-privilege table")
     commands.add_parser("requirements", help="print requirements.txt")
+    upload = commands.add_parser("source", help="print what `--source=.` uploads, or its digest")
+    shown = upload.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--list", action="store_true", help="the uploaded files, one per line")
+    shown.add_argument(
+        "--digest", action="store_true", help="their digest, as in the functions' fingerprints"
+    )
     return parser
 
 
@@ -84,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "roles":
         sys.stdout.write(iam.markdown_table())
+        return 0
+    if args.command == "source":
+        if args.list:
+            sys.stdout.write("".join(f"{path}\n" for path in source.upload_files()))
+        else:
+            print(source.digest())
         return 0
     if args.command == "requirements":
         pyproject = tomllib.loads((source.REPO_ROOT / "pyproject.toml").read_text())

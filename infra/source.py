@@ -1,10 +1,13 @@
 """What ``gcloud functions deploy --source=.`` uploads, and a digest of it.
 
-The digest goes into each function's fingerprint label, so ``apply`` redeploys a function
-exactly when its code or its configuration changed. ``.gcloudignore`` is read with the subset
-of the gitignore syntax it uses (comments, ``name``, ``*.ext``, ``dir/``, anchored paths; no
-negation); tests/unit/test_infra_source.py checks the result against
-``gcloud meta list-files-for-upload`` when gcloud is installed.
+The upload is production code only (``main.py``, ``requirements.txt``, the packages ``main.py``
+imports): ``.gcloudignore`` leaves out the development tools, tests, docs and project metadata,
+and ``python -m infra source --list`` prints what is left. The digest goes into each function's
+fingerprint label, so ``apply`` redeploys a function exactly when its code or its configuration
+changed, and never for a change to a tool. ``.gcloudignore`` is read with the subset of the
+gitignore syntax it uses (comments, ``name``, ``*.ext``, ``dir/``, anchored paths; no negation);
+tests/unit/test_infra_source.py checks the result against ``gcloud meta list-files-for-upload``
+when gcloud is installed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ class Pattern:
         if self.dir_only and not is_dir:
             return False
         if self.anchored:
-            return fnmatch.fnmatchcase(rel, self.glob)
+            # Component by component: a `*` never matches a `/`, as in gitignore.
+            parts, globs = rel.split("/"), self.glob.split("/")
+            return len(parts) == len(globs) and all(map(fnmatch.fnmatchcase, parts, globs))
         return fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], self.glob)
 
 
