@@ -150,7 +150,7 @@ class UserDoc:
         return (self.collection, self.doc_id)
 
 
-def parse_user_doc(path: str) -> UserDoc | None:
+def parse_user_document(path: str) -> UserDoc | None:
     """The parts of ``users/{uid}/{collection}/{doc_id}``; ``None`` for any other path (a
     deeper or shallower one, another root, an invalid uid). The one parser of user document
     paths: triggers, listeners and scans all split paths here."""
@@ -166,5 +166,5 @@ def parse_user_doc(path: str) -> UserDoc | None:
 
 def owner_of(path: str, *kinds: tuple[str, str]) -> str | None:
     """The uid when ``path`` is ``users/{uid}/{collection}/{doc_id}`` of one of ``kinds``."""
-    doc = parse_user_doc(path)
+    doc = parse_user_document(path)
     return doc.uid if doc is not None and doc.kind in kinds else None
