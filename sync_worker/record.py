@@ -42,9 +42,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
+from google.cloud.firestore_v1.transforms import Increment
 
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.firestore_io import add_set_fields
@@ -53,6 +55,7 @@ from agenttrader.paths import last_sync_error_doc, snapshot_doc, sync_state_doc
 from agenttrader.snapshot import (
     FAILING_FIELD,
     OUTCOME_FIELD,
+    PLACEHOLDER_FIELD,
     PULSE_FIELD,
     Outcome,
     Stale,
@@ -104,8 +107,11 @@ def record(
         stale = current.staleness(request.requested_at)
         if stale is not None:
             return stale
+        source = pulse_from(change, current, request.pulse_id)
+        state = SyncState.read(db, request.uid) if source is PulseFrom.STATUS else None
+        writes = plan(change, current, request, now=datetime.now(UTC), sync_state=state)
         batch = db.batch()
-        _add_writes(db, batch, request, current, change)
+        _add_writes(db, batch, request.uid, writes)
         try:
             firestore_call(batch.commit)
             return None
@@ -114,98 +120,229 @@ def record(
     raise DependencyUnavailable("the snapshot kept changing while the sync result was written")
 
 
+# --- deciding what a result writes (pure) ----------------------------------------------------
+
+
 @dataclass(frozen=True)
-class _Pulse:
-    """The pulse the tenant's outcome counts for, after this result."""
+class SyncState:
+    """``status/sync`` as read to learn the tenant's pulse; its write is then guarded by it."""
 
-    value: str | None
-    known: bool
-    """``False``: only ``status/sync`` knows it, and nothing written needs it (kept there)."""
-    state: Any = None
-    """``status/sync`` when it was read to learn the pulse: its write is guarded by it."""
+    exists: bool
+    pulse_id: str | None = None
+    update_time: datetime | None = None
+
+    @classmethod
+    def read(cls, db: firestore.Client, uid: str) -> SyncState:
+        found = firestore_call(db.document(sync_state_doc(uid)).get)
+        if not found.exists:
+            return cls(exists=False)
+        pulse = (found.to_dict() or {}).get("pulse_id")
+        return cls(True, pulse if isinstance(pulse, str) else None, found.update_time)
 
 
-def _pulse_of(db: firestore.Client, request: SyncRequest, stored: Stored, change: Change) -> _Pulse:
-    if request.pulse_id is not None:
-        return _Pulse(request.pulse_id, known=True)
+class PulseFrom(StrEnum):
+    """Where the pulse the tenant's outcome counts for after a result comes from."""
+
+    MESSAGE = "message"
+    """The message's pulse."""
+    SNAPSHOT = "snapshot"
+    """The stored snapshot's: a sync outside a pulse keeps the one the outcome counts for."""
+    STATUS = "status"
+    """``status/sync``'s, read first: the snapshot carries no outcome yet, and the result
+    writes one."""
+    NOWHERE = "nowhere"
+    """Unknown, and nothing written needs it: ``status/sync`` keeps its own."""
+
+
+def pulse_from(change: Change, stored: Stored, message_pulse: str | None) -> PulseFrom:
+    """Where the pulse of ``change`` comes from, given the snapshot as read and the message's
+    pulse; :data:`PulseFrom.STATUS` means ``status/sync`` must be read before :func:`plan`."""
+    if message_pulse is not None:
+        return PulseFrom.MESSAGE
     if stored.outcome is not None:
-        return _Pulse(stored.pulse_id, known=True)
-    writes_snapshot_pulse = change.outcome is not None and (
-        stored.exists or change.snapshot is not None
+        return PulseFrom.SNAPSHOT
+    if change.outcome is not None and (stored.exists or change.snapshot is not None):
+        return PulseFrom.STATUS
+    return PulseFrom.NOWHERE
+
+
+class SnapshotWrite(StrEnum):
+    """How a result writes ``users/{uid}/data/snapshot``."""
+
+    FULL = "full"
+    """The synced data with the result fields; a placeholder's marker deleted, a missing
+    snapshot created."""
+    MARKS = "marks"
+    """The result fields alone, on the stored snapshot (its data and ``requestedAt`` stay)."""
+    ABSENT = "absent"
+    """Nothing: a delete requiring the snapshot still absent (a failure never creates one),
+    so that a snapshot written since the read fails the commit."""
+
+
+class ErrorWrite(StrEnum):
+    """What a result does to ``status/last_sync_error``."""
+
+    SET = "set"
+    DELETE = "delete"
+    NONE = "none"
+
+
+class StatusWrite(StrEnum):
+    """How a result writes ``status/sync``."""
+
+    NONE = "none"
+    MERGE = "merge"
+    """Merged: ``consecutive_failures`` survives to be incremented, an unknown pulse is kept."""
+    UPDATE = "update"
+    """Updated, guarded by the update time read to learn the pulse."""
+    CREATE = "create"
+    """Created: it was read absent to learn the pulse."""
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """What one result writes, each write guarded by what was read (:func:`plan`)."""
+
+    snapshot: SnapshotWrite
+    snapshot_fields: Mapping[str, Any]
+    """Top-level fields set on the snapshot (``ABSENT``: none); others are left alone."""
+    snapshot_deletes: tuple[str, ...]
+    """Top-level fields deleted from the snapshot."""
+    snapshot_guard: datetime | None
+    """The snapshot's update time as read; ``None``: it must still be absent."""
+    error: ErrorWrite
+    error_body: Mapping[str, Any]
+    """The body of ``status/last_sync_error`` when ``error`` is ``SET`` (else empty)."""
+    status: StatusWrite
+    status_fields: Mapping[str, Any]
+    """The fields of ``status/sync`` written (``NONE``: none)."""
+    status_guard: datetime | None
+    """``status/sync``'s update time as read, for an ``UPDATE``."""
+
+
+def plan(
+    change: Change,
+    stored: Stored,
+    request: SyncRequest,
+    *,
+    now: datetime,
+    sync_state: SyncState | None = None,
+) -> WritePlan:
+    """What ``change`` writes over the snapshot ``stored`` (no newer than the message), for
+    ``request``, at ``now``; ``sync_state`` is ``status/sync`` as read when :func:`pulse_from`
+    says :data:`PulseFrom.STATUS` (else unused)."""
+    source = pulse_from(change, stored, request.pulse_id)
+    read = sync_state if source is PulseFrom.STATUS else None
+    if source is PulseFrom.STATUS and read is None:
+        raise ValueError("the pulse is known to status/sync alone: read it first")
+    pulse = {
+        PulseFrom.MESSAGE: request.pulse_id,
+        PulseFrom.SNAPSHOT: stored.pulse_id,
+        PulseFrom.STATUS: read.pulse_id if read is not None else None,
+        PulseFrom.NOWHERE: None,
+    }[source]
+
+    snapshot, fields, deletes = _snapshot_write(change, stored, pulse)
+    status, status_fields, status_guard = _status_write(change, stored, request, now, read)
+    if status is not StatusWrite.NONE and source is not PulseFrom.NOWHERE:
+        status_fields["pulse_id"] = pulse
+    return WritePlan(
+        snapshot=snapshot,
+        snapshot_fields=fields,
+        snapshot_deletes=deletes,
+        snapshot_guard=stored.update_time if stored.exists else None,
+        error=_error_write(change, stored),
+        error_body=change.error or {},
+        status=status,
+        status_fields=status_fields,
+        status_guard=status_guard,
     )
-    if not writes_snapshot_pulse:
-        return _Pulse(None, known=False)
-    state = firestore_call(db.document(sync_state_doc(request.uid)).get)
-    value = (state.to_dict() or {}).get("pulse_id") if state.exists else None
-    return _Pulse(value if isinstance(value, str) else None, known=True, state=state)
 
 
-def _add_writes(
-    db: firestore.Client, batch: Any, request: SyncRequest, stored: Stored, change: Change
-) -> None:
-    uid = request.uid
-    pulse = _pulse_of(db, request, stored, change)
-    guard = stored.update_time if stored.exists else None
+def _snapshot_write(
+    change: Change, stored: Stored, pulse: str | None
+) -> tuple[SnapshotWrite, dict[str, Any], tuple[str, ...]]:
     if change.snapshot is not None:
         body = {
             **change.snapshot,
-            PULSE_FIELD: pulse.value,
+            PULSE_FIELD: pulse,
             OUTCOME_FIELD: Outcome.SUCCESS.value,
             FAILING_FIELD: False,
         }
-        placeholder = ("placeholder",) if stored.exists else ()
-        add_set_fields(
-            batch, db, snapshot_doc(uid), body, delete=placeholder, last_update_time=guard
-        )
-    elif stored.exists:
-        marks: dict[str, Any] = {}
-        if change.error is not None:
-            marks[FAILING_FIELD] = True
-        if change.outcome is not None:
-            marks[OUTCOME_FIELD] = change.outcome.value
-            marks[PULSE_FIELD] = pulse.value
-        add_set_fields(batch, db, snapshot_doc(uid), marks, last_update_time=guard)
-    else:
-        # Writes nothing; fails if a snapshot appeared since it was read (then: decide again).
-        batch.delete(db.document(snapshot_doc(uid)), option=db.write_option(exists=False))
-
+        return SnapshotWrite.FULL, body, (PLACEHOLDER_FIELD,) if stored.exists else ()
+    if not stored.exists:
+        return SnapshotWrite.ABSENT, {}, ()
+    marks: dict[str, Any] = {}
     if change.error is not None:
-        batch.set(db.document(last_sync_error_doc(uid)), dict(change.error))
-    elif change.snapshot is not None and stored.failing is not False:
-        batch.delete(db.document(last_sync_error_doc(uid)))
+        marks[FAILING_FIELD] = True
+    if change.outcome is not None:
+        marks[OUTCOME_FIELD] = change.outcome.value
+        marks[PULSE_FIELD] = pulse
+    return SnapshotWrite.MARKS, marks, ()
 
-    if change.outcome is not None and not (change.snapshot is not None and stored.clean):
-        _add_status(db, batch, request, change, pulse)
+
+def _error_write(change: Change, stored: Stored) -> ErrorWrite:
+    if change.error is not None:
+        return ErrorWrite.SET
+    if change.snapshot is not None and stored.failing is not False:
+        return ErrorWrite.DELETE
+    return ErrorWrite.NONE
 
 
-def _add_status(
-    db: firestore.Client, batch: Any, request: SyncRequest, change: Change, pulse: _Pulse
-) -> None:
-    from google.cloud import firestore
-
-    assert change.outcome is not None
+def _status_write(
+    change: Change, stored: Stored, request: SyncRequest, now: datetime, read: SyncState | None
+) -> tuple[StatusWrite, dict[str, Any], datetime | None]:
+    """``status/sync``'s write without its pulse: none for a retried failure, nor for a
+    success over a clean snapshot (``status/sync`` already says success)."""
+    if change.outcome is None or (change.snapshot is not None and stored.clean):
+        return StatusWrite.NONE, {}, None
     body: dict[str, Any] = {
         "outcome": change.outcome.value,
         "reason": request.reason.value,
         "requested_at": request.requested_at,
-        "at": datetime.now(UTC),
+        "at": now,
         "error_class": change.error_class,
     }
-    if pulse.known:
-        body["pulse_id"] = pulse.value
     # Final failures in a row (the operator's alert); a skip neither breaks nor extends it.
     if change.outcome is Outcome.ERROR:
-        body["consecutive_failures"] = firestore.Increment(1)
+        body["consecutive_failures"] = Increment(1)
     elif change.outcome is Outcome.SUCCESS:
         body["consecutive_failures"] = 0
-    ref = db.document(sync_state_doc(request.uid))
-    if pulse.state is None:
-        # merge: the counter must survive to be incremented; a pulse unknown here is kept.
-        batch.set(ref, body, merge=True)
-    elif pulse.state.exists:
-        batch.update(ref, body, option=db.write_option(last_update_time=pulse.state.update_time))
+    if read is None:
+        return StatusWrite.MERGE, body, None
+    if read.exists:
+        return StatusWrite.UPDATE, body, read.update_time
+    return StatusWrite.CREATE, body, None
+
+
+def _add_writes(db: firestore.Client, batch: Any, uid: str, writes: WritePlan) -> None:
+    """Add the writes of ``writes`` to ``batch``, with their preconditions."""
+    if writes.snapshot is SnapshotWrite.ABSENT:
+        batch.delete(db.document(snapshot_doc(uid)), option=db.write_option(exists=False))
     else:
-        batch.create(ref, body)
+        add_set_fields(
+            batch,
+            db,
+            snapshot_doc(uid),
+            writes.snapshot_fields,
+            delete=writes.snapshot_deletes,
+            last_update_time=writes.snapshot_guard,
+        )
+
+    error = db.document(last_sync_error_doc(uid))
+    if writes.error is ErrorWrite.SET:
+        batch.set(error, dict(writes.error_body))
+    elif writes.error is ErrorWrite.DELETE:
+        batch.delete(error)
+
+    status = db.document(sync_state_doc(uid))
+    body = dict(writes.status_fields)
+    if writes.status is StatusWrite.MERGE:
+        batch.set(status, body, merge=True)
+    elif writes.status is StatusWrite.UPDATE:
+        batch.update(status, body, option=db.write_option(last_update_time=writes.status_guard))
+    elif writes.status is StatusWrite.CREATE:
+        batch.create(status, body)
 
 
 # --- reading the result back (the chaos suite, tests, tools) ---------------------------------

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -47,12 +48,12 @@ from agenttrader.paths import (
     validate_uid,
 )
 from agenttrader.pulses import RollupScheduler
-from agenttrader.snapshot import Stored, synced_body
+from agenttrader.snapshot import Stale, Stored, synced_body
 from sync_worker.key_cache import KeyCache
 from sync_worker.record import Change, record
 
 if TYPE_CHECKING:
-    from google.cloud import firestore
+    from alpaca.trading.client import TradingClient
 
     from agenttrader.deps import Deps
 
@@ -65,6 +66,13 @@ KILL_SWITCH_REASONS = frozenset({Reason.SCHEDULE})
 """Reasons a disabled kill-switch skips; first syncs, manual syncs and replays run anyway."""
 
 
+def skips_for_kill_switch(reason: Reason, trading: Mapping[str, Any] | None) -> bool:
+    """Whether a sync requested for ``reason`` (a replay's original one) is skipped, given the
+    data of ``status/trading`` (``None``: no such document): a reason of
+    :data:`KILL_SWITCH_REASONS` runs only while ``enabled`` is exactly ``true``."""
+    return reason in KILL_SWITCH_REASONS and (trading or {}).get("enabled") is not True
+
+
 class Result(StrEnum):
     """What :meth:`SyncWorker.handle` did with a message it acknowledged."""
 
@@ -75,20 +83,25 @@ class Result(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
+STALE_RESULTS: Mapping[Stale, Result] = {
+    Stale.DUPLICATE: Result.DUPLICATE,
+    Stale.SUPERSEDED: Result.SUPERSEDED,
+}
+"""What a message no newer than the stored snapshot comes to: nothing written."""
+
+
 @dataclass(frozen=True)
 class _Loaded:
-    trading: Any
-    secret: Any
+    """What a sync reads first, in one batched get."""
+
     snapshot: Stored
-
-
-@dataclass
-class _Seen:
-    """The snapshot a sync read last: it guards the record of the sync's failure."""
-
-    snapshot: Stored | None = None
-    started: float = field(default_factory=time.monotonic)
-    """When handling began (the market-clock call starts only if it fits the ack deadline)."""
+    trading: Mapping[str, Any] | None
+    """``status/trading``'s data (``None``: no such document)."""
+    cached: AlpacaKeys | None
+    """The keys of the message's version held by this instance (then ``secrets/alpaca`` is
+    not read)."""
+    secret: Mapping[str, Any] | None
+    """``secrets/alpaca``'s data, read unless cached (``None``: cached, or no such document)."""
 
 
 class SyncWorker:
@@ -117,11 +130,13 @@ class SyncWorker:
             "reason": request.reason.value,
         }
         started = time.monotonic()
-        seen = _Seen()
+        stored: Stored | None = None  # once read, it guards the record of a failure
         try:
-            result = self._sync(request, seen)
+            loaded = self._load(request)
+            stored = loaded.snapshot
+            result = self._sync(request, loaded, started)
         except PermanentError as err:
-            self._record_failure(request, delivery, err, final=True, stored=seen.snapshot)
+            self._record_failure(request, delivery, err, final=True, stored=stored)
             publish_dead_letter(
                 self._deps,
                 delivery.data,
@@ -142,7 +157,7 @@ class SyncWorker:
             return Result.DEAD_LETTERED
         except RetryableError as err:
             final = (delivery.delivery_attempt or 0) >= MAX_DELIVERY_ATTEMPTS
-            self._record_failure(request, delivery, err, final=final, stored=seen.snapshot)
+            self._record_failure(request, delivery, err, final=final, stored=stored)
             log.warning(
                 f"sync failed, will be retried: {err}",
                 error_class=err.error_class,
@@ -161,65 +176,79 @@ class SyncWorker:
 
     # --- the sync itself -------------------------------------------------------------------
 
-    def _sync(self, request: SyncRequest, seen: _Seen, *, use_cache: bool = True) -> Result:
-        db = self._deps.firestore
-        cached = self._keys.get(request.uid, request.keys_version) if use_cache else None
-        loaded = self._load(db, request.uid, with_secret=cached is None)
-        seen.snapshot = loaded.snapshot
+    def _sync(self, request: SyncRequest, loaded: _Loaded, started: float) -> Result:
         stale = loaded.snapshot.staleness(request.requested_at)
         if stale is not None:
-            return Result(stale.value)
-        if request.effective_reason in KILL_SWITCH_REASONS and not _enabled(loaded.trading):
+            return STALE_RESULTS[stale]
+        if skips_for_kill_switch(request.effective_reason, loaded.trading):
             return self._record(request, loaded.snapshot, Change.skip(), Result.SKIPPED)
-        keys = cached or self._keys_from(db, request, loaded)
-        client = self._deps.alpaca.for_user(keys)
-        try:
-            state = fetch_account_state(client, keys)
-        except AlpacaAuthError:
-            if cached is None:
-                raise
-            # Rotated since the message was published: read the keys once more.
-            self._keys.drop(request.uid)
-            return self._sync(request, seen, use_cache=False)
+        state, client, keys = self._fetch(request, loaded)
         snapshot = synced_body(request.requested_at, request.reason.value, state, datetime.now(UTC))
         done = self._record(request, loaded.snapshot, Change.success(snapshot), Result.SYNCED)
         if done is Result.SYNCED:  # a ``check_clock`` message refreshes ops/market_clock
-            market_clock.refresh_after_sync(self._deps, client, keys, request, seen.started)
+            market_clock.refresh_after_sync(self._deps, client, keys, request, started)
         return done
+
+    def _fetch(
+        self, request: SyncRequest, loaded: _Loaded
+    ) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
+        """Alpaca's account state, the client and the keys that read it. Two attempts at
+        most: cached keys Alpaca refuses were rotated since the message was published, so
+        they are dropped, read again and tried once more."""
+        secret = loaded.secret
+        if loaded.cached is not None:
+            try:
+                return self._fetch_with(loaded.cached)
+            except AlpacaAuthError:
+                self._keys.drop(request.uid)
+            secret = self._read(alpaca_secret_doc(request.uid))
+        return self._fetch_with(self._keys_from(request, loaded.trading is not None, secret))
+
+    def _fetch_with(self, keys: AlpacaKeys) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
+        client = self._deps.alpaca.for_user(keys)
+        return fetch_account_state(client, keys), client, keys
 
     def _record(self, request: SyncRequest, stored: Stored, change: Change, done: Result) -> Result:
         """Write the result (see :mod:`sync_worker.record`); count it in its pulse."""
         stale = record(self._deps.firestore, request, stored, change)
         if stale is not None:
-            return Result(stale.value)
+            return STALE_RESULTS[stale]
         self._counted(request)
         return done
 
-    def _keys_from(self, db: firestore.Client, request: SyncRequest, loaded: _Loaded) -> AlpacaKeys:
-        """The keys read with the snapshot, validated and cached under the message's version."""
-        if not loaded.secret.exists:
-            if (
-                not loaded.trading.exists
-                and not _call(db.document(user_doc(request.uid)).get).exists
-            ):
+    def _keys_from(
+        self, request: SyncRequest, has_trading: bool, secret: Mapping[str, Any] | None
+    ) -> AlpacaKeys:
+        """The keys read from ``secret`` (``None``: none stored), validated and cached under
+        the message's version; without them, a user with neither ``status/trading``
+        (``has_trading``) nor ``users/{uid}`` is unknown."""
+        if secret is None:
+            if not has_trading and self._read(user_doc(request.uid)) is None:
                 raise UnknownUser("no such user")
             raise MissingKeys("no Alpaca keys stored")
-        keys = AlpacaKeys.from_document(loaded.secret.to_dict())
+        keys = AlpacaKeys.from_document(secret)
         self._keys.put(request.uid, request.keys_version, keys)
         return keys
 
-    def _load(self, db: firestore.Client, uid: str, *, with_secret: bool) -> _Loaded:
-        """The kill-switch, the current snapshot and (unless cached) the keys, in one read."""
-        paths = [trading_status_doc(uid), snapshot_doc(uid)]
-        if with_secret:
+    def _load(self, request: SyncRequest) -> _Loaded:
+        """The current snapshot, the kill-switch and (unless cached) the keys, in one read."""
+        db, uid = self._deps.firestore, request.uid
+        cached = self._keys.get(uid, request.keys_version)
+        paths = [snapshot_doc(uid), trading_status_doc(uid)]
+        if cached is None:
             paths.append(alpaca_secret_doc(uid))
         refs = [db.document(p) for p in paths]
         found = {s.reference.path: s for s in _call(lambda: list(db.get_all(refs)))}
         return _Loaded(
-            trading=found[paths[0]],
-            snapshot=Stored.of(found[paths[1]]),
-            secret=found[paths[2]] if with_secret else None,
+            snapshot=Stored.of(found[paths[0]]),
+            trading=_data(found[paths[1]]),
+            cached=cached,
+            secret=_data(found[paths[2]]) if cached is None else None,
         )
+
+    def _read(self, path: str) -> Mapping[str, Any] | None:
+        """One document's data (``None``: no such document)."""
+        return _data(_call(self._deps.firestore.document(path).get))
 
     # --- outcomes and failures -------------------------------------------------------------
 
@@ -302,5 +331,5 @@ class SyncWorker:
         return Result.DEAD_LETTERED
 
 
-def _enabled(trading: Any) -> bool:
-    return bool(trading.exists and (trading.to_dict() or {}).get("enabled") is True)
+def _data(snapshot: Any) -> Mapping[str, Any] | None:
+    return (snapshot.to_dict() or {}) if snapshot.exists else None

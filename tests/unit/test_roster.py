@@ -32,12 +32,47 @@ def test_verdict_is_design_md_eligibility(
     assert roster.verdict("u1", config, trading).eligible is eligible
 
 
-def test_verdict_carries_the_keys_version_of_configured_users_only() -> None:
-    configured = {"configured": True, "configuredAt": AT}
-    assert roster.verdict("u1", configured, {"enabled": False}).keys_version == str(
-        int(AT.timestamp() * 1_000_000)
-    )
-    assert roster.verdict("u1", {**configured, "configured": False}, None).keys_version is None
+VERSION = str(int(AT.timestamp() * 1_000_000))
+ON = {"configured": True, "configuredAt": AT}
+UNSTAMPED = {"configured": True}
+BAD_STAMP = {"configured": True, "configuredAt": "2026-11-27T14:30:00Z"}
+OFF = {"configured": False, "configuredAt": AT}
+ENABLED, DISABLED = {"enabled": True}, {"enabled": False}
+
+VERDICTS = [
+    # (config, trading, the user exists) → (eligible, state, keys version)
+    ((ON, ENABLED, True), (True, roster.ELIGIBLE, VERSION)),
+    ((ON, DISABLED, True), (False, roster.KNOWN, VERSION)),  # the version waits for the switch
+    ((ON, None, True), (False, roster.KNOWN, VERSION)),
+    ((UNSTAMPED, ENABLED, True), (True, roster.ELIGIBLE, None)),  # configured by a script
+    ((BAD_STAMP, ENABLED, True), (True, roster.ELIGIBLE, None)),
+    ((OFF, ENABLED, True), (False, roster.KNOWN, None)),
+    ((OFF, DISABLED, True), (False, roster.KNOWN, None)),
+    ((None, ENABLED, True), (False, roster.KNOWN, None)),
+    ((None, None, True), (False, roster.KNOWN, None)),  # onboarded, nothing configured yet
+    ((None, None, False), (False, roster.GONE, None)),  # deleted
+    ((OFF, DISABLED, False), (False, roster.GONE, None)),
+    ((ON, DISABLED, False), (False, roster.GONE, VERSION)),
+    ((ON, ENABLED, False), (True, roster.ELIGIBLE, VERSION)),  # its documents say it is eligible
+]
+
+Documents = tuple[dict[str, object] | None, dict[str, object] | None, bool]
+Expected = tuple[bool, int, str | None]
+
+
+@pytest.mark.parametrize(("documents", "expected"), VERDICTS)
+def test_verdict_state_and_keys_version(documents: Documents, expected: Expected) -> None:
+    config, trading, exists = documents
+    eligible, state, version = expected
+    found = roster.verdict("u1", config, trading, exists=exists)
+    assert (found.eligible, found.state, found.keys_version) == (eligible, state, version)
+    # As a tick reads it back from the shard the entry was recorded in.
+    shard: dict[str, dict[str, int]] = {"members": {"u1": roster.entry(AT, found.state)}}
+    if found.keys_version is not None:
+        shard["keys"] = {"u1": int(found.keys_version)}
+    parsed = roster._parse([shard])
+    assert parsed.eligible == ({"u1": version} if eligible else {})
+    assert parsed.members == (0 if state == roster.GONE else 1)
 
 
 STATES = (roster.ELIGIBLE, roster.KNOWN, roster.GONE)
