@@ -131,10 +131,11 @@ def handle_key_change(deps: Deps, change: DocumentChange, event_id: str) -> KeyC
     )
     batch.commit()
     request = SyncRequest(uid, Reason.FIRST_SYNC, now, keys_version=version_of(now))
+    attributes: dict[str, Any] = request.attributes()  # Any: see deadletter.publish_dead_letter
     try:
-        deps.publisher.publish(
-            deps.topic_path(USER_SYNC), request.to_bytes(), **request.attributes()
-        ).result(timeout=PUBLISH_TIMEOUT_SECONDS)
+        deps.publisher.publish(deps.topic_path(USER_SYNC), request.to_bytes(), **attributes).result(
+            timeout=PUBLISH_TIMEOUT_SECONDS
+        )
     except Exception as err:  # noqa: BLE001 - any publish failure: let Eventarc redeliver
         raise DependencyUnavailable(
             f"could not publish the first sync ({type(err).__name__})"

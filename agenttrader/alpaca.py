@@ -88,7 +88,7 @@ class _GuardedSession(requests.Session):
         # Not ``max_redirects = 0``: requests would then raise TooManyRedirects (a retryable
         # RequestException) for any 3xx before the permanent check below could see it.
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs["timeout"] = self._timeout
         kwargs["allow_redirects"] = False
         response = super().request(method, url, *args, **kwargs)

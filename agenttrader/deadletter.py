@@ -4,7 +4,7 @@ replay them. Attributes say why, so the operator tool filters without decoding b
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agenttrader.errors import AgentTraderError, DependencyUnavailable
 from agenttrader.logs import redact
@@ -49,8 +49,11 @@ def dead_letter_attributes(
 def publish_dead_letter(deps: Deps, data: bytes, attributes: dict[str, str]) -> str:
     """Publish and wait; a failure raises ``DependencyUnavailable`` so the original message is
     redelivered rather than lost."""
+    # Any: publish() takes attributes as **kwargs beside its ordering_key/retry/timeout
+    # keywords, so mypy cannot tell a dict[str, str] from those; no attribute bears their names.
+    fields: dict[str, Any] = attributes
     try:
-        future = deps.publisher.publish(deps.topic_path(USER_SYNC_DEAD_LETTER), data, **attributes)
+        future = deps.publisher.publish(deps.topic_path(USER_SYNC_DEAD_LETTER), data, **fields)
         return str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
     except Exception as err:  # noqa: BLE001 - any publish failure means "try again later"
         raise DependencyUnavailable(

@@ -50,7 +50,7 @@ class Deps:
                 if value is None:
                     value = build()
                     self._built[name] = value
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def firestore(self) -> firestore.Client:

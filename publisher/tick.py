@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agenttrader import market_clock, pulses
 from agenttrader.errors import DependencyUnavailable
@@ -73,7 +73,7 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     now = now or datetime.now(UTC)
     db = deps.firestore
     pulse_id = pulses.pulse_id_for(tick.message_id, tick.publish_time)
-    labels = {"pulse_id": pulse_id, "message_id": tick.message_id}
+    labels: dict[str, Any] = {"pulse_id": pulse_id, "message_id": tick.message_id}
     age = now - tick.publish_time
     if age > STALE_TICK_AFTER:  # decided before any read: a stale tick costs nothing
         log.warning("dropping a stale tick", **labels)

@@ -32,7 +32,7 @@ def _credentials_probe() -> bool:
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        google.auth.default()  # type: ignore[no-untyped-call]
+        google.auth.default()
     except DefaultCredentialsError:
         return False
     return True
