@@ -40,10 +40,11 @@ run: setup ## Run the local stack with demo tenants until Ctrl-C
 test: setup lint ## Lint, then run every test (starts and stops the emulators it needs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint + format check) and mypy --strict on the shared core
+lint: setup ## ruff (lint + format check), mypy strict on all that ships, import-layer contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 PUBLISHER_TENANTS ?= 100000
 
