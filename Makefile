@@ -5,10 +5,14 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+LOCK_ARGS ?=
+# uv works with the venv's interpreter only; it never fetches a Python of its own.
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup run test lint format bench chaos clean plan deploy
+.PHONY: help setup lock run test unit lint format bench chaos clean plan deploy
 
 PROJECT ?=
 REGION ?=
@@ -22,29 +26,46 @@ help: ## Show this help
 
 NODE_STAMP := node_modules/.installed
 
-$(STAMP): pyproject.toml
+# uv's pin and hashes, read from uv.lock: pip's one job is to install uv, hash-checked.
+UV_PIN = $(PYTHON) -c 'import tomllib; p = [p for p in tomllib.load(open("uv.lock", "rb"))["package"] if p["name"] == "uv"][0]; print("uv==" + p["version"], *["--hash=" + f["hash"] for f in p["wheels"] + [p["sdist"]]])'
+
+$(UV):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r <($(UV_PIN))
+
+# Everything in uv.lock (production and dev), hash-checked; the venv ends up exactly that, plus
+# the project itself, editable. --locked stops here when pyproject.toml moved past uv.lock.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) export --quiet --locked --all-groups --no-emit-project -o $(VENV)/requirements-dev.txt
+	$(UV) pip sync --quiet --python $(PY) --require-hashes $(VENV)/requirements-dev.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-setup: $(STAMP) $(NODE_STAMP) ## Install everything into .venv and node_modules (idempotent)
+setup: $(STAMP) $(NODE_STAMP) ## Install uv.lock (hash-checked) into .venv and node_modules (idempotent)
+
+lock: | $(UV) ## Resolve uv.lock from pyproject.toml, regenerate requirements.txt (LOCK_ARGS=--upgrade)
+	$(UV) lock $(LOCK_ARGS)
+	$(PY) -m infra.requirements
 
 run: setup ## Run the local stack with demo tenants until Ctrl-C
 	$(PY) -m devtools.localstack
 
-test: setup lint ## Lint, then run every test (starts and stops the emulators it needs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup lint ## Lint, run every test (starting the emulators), print branch coverage of what ships
+	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint + format check), mypy strict on all that ships, import-layer contracts
+unit: setup ## Unit tests only: no emulators, seconds
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy strict on all that ships, import-layer contracts, requirements.txt = uv.lock
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(PY) -m infra.requirements --check
 
 PUBLISHER_TENANTS ?= 100000
 
@@ -70,4 +91,4 @@ format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache *.egg-info .coverage .coverage.*

@@ -10,6 +10,7 @@ rest. See docs/DEPLOY.md.
 - :mod:`infra.iam`: the least-privilege grants, derived from the topology and the functions.
 - :mod:`infra.indexes`: the Firestore indexes the code's queries need.
 - :mod:`infra.source`: what ``--source=.`` uploads, and its digest.
+- :mod:`infra.requirements`: ``requirements.txt``, generated from ``uv.lock``.
 - :mod:`infra.plan`: settings + topology + resources -> an ordered :class:`~infra.model.Plan`.
 - :mod:`infra.apply`: preconditions and the idempotent executor (the command runner injected).
 """

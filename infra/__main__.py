@@ -6,7 +6,6 @@ python -m infra apply (same options)
 python -m infra apis --project P     the `gcloud services enable` command to run once
 python -m infra indexes              the content of firestore.indexes.json
 python -m infra roles                the least-privilege table (Markdown)
-python -m infra requirements         requirements.txt, from pyproject.toml's dependencies
 python -m infra source --list        the files `--source=.` uploads, one path per line
 python -m infra source --digest      their digest (part of every function's fingerprint)
 """
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from collections.abc import Sequence
 
 from agenttrader.settings import SyncSchedule
@@ -71,7 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     apis.add_argument("--project", required=True)
     commands.add_parser("indexes", help="print firestore.indexes.json")
     commands.add_parser("roles", help="print the least-privilege table")
-    commands.add_parser("requirements", help="print requirements.txt")
     upload = commands.add_parser("source", help="print what `--source=.` uploads, or its digest")
     shown = upload.add_mutually_exclusive_group(required=True)
     shown.add_argument("--list", action="store_true", help="the uploaded files, one per line")
@@ -98,12 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("".join(f"{path}\n" for path in source.upload_files()))
         else:
             print(source.digest())
-        return 0
-    if args.command == "requirements":
-        pyproject = tomllib.loads((source.REPO_ROOT / "pyproject.toml").read_text())
-        print("# Generated from pyproject.toml by `python -m infra requirements`.")
-        for dependency in pyproject["project"]["dependencies"]:
-            print(dependency)
         return 0
     config = DeployConfig(
         project=args.project,

@@ -9,12 +9,11 @@ import json
 import os
 import subprocess
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from infra import indexes
+from infra import indexes, requirements
 from infra.model import (
     PLACEHOLDER,
     Argv,
@@ -72,32 +71,12 @@ class ApplyError(RuntimeError):
 # --- preconditions ---------------------------------------------------------------------------
 
 
-def _normalise_requirement(line: str) -> str:
-    return "".join(line.split()).lower()
-
-
 def local_problems(root: Path) -> list[str]:
-    """What is wrong in the working tree for a deploy (no command run)."""
+    """What is wrong in the working tree for a deploy (no cloud command run)."""
     problems: list[str] = []
-    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-    dependencies = pyproject.get("project", {}).get("dependencies", [])
-    requirements = root / "requirements.txt"
-    if not requirements.exists():
-        problems.append(
-            "requirements.txt is missing: the Python buildpack installs the functions' "
-            "dependencies from it. Create it: python -m infra requirements > requirements.txt"
-        )
-    else:
-        listed = {
-            _normalise_requirement(line.split("#", 1)[0])
-            for line in requirements.read_text().splitlines()
-        }
-        absent = [d for d in dependencies if _normalise_requirement(d) not in listed]
-        if absent:
-            problems.append(
-                f"requirements.txt lacks {', '.join(absent)} (pyproject.toml's dependencies): "
-                "python -m infra requirements > requirements.txt"
-            )
+    stale = requirements.problem(root)
+    if stale:
+        problems.append(stale)
     if not (root / FIREBASE).exists():
         problems.append(f"{FIREBASE} is missing: run `make setup` (installs the pinned tools)")
     config_path = root / "firebase.json"

@@ -181,13 +181,9 @@ class FakeCloud:
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A working tree ready to deploy (requirements.txt, firebase-tools, firebase.json)."""
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copy(ROOT / "firebase.json", tmp_path / "firebase.json")
+    for name in ("pyproject.toml", "uv.lock", "requirements.txt", "firebase.json"):
+        shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / "firestore.indexes.json").write_text(indexes.render_text())
-    import tomllib
-
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (tmp_path / "requirements.txt").write_text("\n".join(deps) + "\n")
     firebase = tmp_path / FIREBASE
     firebase.parent.mkdir(parents=True)
     firebase.write_text("#!/bin/sh\n")
@@ -254,7 +250,7 @@ def test_working_tree_problems_stop_before_any_change(root: Path) -> None:
     cloud = FakeCloud()
     code, out = run(make_plan(), cloud, root)
     assert code == 2 and cloud.mutations == []
-    assert "requirements.txt lacks" in out
+    assert "requirements.txt is not what uv.lock calls for" in out
     assert "make setup" in out
     assert "python -m infra indexes > firestore.indexes.json" in out
     (root / "requirements.txt").unlink()
