@@ -247,12 +247,6 @@ def eligible_uids(db: firestore.Client) -> list[str]:
     return list(eligible_users(db))
 
 
-def count_users(db: firestore.Client) -> int:
-    """Users, by an aggregation (one read per 1,000): what the roster's count replaced."""
-    result: Any = cast(Any, db.collection(USERS)).count().get()
-    return int(result[0][0].value)
-
-
 def rebuild(db: firestore.Client) -> Roster:
     """Record every user's verdict from a scan of the two documents, then mark the roster built.
 
