@@ -18,6 +18,7 @@ from accounts import migration, onboarding
 from accounts.key_changes import handle_key_change
 from agenttrader import runtime
 from agenttrader.callable import CallContext, fields_of, https_callable
+from agenttrader.callable.tenancy import TenantPolicy
 from agenttrader.events import document_change
 from agenttrader.logs import get_logger
 
@@ -26,9 +27,11 @@ log = get_logger(__name__)
 
 @https_callable
 def onboard_user(ctx: CallContext, data: Any) -> dict[str, Any]:
-    """Create the caller's tenant documents (once); takes no arguments."""
+    """Create the caller's tenant documents (once), if the tenant policy accepts the caller;
+    takes no arguments."""
     fields_of(data, allowed=())
-    return onboarding.onboard(runtime.deps().firestore, ctx.uid, ctx.email)
+    deps = runtime.deps()
+    return onboarding.onboard(deps.firestore, ctx, TenantPolicy.from_settings(deps.settings))
 
 
 @https_callable

@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from agenttrader.callable import CallableError, Status
+from agenttrader.callable import CallableError, CallContext, Status
 from agenttrader.callable.id_tokens import set_token_verifier
+from agenttrader.callable.tenancy import TenantPolicy
 from agenttrader.deps import get_deps, set_deps
 from devtools import emulators
 from devtools.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn
@@ -82,8 +83,18 @@ class FakeTokens:
 
     prefix = "fake:"
 
-    def token_for(self, uid: str, email: str | None = None, **claims: Any) -> str:
-        body = {"uid": uid, "sub": uid, **({"email": email} if email else {}), **claims}
+    def token_for(
+        self, uid: str, email: str | None = None, *, provider: str = "password", **claims: Any
+    ) -> str:
+        """Claims shaped like a Firebase ID token's: ``firebase.sign_in_provider`` included
+        (``email_verified`` only when given)."""
+        body = {
+            "uid": uid,
+            "sub": uid,
+            **({"email": email} if email else {}),
+            "firebase": {"sign_in_provider": provider, "identities": {}},
+            **claims,
+        }
         return self.prefix + json.dumps(body)
 
     def __call__(self, token: str) -> Mapping[str, Any]:
@@ -202,6 +213,36 @@ def functions_framework_client(target: str, source: Path) -> Iterator[Any]:
             sys.modules.pop("main", None)
         else:
             sys.modules["main"] = saved_main
+
+
+# --- callers and tenants --------------------------------------------------------------------
+
+
+def caller(
+    uid: str,
+    email: str | None = None,
+    *,
+    provider: str = "password",
+    email_verified: bool = False,
+    **claims: Any,
+) -> CallContext:
+    """The context of a call by ``uid``, as a verified ID token would give it."""
+    firebase = {"sign_in_provider": provider, "identities": {}}
+    return CallContext.from_claims(
+        {"sub": uid, "email": email, "email_verified": email_verified, "firebase": firebase}
+        | claims
+    )
+
+
+LENIENT = TenantPolicy(providers=None, require_verified_email=False)
+"""The policy with the emulators in use (``REQUIRE_VERIFIED_EMAIL`` off by default there)."""
+
+
+def onboard_tenant(db: Any, uid: str, email: str | None = None) -> dict[str, Any]:
+    """Onboard ``uid`` as ``onboard_user`` would for a password user under :data:`LENIENT`."""
+    from accounts.onboarding import onboard
+
+    return onboard(db, caller(uid, email), LENIENT)
 
 
 # --- data ------------------------------------------------------------------------------------

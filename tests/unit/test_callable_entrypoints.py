@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agenttrader import paths
+from agenttrader.callable.tenancy import NOT_ONBOARDED
 from agenttrader.deps import Deps, get_deps, set_deps
 from agenttrader.settings import Settings
 from devtools.vertex_standin import Mode, VertexStandIn
@@ -20,6 +21,7 @@ from tests.callable_fixtures import (
     call,
     error_status,
     functions_framework_client,
+    onboard_tenant,
     synced_snapshot,
 )
 
@@ -70,6 +72,29 @@ def test_onboard_user(client: Any, env: FakeTokens) -> None:
 
 
 @pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
+def test_onboard_user_refuses_an_anonymous_session(client: Any, env: FakeTokens) -> None:
+    code, body = call(client, "/", None, token=env.token_for("anon-1", provider="anonymous"))
+    assert (code, error_status(body)) == (403, "PERMISSION_DENIED")
+    assert get_deps().firestore.document(paths.user_doc("anon-1")).get().exists is False
+
+
+@pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
+def test_onboard_user_refuses_an_unverified_email_when_required(
+    client: Any, env: FakeTokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REQUIRE_VERIFIED_EMAIL", "true")
+    set_deps(None)
+    token = env.token_for("u1", "u1@example.com", email_verified=False)
+    code, body = call(client, "/", None, token=token)
+    assert (code, error_status(body)) == (400, "FAILED_PRECONDITION")
+    assert "verify your email" in body["error"]["message"]
+    verified = env.token_for("u1", "u1@example.com", email_verified=True)
+    assert status_of(call(client, "/", None, token=verified)) == (200, "OK")
+    root = get_deps().firestore.document(paths.user_doc("u1")).get().to_dict() or {}
+    assert root["emailVerified"] is True and root["tenantPolicy"]["requireVerifiedEmail"] is True
+
+
+@pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
 def test_a_firestore_failure_is_internal_and_hidden(client: Any, env: FakeTokens) -> None:
     class Broken:
         def document(self, path: str) -> Any:
@@ -88,6 +113,9 @@ def test_generate_trading_signal(client: Any, env: FakeTokens, standin: VertexSt
     token = env.token_for("u1")
     db = get_deps().firestore
     assert status_of(call(client, "/", None)) == (401, "UNAUTHENTICATED")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["error"]["message"]) == (400, NOT_ONBOARDED)
+    onboard_tenant(db, "u1")
     assert status_of(call(client, "/", {"marketConditions": 5}, token=token)) == (
         400,
         "INVALID_ARGUMENT",
