@@ -120,6 +120,16 @@ def roster_shard_doc(shard: int) -> str:
     return f"{ROSTER_COLLECTION}/{shard}"
 
 
+DELETIONS_COLLECTION = f"{OPS}/deletions/entries"
+"""The account-deletion log: one entry per deletion of a tenant's data (``delete_account``,
+``agenttrader tenants prune``): uid, when, who, why and what was deleted (counts per
+collection); never an email or a secret. Operators only."""
+
+
+def deletion_doc(entry_id: str) -> str:
+    return f"{DELETIONS_COLLECTION}/{entry_id}"
+
+
 MARKET_CLOCK_DOC = f"{OPS}/market_clock"
 """The latest answer of Alpaca's ``/v2/clock`` (``is_open``, ``next_open``, ``next_close``):
 the publisher's schedule when ``SYNC_SCHEDULE=market-hours``."""
