@@ -1,5 +1,5 @@
-"""The accounts entry points: ``onboard_user`` and ``migrate_legacy_data`` (Firebase callable
-protocol) and ``on_alpaca_secret_written`` (Firestore ``document.v1.written`` on
+"""The accounts entry points: ``onboard_user``, ``delete_account`` and ``migrate_legacy_data``
+(Firebase callable protocol) and ``on_alpaca_secret_written`` (Firestore ``document.v1.written`` on
 ``users/{uid}/secrets/alpaca``: a tenant's credentials written, rotated or deleted).
 
 Each only decodes or validates its input, gets the instance's dependencies and calls this
@@ -14,7 +14,7 @@ from typing import Any
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from accounts import migration, onboarding
+from accounts import deletion, migration, onboarding
 from accounts.key_changes import handle_key_change
 from agenttrader import runtime
 from agenttrader.callable import CallContext, fields_of, https_callable
@@ -32,6 +32,17 @@ def onboard_user(ctx: CallContext, data: Any) -> dict[str, Any]:
     fields_of(data, allowed=())
     deps = runtime.deps()
     return onboarding.onboard(deps.firestore, ctx, TenantPolicy.from_settings(deps.settings))
+
+
+@https_callable
+def delete_account(ctx: CallContext, data: Any) -> dict[str, Any]:
+    """The caller deletes his tenant data (everything under ``users/{uid}``, credentials
+    first); takes no arguments. Open to any signed-in user, tenant or not, so that nobody is
+    ever kept from removing what is stored about them; the sign-in account itself stays."""
+    fields_of(data, allowed=())
+    db = runtime.deps().firestore
+    done = deletion.delete_tenant(db, ctx.uid, actor=ctx.uid, reason=deletion.Reason.SELF_SERVICE)
+    return deletion.account_deletion_result(done)
 
 
 @https_callable
