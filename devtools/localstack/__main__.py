@@ -53,7 +53,7 @@ from devtools.localstack.view import (
 )
 from devtools.simulator import AlpacaSimulator
 
-CALLABLES = ("onboard_user", "generate_trading_signal", "migrate_legacy_data")
+CALLABLES = ("onboard_user", "generate_trading_signal", "migrate_legacy_data", "delete_account")
 REGION = "us-central1"
 REFRESH_SECONDS = 1.5
 """Redraw period of the full-screen view."""

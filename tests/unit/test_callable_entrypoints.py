@@ -13,6 +13,7 @@ from agenttrader import paths
 from agenttrader.callable.tenancy import NOT_ONBOARDED
 from agenttrader.deps import Deps, get_deps, set_deps
 from agenttrader.settings import Settings
+from devtools.callable_server import callables_app
 from devtools.vertex_standin import Mode, VertexStandIn
 from signal_worker.providers import reset_providers
 from tests.callable_fixtures import (
@@ -27,6 +28,7 @@ from tests.callable_fixtures import (
 
 SOURCES = {
     "onboard_user": REPO_ROOT / "accounts" / "main.py",
+    "delete_account": REPO_ROOT / "accounts" / "main.py",
     "migrate_legacy_data": REPO_ROOT / "accounts" / "main.py",
     "generate_trading_signal": REPO_ROOT / "signal_worker" / "main.py",
 }
@@ -105,6 +107,35 @@ def test_a_firestore_failure_is_internal_and_hidden(client: Any, env: FakeTokens
     assert (code, body) == (500, {"error": {"status": "INTERNAL", "message": "internal error"}})
 
 
+# --- delete_account --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["delete_account"], indirect=True)
+def test_delete_account(client: Any, env: FakeTokens) -> None:
+    db = get_deps().firestore
+    token = env.token_for("u1", "u1@example.com")
+    onboard_tenant(db, "u1", "u1@example.com")
+    assert status_of(call(client, "/", None)) == (401, "UNAUTHENTICATED")
+    assert status_of(call(client, "/", {"uid": "u2"}, token=token)) == (400, "INVALID_ARGUMENT")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["result"]["status"]) == (200, "deleted")
+    assert body["result"]["signInAccountDeleted"] is False
+    assert db.document(paths.user_doc("u1")).get().exists is False
+    assert call(client, "/", {}, token=token)[1]["result"]["status"] == "already_deleted"
+
+
+@pytest.mark.parametrize("client", ["delete_account"], indirect=True)
+def test_anyone_signed_in_may_delete_what_is_stored_about_them(
+    client: Any, env: FakeTokens
+) -> None:
+    """Tenant or not: an anonymous session's leftovers (e.g. from before the policy) go too."""
+    db = get_deps().firestore
+    db.document(paths.trading_status_doc("anon-1")).set({"enabled": True})
+    token = env.token_for("anon-1", provider="anonymous")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["result"]["status"], body["result"]["total"]) == (200, "deleted", 1)
+
+
 # --- generate_trading_signal -----------------------------------------------------------------
 
 
@@ -167,3 +198,31 @@ def test_non_admins_learn_nothing_about_the_input(client: Any, env: FakeTokens) 
     """The admin check comes first: a bad argument from a non-admin is still a refusal."""
     code, body = call(client, "/", {"bogus": True}, token=env.token_for("t1"))
     assert (code, error_status(body)) == (403, "PERMISSION_DENIED")
+
+
+# --- every tenant callable -------------------------------------------------------------------
+
+NOT_TENANT_CALLABLES = {
+    "onboard_user": "makes a tenant",
+    "delete_account": "anyone may delete what is stored about them",
+    "migrate_legacy_data": "admins only",
+}
+
+
+def test_every_other_callable_serves_onboarded_tenants_only(env: FakeTokens) -> None:
+    """A callable added later (connect_alpaca…) is a tenant callable unless listed above."""
+    import main
+    from infra.resources import FUNCTIONS, Trigger
+
+    callables = {fn.name for fn in FUNCTIONS if fn.trigger is Trigger.CALLABLE}
+    assert set(NOT_TENANT_CALLABLES) <= callables
+    tenant_callables = sorted(callables - set(NOT_TENANT_CALLABLES))
+    assert "generate_trading_signal" in tenant_callables
+    app = callables_app({name: getattr(main, name) for name in tenant_callables}, project="p")
+    client = app.test_client()
+    for name in tenant_callables:
+        code, body = call(client, f"/p/us-central1/{name}", None, token=env.token_for("new"))
+        assert (code, body["error"]["message"]) == (400, NOT_ONBOARDED), name
+        anonymous = env.token_for("new", provider="anonymous")
+        code, body = call(client, f"/p/us-central1/{name}", None, token=anonymous)
+        assert (code, error_status(body)) == (403, "PERMISSION_DENIED"), name
