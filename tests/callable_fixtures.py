@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from agenttrader.callable.id_tokens import set_token_verifier
 from agenttrader.callable.tenancy import TenantPolicy
 from agenttrader.deps import get_deps, set_deps
 from devtools import emulators
-from devtools.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn
+from devtools.auth_emulator import API_KEY, AuthEmulator, AuthEmulatorClient, EmulatedUser, spawn
 from devtools.vertex_standin import VertexStandIn
 from signal_worker.providers import reset_providers
 
@@ -41,14 +42,15 @@ REGION = "us-central1"
 
 
 def entry_points() -> dict[str, Callable[..., Any]]:
-    """The three callables by name (imported late: they are the code under test)."""
-    from accounts.main import migrate_legacy_data, onboard_user
+    """The callables by name (imported late: they are the code under test)."""
+    from accounts.main import delete_account, migrate_legacy_data, onboard_user
     from signal_worker.main import generate_trading_signal
 
     return {
         "onboard_user": onboard_user,
         "generate_trading_signal": generate_trading_signal,
         "migrate_legacy_data": migrate_legacy_data,
+        "delete_account": delete_account,
     }
 
 
@@ -188,9 +190,46 @@ def callable_env(
     emulators.clear_firestore(emulator_hosts["FIRESTORE_EMULATOR_HOST"], auth_emulator.project)
 
 
+def _identity_toolkit(
+    auth: AuthEmulatorClient, path: str, body: Mapping[str, Any], *, admin: bool = False
+) -> Any:
+    """One Identity Toolkit call to the emulator, as a client SDK (or with ``admin``, as
+    firebase-admin: the emulator's ``Bearer owner``) sends it."""
+    headers = {"Content-Type": "application/json"}
+    if admin:
+        headers["Authorization"] = "Bearer owner"
+    request = urllib.request.Request(
+        f"{auth.base}/identitytoolkit.googleapis.com/v1/{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers=headers,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def sign_in_anonymously(auth: AuthEmulatorClient) -> tuple[str, str]:
+    """A new anonymous user of the Auth emulator: (uid, ID token), as ``signInAnonymously``
+    gets them (``firebase.sign_in_provider == "anonymous"``)."""
+    result = _identity_toolkit(auth, f"accounts:signUp?key={API_KEY}", {"returnSecureToken": True})
+    return result["localId"], result["idToken"]
+
+
+def verify_email(auth: AuthEmulatorClient, user: EmulatedUser) -> EmulatedUser:
+    """Mark ``user``'s email verified (as the verification link does) and sign in again, so
+    the new ID token carries ``email_verified: true``."""
+    _identity_toolkit(
+        auth,
+        f"projects/{auth.project}/accounts:update",
+        {"localId": user.uid, "emailVerified": True},
+        admin=True,
+    )
+    return auth.refreshed(user)
+
+
 @pytest.fixture
 def router(callable_env: CallableEnv) -> Any:
-    """A test client of the local callables router serving the three functions."""
+    """A test client of the local callables router serving the callables."""
     from devtools.callable_server import callables_app
 
     return callables_app(entry_points(), project=callable_env.project).test_client()
