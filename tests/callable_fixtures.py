@@ -6,7 +6,10 @@
   cold starts overlap, started once per session for one ``demo-`` project (its tokens name
   that project, so tests that use it share it and clear its data afterwards);
 - ``callable_env``: this process pointed at Firestore + Auth emulator + stand-in;
-- ``call``: one callable request through a Flask test client.
+- ``call``: one callable request through a Flask test client;
+- callers and tenants: ``caller`` (a :class:`CallContext` as a token gives it),
+  ``onboard_tenant``, ``sign_in_anonymously`` and ``verify_email`` (Auth emulator users),
+  ``documents_under`` (everything stored under a user).
 
 Test modules both import helpers from here and list it in ``pytest_plugins`` (so its session
 fixtures exist once); PYTEST_DONT_REWRITE tells pytest that importing it first is intended
@@ -28,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from agenttrader import paths
 from agenttrader.callable import CallableError, CallContext, Status
 from agenttrader.callable.id_tokens import set_token_verifier
 from agenttrader.callable.tenancy import TenantPolicy
@@ -285,6 +289,13 @@ def onboard_tenant(db: Any, uid: str, email: str | None = None) -> dict[str, Any
 
 
 # --- data ------------------------------------------------------------------------------------
+
+
+def documents_under(db: Any, uid: str) -> list[str]:
+    """Every document of ``users/{uid}``'s subtree, found by a scan of the whole ``users``
+    tree (a kindless query: no collection name is assumed, missing parents included)."""
+    found = [snap.reference.path for snap in db.collection(paths.USERS).recursive().stream()]
+    return sorted(p for p in found if p == f"users/{uid}" or p.startswith(f"users/{uid}/"))
 
 
 def synced_snapshot(**overrides: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from operations.cli import _auth_app, main
 from tests.callable_fixtures import (
     CallableEnv,
     call,
+    documents_under,
     error_status,
     sign_in_anonymously,
     synced_snapshot,
@@ -35,12 +36,6 @@ KEYS = {
 
 def onboard(env: CallableEnv, router: Any, token: str) -> tuple[int, dict[str, Any]]:
     return call(router, env.path("onboard_user"), None, token=token)
-
-
-def documents_under(env: CallableEnv, uid: str) -> list[str]:
-    """Every document of ``users/{uid}``'s subtree, from a scan of the whole ``users`` tree."""
-    found = [s.reference.path for s in env.db.collection(paths.USERS).recursive().stream()]
-    return sorted(p for p in found if p == f"users/{uid}" or p.startswith(f"users/{uid}/"))
 
 
 def give_data(env: CallableEnv, uid: str) -> None:
@@ -67,7 +62,7 @@ def test_an_anonymous_session_cannot_onboard(callable_env: CallableEnv, router: 
 
     assert (code, error_status(body)) == (403, "PERMISSION_DENIED")
     assert "anonymous session" in body["error"]["message"]
-    assert documents_under(callable_env, uid) == []
+    assert documents_under(callable_env.db, uid) == []
 
 
 def test_an_unverified_email_is_refused_when_required(
@@ -80,7 +75,7 @@ def test_an_unverified_email_is_refused_when_required(
     code, body = onboard(callable_env, router, user.id_token)
 
     assert (code, error_status(body)) == (400, "FAILED_PRECONDITION")
-    assert documents_under(callable_env, user.uid) == []
+    assert documents_under(callable_env.db, user.uid) == []
     verified = verify_email(callable_env.auth, user)
     code, body = onboard(callable_env, router, verified.id_token)
     assert (code, body["result"]["status"]) == (200, "success")
@@ -120,7 +115,7 @@ def test_delete_account_end_to_end(callable_env: CallableEnv, router: Any) -> No
     for each in (user, other):
         assert onboard(callable_env, router, each.id_token)[0] == 200
         give_data(callable_env, each.uid)
-    kept = documents_under(callable_env, other.uid)
+    kept = documents_under(callable_env.db, other.uid)
 
     code, body = call(router, callable_env.path("delete_account"), None, token=user.id_token)
 
@@ -129,8 +124,8 @@ def test_delete_account_end_to_end(callable_env: CallableEnv, router: Any) -> No
     assert result["status"] == "deleted" and result["signInAccountDeleted"] is False
     assert result["deleted"][ROOT_KEY] == 1 and result["deleted"]["secrets"] == 1
     assert result["deleted"]["orders"] == 2
-    assert documents_under(callable_env, user.uid) == []
-    assert documents_under(callable_env, other.uid) == kept
+    assert documents_under(callable_env.db, user.uid) == []
+    assert documents_under(callable_env.db, other.uid) == kept
     (entry,) = deletion_log(callable_env)
     assert (entry["uid"], entry["reason"], entry["total"]) == (
         user.uid,
@@ -179,15 +174,15 @@ def test_prune_removes_only_users_missing_from_auth(
     # Someone who never onboarded but left a kill-switch, and is unknown to Auth too.
     db.document(paths.trading_status_doc("never-onboarded")).set({"enabled": True})
     db.document("users/not a uid").set({"x": 1})
-    alice = documents_under(callable_env, tenants["alice"].uid)
-    bob = documents_under(callable_env, tenants["bob"].uid)
+    alice = documents_under(callable_env.db, tenants["alice"].uid)
+    bob = documents_under(callable_env.db, tenants["bob"].uid)
     gone = tenants["gone"].uid
 
     code, dry = prune("--dry-run", capsys=capsys)
     assert code == 0 and dry["dry_run"] is True
     assert sorted(dry["missing"]) == sorted([gone, "never-onboarded"])
     assert dry["removed"] == {} and dry["skipped"] == ["not a uid"]
-    assert documents_under(callable_env, gone) != []
+    assert documents_under(callable_env.db, gone) != []
 
     code, report = prune("--yes", capsys=capsys)
 
@@ -195,10 +190,10 @@ def test_prune_removes_only_users_missing_from_auth(
     assert set(report["removed"]) == {gone, "never-onboarded"}
     assert report["removed"]["never-onboarded"] == 1
     assert report["checked"] == 4
-    assert documents_under(callable_env, gone) == []
-    assert documents_under(callable_env, "never-onboarded") == []
-    assert documents_under(callable_env, tenants["alice"].uid) == alice
-    assert documents_under(callable_env, tenants["bob"].uid) == bob
+    assert documents_under(callable_env.db, gone) == []
+    assert documents_under(callable_env.db, "never-onboarded") == []
+    assert documents_under(callable_env.db, tenants["alice"].uid) == alice
+    assert documents_under(callable_env.db, tenants["bob"].uid) == bob
     log = {entry["uid"]: entry for entry in deletion_log(callable_env)}
     assert set(log) == {gone, "never-onboarded"}
     assert {entry["reason"] for entry in log.values()} == {"auth_user_missing"}
@@ -233,4 +228,4 @@ def test_prune_refuses_to_compare_an_emulator_with_the_real_world(
     assert main(["tenants", "prune", "--yes"]) == 2
 
     assert "both be set" in capsys.readouterr().err
-    assert documents_under(callable_env, tenants["gone"].uid) != []
+    assert documents_under(callable_env.db, tenants["gone"].uid) != []

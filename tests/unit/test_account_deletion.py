@@ -20,7 +20,7 @@ from accounts.deletion import (
 )
 from agenttrader import paths
 from publisher import roster
-from tests.callable_fixtures import onboard_tenant, synced_snapshot
+from tests.callable_fixtures import documents_under, onboard_tenant, synced_snapshot
 
 UID, NEIGHBOUR = "leaving-user", "staying-user"
 KEYS = {
@@ -54,13 +54,6 @@ def seed_tenant(db: firestore.Client, uid: str, *, audit_entries: int = 5) -> in
     db.document(f"users/{uid}/ghost/missing/deep/x").set({"x": 1})  # under missing parents
     # root, secrets, config, 3 status, snapshot, 3 signals, audit, usage, 2 orders, ghost
     return 1 + 1 + 1 + 3 + 1 + 3 + audit_entries + 1 + 2 + 1
-
-
-def documents_under(db: firestore.Client, uid: str) -> list[str]:
-    """Every document of ``users/{uid}``'s subtree, found by a scan of the whole ``users``
-    tree (a kindless query, so no collection name is assumed)."""
-    found = [snap.reference.path for snap in db.collection(paths.USERS).recursive().stream()]
-    return sorted(p for p in found if p == f"users/{uid}" or p.startswith(f"users/{uid}/"))
 
 
 def log_entries(db: firestore.Client) -> list[dict[str, Any]]:
