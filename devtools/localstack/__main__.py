@@ -165,7 +165,7 @@ def spawn_auth_emulator(run: Run) -> None:
 
 
 def start_callables(run: Run) -> None:
-    """The three callables at ``/{project}/{region}/{name}``, as ``connectFunctionsEmulator``
+    """The callables at ``/{project}/{region}/{name}``, as ``connectFunctionsEmulator``
     calls them, verifying the Auth emulator's ID tokens."""
     import main
     from devtools.callable_server import CallablesServer
