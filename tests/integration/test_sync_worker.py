@@ -9,9 +9,11 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import functions_framework
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from agenttrader import errors, paths
@@ -173,8 +175,14 @@ def test_kill_switch_off_skips_schedule_but_not_first_sync(
             None,
         ),
         (b"\xff\xfe", {}, None),
+        (
+            # An id Firestore reserves: every read of it fails, retrying cannot help.
+            b'{"uid": "__x__", "reason": "schedule", "requested_at": "2026-01-01T00:00:00Z"}',
+            {"uid": "__x__"},
+            None,
+        ),
     ],
-    ids=["not-json", "bad-fields", "bad-uid", "not-utf8"],
+    ids=["not-json", "bad-fields", "bad-uid", "not-utf8", "firestore-reserved-uid"],
 )
 def test_malformed_message_is_dead_lettered_not_retried(
     deps: Deps, project: str, data: bytes, attributes: dict[str, str], expected_uid: str | None
@@ -214,6 +222,49 @@ def test_transient_failure_raises_and_records_until_final(
     with pytest.raises(errors.AlpacaUnavailable):
         worker.handle(delivery(request, attempt=MAX_DELIVERY_ATTEMPTS))
     assert doc(db, paths.sync_state_doc("u-5xx"))["outcome"] == "error"  # type: ignore[index]
+
+
+class _FirstReadFails:
+    """The emulator's client, except that the worker's first batched read raises ``error``."""
+
+    def __init__(self, db: firestore.Client, error: Exception) -> None:
+        self._db = db
+        self._error: Exception | None = error
+
+    def get_all(self, *args: Any, **kwargs: Any) -> Any:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return self._db.get_all(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [gexc.Unknown("Stream removed"), gexc.Cancelled("Locally cancelled by application")],
+    ids=["unknown", "cancelled"],
+)
+def test_an_unknown_or_cancelled_firestore_call_is_retried_and_recorded(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, error: Exception
+) -> None:
+    sim_tenant(simulator, db, "u-grpc", Scenario(kind="normal"))
+    failing = Deps(
+        deps.settings,
+        firestore_client=cast(Any, _FirstReadFails(db, error)),
+        publisher=deps.publisher,
+        alpaca_factory=deps.alpaca,
+    )
+    worker = SyncWorker(failing)
+    request = SyncRequest.now("u-grpc", Reason.SCHEDULE, pulse_id="p1")
+    with pytest.raises(errors.DependencyUnavailable):
+        worker.handle(delivery(request, attempt=1))
+    recorded = doc(db, paths.last_sync_error_doc("u-grpc"))
+    assert recorded is not None and recorded["error_class"] == "DependencyUnavailable"
+    assert recorded["final"] is False
+    assert worker.handle(delivery(request, attempt=2)) is Result.SYNCED
+    assert doc(db, paths.last_sync_error_doc("u-grpc")) is None
 
 
 def test_permanent_failure_records_and_dead_letters(
