@@ -207,6 +207,41 @@ def test_unknown_user_is_dead_lettered_and_creates_nothing(
     assert list(db.document(paths.user_doc("nobody")).collections()) == []
 
 
+@pytest.mark.parametrize(
+    ("deleted", "reason"),
+    [(False, Reason.SCHEDULE), (True, Reason.SCHEDULE), (True, Reason.MANUAL)],
+    ids=["never-existed-schedule", "deleted-schedule", "deleted-manual-keys-cached"],
+)
+def test_a_message_for_an_unknown_or_deleted_user_is_dead_lettered_and_writes_nothing(
+    deps: Deps, simulator: AlpacaSimulator, project: str, deleted: bool, reason: Reason
+) -> None:
+    db, worker = deps.firestore, SyncWorker(deps)
+    if deleted:  # synced before, so this instance still holds its keys (version "1")
+        sim_tenant(simulator, db, "u-gone", Scenario(kind="normal"))
+        synced = SyncRequest.now("u-gone", Reason.SCHEDULE, pulse_id="p1", keys_version="1")
+        assert worker.handle(delivery(synced)) is Result.SYNCED
+        db.recursive_delete(db.document(paths.user_doc("u-gone")))
+    pulse = "p2" if reason is Reason.SCHEDULE else None
+    request = SyncRequest.now("u-gone", reason, pulse_id=pulse, keys_version="1")
+
+    assert worker.handle(delivery(request)) is Result.DEAD_LETTERED
+
+    [letter] = drain_dead_letters(project, expect=1, timeout=20)
+    assert letter.attributes["error_class"] == "UnknownUser"
+    assert letter.attributes["reason"] == reason.value
+    assert list(db.document(paths.user_doc("u-gone")).collections()) == []
+    assert counts(db, "p2") == (0, 0, 0)
+
+
+def test_a_user_without_a_kill_switch_exists_by_its_user_document(
+    deps: Deps, db: firestore.Client
+) -> None:
+    db.document(paths.user_doc("u-root")).set({"onboarded": True})
+    request = SyncRequest.now("u-root", Reason.SCHEDULE, pulse_id="p1")
+    assert SyncWorker(deps).handle(delivery(request)) is Result.SKIPPED
+    assert counts(db, "p1") == (0, 0, 1)
+
+
 def test_transient_failure_raises_and_records_until_final(
     deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
 ) -> None:
