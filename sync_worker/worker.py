@@ -156,14 +156,9 @@ class SyncWorker:
             )
             return Result.DEAD_LETTERED
         except RetryableError as err:
+            # Logged once, by the entry point that asks Pub/Sub for redelivery.
             final = (delivery.delivery_attempt or 0) >= MAX_DELIVERY_ATTEMPTS
             self._record_failure(request, delivery, err, final=final, stored=stored)
-            log.warning(
-                f"sync failed, will be retried: {err}",
-                error_class=err.error_class,
-                delivery_attempt=delivery.delivery_attempt,
-                **labels,
-            )
             raise
         # A success is the one line a minute per tenant: DEBUG (see ``Settings.log_level``).
         log.log(

@@ -335,14 +335,17 @@ def test_adapter_golden_push_body(
     assert snapshot is not None and snapshot["reason"] == "manual"
 
 
-def test_adapter_answers_500_on_transient_failure_so_pubsub_retries(
-    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+def test_adapter_answers_503_on_transient_failure_so_pubsub_retries(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim_tenant(simulator, db, "golden-user", Scenario(kind="rate_limited"))
     body = json.loads(GOLDEN_PUSH.read_text())
     body["deliveryAttempt"] = 2
     response = _client().post("/", json=body)  # type: ignore[attr-defined]
-    assert response.status_code == 500
+    assert response.status_code == 503
+    # One line for the failure, without a traceback (tests/unit/test_redelivery.py).
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.exc_info is None and "AlpacaRateLimited" in str(line.__dict__["labels"])
     error = doc(db, paths.last_sync_error_doc("golden-user"))
     assert error is not None and error["error_class"] == "AlpacaRateLimited"
     assert error["delivery_attempt"] == 2
