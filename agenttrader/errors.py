@@ -3,7 +3,8 @@
 ``RetryableError`` → the cloudevent function raises and Pub/Sub redelivers with backoff (and
 dead-letters after the delivery limit). ``PermanentError`` → the failure is recorded, the message
 is published to the dead-letter topic and acknowledged: retrying could not help.
-Messages are written by this project, never copied from a response that might echo a header.
+Messages are written by this project, never copied from a response that might echo a header,
+and never quote a tenant's input (a base URL, a key): they name the rule that failed.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class InvalidKeys(PermanentError):
 
 
 class DisallowedBaseUrl(PermanentError):
-    """The stored ``base_url`` is not on the allowlist."""
+    """The stored ``base_url`` is refused by :mod:`agenttrader.urls`; the message names the rule
+    that failed, never the URL or its host."""
 
 
 class AlpacaAuthError(PermanentError):
