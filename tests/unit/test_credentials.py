@@ -426,3 +426,15 @@ def test_no_secret_in_repr_str_errors_or_logs(
 
     for secret in SECRETS:
         assert not any(secret in text for text in texts), secret
+
+
+def test_the_cpu_benchmark_runs_and_counts_one_kek_call_per_tenant(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks import credentials_cpu
+
+    assert credentials_cpu.main(["--rounds", "40", "--tenants", "5", "--syncs", "20"]) == 0
+
+    out = capsys.readouterr().out
+    assert "cold open (new ciphertext)" in out
+    assert "for 20 syncs over 5 tenants with unchanged keys: 5 (250 per 1,000 syncs" in out
