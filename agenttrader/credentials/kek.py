@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import tink
 from tink import aead
@@ -26,6 +26,11 @@ from agenttrader.errors import AgentTraderError, CredentialsTampered, KmsUnavail
 from agenttrader.settings import Settings
 
 Operation = Literal["encrypt", "decrypt"]
+
+KMS_TIMEOUT_SECONDS = 10.0
+"""One Cloud KMS request, one attempt: a slow or failing KMS surfaces as ``KmsUnavailable``
+within this time and Pub/Sub retries with backoff (the client library would otherwise retry
+for up to 60 s, longer than a sync may take)."""
 
 
 class KekCounts(NamedTuple):
@@ -97,6 +102,20 @@ def _translated(exc: Exception, operation: Operation) -> Exception:
     return classify(exc, operation) or exc
 
 
+class _OneAttempt:
+    """The KMS client as Tink's ``gcpkms`` AEAD calls it, each call bounded by
+    :data:`KMS_TIMEOUT_SECONDS` and never retried in the client."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def encrypt(self, request: dict[str, Any]) -> Any:
+        return self._client.encrypt(request=request, retry=None, timeout=KMS_TIMEOUT_SECONDS)
+
+    def decrypt(self, request: dict[str, Any]) -> Any:
+        return self._client.decrypt(request=request, retry=None, timeout=KMS_TIMEOUT_SECONDS)
+
+
 class CloudKmsKek(aead.Aead):
     """A Cloud KMS CryptoKey through Tink's ``gcpkms`` integration, built at first use.
 
@@ -128,7 +147,9 @@ class CloudKmsKek(aead.Aead):
                     client = kms_v1.KeyManagementServiceClient()
                 else:
                     client = self._client_factory()
-                kms = gcpkms.new_client(kms_v1_client=client, key_uri=self._uri)
+                # Duck-typed: Tink's AEAD calls only encrypt(request=…) and decrypt(request=…).
+                bounded = cast(Any, _OneAttempt(client))
+                kms = gcpkms.new_client(kms_v1_client=bounded, key_uri=self._uri)
                 self._aead = kms.get_aead(self._uri)
             return self._aead
 

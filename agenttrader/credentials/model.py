@@ -66,10 +66,3 @@ def hint_of(credentials: Credentials) -> str:
     """The last 4 characters of the key id (or token): enough to tell credentials apart."""
     value = credentials.access_token if isinstance(credentials, OAuthToken) else credentials.key_id
     return value[-4:]
-
-
-def secrets_of(credentials: Credentials) -> tuple[str, ...]:
-    """The values that must never be logged (for :func:`agenttrader.logs.secret_scope`)."""
-    if isinstance(credentials, OAuthToken):
-        return (credentials.access_token,)
-    return (credentials.key_id, credentials.secret_key)

@@ -31,7 +31,7 @@ _AUTH_KINDS: frozenset[str] = frozenset({"keys", "oauth"})
 
 def is_sealed(doc: Mapping[str, Any] | None) -> bool:
     """Whether a ``secrets/alpaca`` document is in the sealed form (written by the server)."""
-    return bool(doc) and doc is not None and doc.get("sealed") is True
+    return doc is not None and doc.get("sealed") is True
 
 
 def associated_data(uid: str, path: str) -> bytes:
@@ -55,7 +55,7 @@ class SealedForm:
     def from_document(cls, doc: Mapping[str, Any] | None) -> SealedForm:
         """``CredentialsTampered`` for anything but a well-formed sealed document: only the
         server writes this form, so a malformed one was altered."""
-        if not doc or not is_sealed(doc):
+        if doc is None or not is_sealed(doc):
             raise CredentialsTampered("the credentials document is not sealed")
         auth, ciphertext = doc.get("auth"), doc.get("ciphertext")
         hint, base_url = doc.get("key_id_hint"), doc.get("base_url")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from agenttrader.alpaca import AlpacaKeys
 from agenttrader.credentials import (
     PLAINTEXT_FIELDS,
     Credentials,
+    KekCounts,
     LocalKek,
     OAuthToken,
     Vault,
@@ -304,6 +306,21 @@ def test_a_new_seal_is_opened_anew_and_memory_is_bounded(make_vault: Callable[..
 
     assert vault.stats().kek.decrypt == 4
     assert vault.stats().remembered == 1
+
+
+def test_threads_seal_and_open_at_once(vault: Vault) -> None:
+    def round_trip(n: int) -> Credentials:
+        uid = f"tenant-{n:04d}"
+        path = f"users/{uid}/secrets/alpaca"
+        doc = vault.seal(TOKEN if n % 2 else KEYS, uid, path, str(n))
+        vault.open(doc, uid, path)
+        return vault.open(doc, uid, path)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        opened = list(pool.map(round_trip, range(200)))
+
+    assert opened == [TOKEN if n % 2 else KEYS for n in range(200)]
+    assert vault.stats() == (KekCounts(200, 200), 400, 200)
 
 
 # --- rotation: re-wrapping data keys under the new primary ------------------------------------

@@ -19,7 +19,7 @@ from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 
 from agenttrader.credentials import CloudKmsKek, LocalKek, MeteredKek, OAuthToken, Vault, kek_for
-from agenttrader.credentials.kek import classify
+from agenttrader.credentials.kek import KMS_TIMEOUT_SECONDS, classify
 from agenttrader.credentials.local_kek import (
     DEFAULT_DIRECTORY,
     KEYSET_FILE,
@@ -256,16 +256,16 @@ class FakeKms:
     requests, or raises ``failure``."""
 
     failure: Exception | None = None
-    requests: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[tuple[str, str, Any, Any]] = field(default_factory=list)
 
-    def encrypt(self, request: dict[str, Any]) -> _Response:
-        self.requests.append(("encrypt", request["name"]))
+    def encrypt(self, request: dict[str, Any], retry: Any, timeout: Any) -> _Response:
+        self.requests.append(("encrypt", request["name"], retry, timeout))
         if self.failure is not None:
             raise self.failure
         return _Response(ciphertext=b"kms:" + request["plaintext"][::-1])
 
-    def decrypt(self, request: dict[str, Any]) -> _Response:
-        self.requests.append(("decrypt", request["name"]))
+    def decrypt(self, request: dict[str, Any], retry: Any, timeout: Any) -> _Response:
+        self.requests.append(("decrypt", request["name"], retry, timeout))
         if self.failure is not None:
             raise self.failure
         if not request["ciphertext"].startswith(b"kms:"):
@@ -288,7 +288,10 @@ def test_cloud_kms_is_asked_with_the_key_name_and_built_at_first_use() -> None:
     assert opened == TOKEN
     assert built == [1]
     key_name = URI.removeprefix("gcp-kms://")
-    assert kms.requests == [("encrypt", key_name), ("decrypt", key_name)]
+    assert kms.requests == [  # one bounded attempt each: Pub/Sub owns the retries
+        ("encrypt", key_name, None, KMS_TIMEOUT_SECONDS),
+        ("decrypt", key_name, None, KMS_TIMEOUT_SECONDS),
+    ]
     assert vault.stats().kek == (1, 1)
 
 
@@ -356,3 +359,22 @@ def test_the_firestore_emulator_selects_the_local_kek() -> None:
 def test_neither_refuses_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="CREDENTIALS_KEK_URI"):
         Vault.from_settings(Settings.from_env({"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}))
+
+
+def test_a_real_kms_client_that_cannot_reach_kms_fails_fast_and_retryably() -> None:
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import kms_v1
+
+    def unreachable() -> kms_v1.KeyManagementServiceClient:
+        return kms_v1.KeyManagementServiceClient(
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint="127.0.0.1:1"),
+        )
+
+    vault = Vault(CloudKmsKek(URI, client_factory=unreachable))
+    started = time.monotonic()
+    with pytest.raises(KmsUnavailable, match=r"\(ServiceUnavailable\)"):
+        vault.seal(TOKEN, UID, PATH, None)
+
+    assert time.monotonic() - started < KMS_TIMEOUT_SECONDS  # one attempt, no 60 s of retries
