@@ -74,28 +74,31 @@ class MeteredKek(aead.Aead):
     def __init__(self, kek: aead.Aead) -> None:
         self._kek = kek
         self._lock = threading.Lock()
-        self._encrypt = 0
-        self._decrypt = 0
+        self._counts: dict[Operation, int] = {"encrypt": 0, "decrypt": 0}
 
     def counts(self) -> KekCounts:
         with self._lock:
-            return KekCounts(self._encrypt, self._decrypt)
+            return KekCounts(**self._counts)
 
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
-        with self._lock:
-            self._encrypt += 1
-        try:
-            return self._kek.encrypt(plaintext, associated_data)
-        except Exception as exc:  # noqa: BLE001 - classify() hands back what it does not know
-            raise _translated(exc, "encrypt") from None
+        return self._call("encrypt", self._kek.encrypt, plaintext, associated_data)
 
     def decrypt(self, ciphertext: bytes, associated_data: bytes) -> bytes:
+        return self._call("decrypt", self._kek.decrypt, ciphertext, associated_data)
+
+    def _call(
+        self,
+        operation: Operation,
+        function: Callable[[bytes, bytes], bytes],
+        data: bytes,
+        associated_data: bytes,
+    ) -> bytes:
         with self._lock:
-            self._decrypt += 1
+            self._counts[operation] += 1
         try:
-            return self._kek.decrypt(ciphertext, associated_data)
+            return function(data, associated_data)
         except Exception as exc:  # noqa: BLE001 - classify() hands back what it does not know
-            raise _translated(exc, "decrypt") from None
+            raise _translated(exc, operation) from None
 
 
 def _translated(exc: Exception, operation: Operation) -> Exception:
