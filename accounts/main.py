@@ -16,7 +16,7 @@ from cloudevents.http import CloudEvent
 
 from accounts import migration, onboarding
 from accounts.key_changes import handle_key_change
-from agenttrader import runtime
+from agenttrader import redelivery, runtime
 from agenttrader.callable import CallContext, fields_of, https_callable
 from agenttrader.events import document_change
 from agenttrader.logs import get_logger
@@ -50,4 +50,5 @@ def on_alpaca_secret_written(event: CloudEvent) -> None:
     except ValueError as err:
         log.error(f"secrets event ignored: {err}", event_id=event["id"])
         return
-    handle_key_change(runtime.deps(), change, event["id"])
+    with redelivery.for_document(change, event["id"]):
+        handle_key_change(runtime.deps(), change, event["id"])
