@@ -80,3 +80,18 @@ class AlpacaAuthError(PermanentError):
 
 class AlpacaRequestError(PermanentError):
     """Alpaca refused the request (other 4xx, a redirect, or a body that does not parse)."""
+
+
+# --- credentials (sealed at rest) --------------------------------------------------------------
+
+
+class KmsUnavailable(RetryableError):
+    """The key-encryption key could not be used now: Cloud KMS unavailable, throttled, timed
+    out or refusing access, or the local development KEK made to fail. Never a verdict on the
+    tenant's credentials: they stay as they are and the message is retried."""
+
+
+class CredentialsTampered(PermanentError):
+    """Sealed credentials that do not open for this tenant and document: copied from another
+    tenant's document, altered, or sealed under a key-encryption key this deployment does not
+    hold. Fails closed; callers dead-letter and audit it."""

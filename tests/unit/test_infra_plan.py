@@ -528,6 +528,10 @@ def test_every_settings_field_maps_to_the_variable_settings_reads() -> None:
             value, expected = "password,phone", ("password", "phone")
         elif f.name == "require_verified_email":
             value, expected = "false", False
+        elif f.name == "credentials_kek_uri":
+            value = expected = "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k"
+        elif f.name == "alpaca_oauth_base_url":  # must be on the allowlist
+            value = expected = "https://paper-api.alpaca.markets"
         else:
             kind = type(getattr(Settings(project="p"), f.name) or "")
             expected = samples.get(kind, "x-sample")
