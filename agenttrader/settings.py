@@ -79,6 +79,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _check_allowlist(urls: tuple[str, ...]) -> None:
     """A malformed allowlist entry fails at start-up, not as every tenant's permanent error."""
     from agenttrader.errors import DisallowedBaseUrl
@@ -208,6 +215,9 @@ class Settings:
     alpaca_oauth_base_url: str = LIVE_ALPACA_BASE_URL
     """``ALPACA_OAUTH_BASE_URL``: the origin ``POST /oauth/token`` is sent to; on the
     allowlist."""
+    reconcile_every_ticks: int = 5
+    """``RECONCILE_EVERY_TICKS``: a tenant whose trade-update stream is live is published by
+    one tick in this many (the reconciliation poll); the others by every tick."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -269,4 +279,5 @@ class Settings:
             alpaca_oauth_client_id=_optional(env, "ALPACA_OAUTH_CLIENT_ID"),
             alpaca_oauth_client_secret=_optional(env, "ALPACA_OAUTH_CLIENT_SECRET"),
             alpaca_oauth_base_url=_oauth_base_url(env, OFFICIAL_ALPACA_BASE_URLS + extra),
+            reconcile_every_ticks=_positive_int(env, "RECONCILE_EVERY_TICKS", 5),
         )

@@ -259,7 +259,10 @@ NEVER_DEPLOYED: frozenset[str] = frozenset(
 REFUSED: Mapping[str, str] = {
     "VERTEX_AI_BASE_URL": "it replaces Vertex AI with a local stand-in (tests only)",
 }
-FUNCTION_SETTINGS: Mapping[str, str] = {"SYNC_SCHEDULE": "publish_user_syncs"}
+FUNCTION_SETTINGS: Mapping[str, str] = {
+    "SYNC_SCHEDULE": "publish_user_syncs",
+    "RECONCILE_EVERY_TICKS": "publish_user_syncs",
+}
 """Settings only one function reads: deployed to that function alone, so changing one
 redeploys only it."""
 PRODUCTION_SYNC_SCHEDULE = SyncSchedule.MARKET_HOURS

@@ -22,7 +22,7 @@ from agenttrader.errors import DependencyUnavailable
 from agenttrader.events import PubsubDelivery
 from agenttrader.logs import get_logger
 from agenttrader.messages import Reason, SyncRequest
-from publisher import roster
+from publisher import reconcile, roster
 from publisher.bulk_publish import publish_all
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class FanoutResult:
     ineligible: int = 0
     skipped_tick: Skip | None = None
     """Why the tick published nothing, else ``None``."""
+    deferred: int = 0
+    """Eligible tenants with a live stream whose reconciliation is another tick's."""
 
 
 def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> FanoutResult:
@@ -92,20 +94,24 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     pulses.begin(db, pulse_id, tick.message_id, tick.publish_time, now)
     pulses.finish_previous(db, pulse_id)
     listed = roster.load(db)
-    users = listed.eligible
+    every = deps.settings.reconcile_every_ticks
+    chosen = reconcile.for_tick(db, listed.eligible, tick.publish_time, every)
+    users = chosen.users
     asker = market_clock.pick_asker(users, pulse_id) if schedule.check_clock else None
     _publish(deps, users, pulse_id, tick.publish_time, asker=asker)
     if asker is not None:
         log.info("pulse asks for the market clock", uid=asker, pulse_id=pulse_id)
-    ineligible = max(listed.members - len(users), 0)
+    ineligible = max(listed.members - len(listed.eligible), 0)
     pulses.mark_published(db, pulse_id, len(users), ineligible, time.monotonic() - started)
     pulses.rollup(db, pulse_id)
     log.info(
         "pulse published",
         pulse_id=pulse_id,
-        fields={"published": len(users), "ineligible": ineligible},
+        fields={"published": len(users), "ineligible": ineligible, "deferred": chosen.deferred},
     )
-    return FanoutResult(pulse_id, published=len(users), ineligible=ineligible)
+    return FanoutResult(
+        pulse_id, published=len(users), ineligible=ineligible, deferred=chosen.deferred
+    )
 
 
 def _publish(

@@ -79,6 +79,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
         "https://paper-api.alpaca.markets/v2",
         "https://paper-api.alpaca.markets",
     ),
+    "reconcile_every_ticks": ("RECONCILE_EVERY_TICKS", "3", 3),
 }
 
 _EMULATOR_DEFAULTS = {"firestore_emulator_host", "firebase_auth_emulator_host"}
@@ -163,6 +164,9 @@ def test_extra_urls_only_add_to_the_official_ones() -> None:
         ("SIGNAL_DAILY_QUOTA", "1.5"),
         ("SIGNAL_DAILY_QUOTA", "-1"),
         ("SIGNAL_DAILY_QUOTA", "1e3"),
+        ("RECONCILE_EVERY_TICKS", "0"),
+        ("RECONCILE_EVERY_TICKS", "-2"),
+        ("RECONCILE_EVERY_TICKS", "five"),
     ],
 )
 def test_bad_numbers_name_the_variable(name: str, raw: str) -> None:
