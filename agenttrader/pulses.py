@@ -214,8 +214,16 @@ def begin(
             return Pulse(pulse_id, PulseState.PUBLISHING)
         except (gexc.AlreadyExists, gexc.Conflict):
             pass  # the same tick delivered twice at once: take what the other claimed
-    ref.update({"attempts": Increment(1), "resumed_at": now})
-    return read(db, pulse_id) or Pulse(pulse_id, PulseState.PUBLISHING)
+    current = read(db, pulse_id) or Pulse(pulse_id, PulseState.PUBLISHING)
+    ref.update(
+        {
+            "attempts": Increment(1),
+            "resumed_at": now,
+            "resumed_after": current.cursor,
+            "resumed_published_before": current.published_before,
+        }
+    )
+    return current
 
 
 def record_progress(db: firestore.Client, pulse_id: str, cursor: str, published: int) -> None:

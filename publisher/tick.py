@@ -17,6 +17,7 @@ meanwhile — its own messages then reach everyone, and the unfinished pulse sta
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,15 +187,15 @@ def _log_skip(
 
 
 class _Progress:
-    """Records on the pulse document how far the fan-out got, at most once per
-    :data:`PROGRESS_EVERY_SECONDS` (and once more when the fan-out fails)."""
+    """Records on the pulse document how far the fan-out got: at its first request, then at
+    most once per :data:`PROGRESS_EVERY_SECONDS`, and once more when the fan-out fails."""
 
     def __init__(
         self, db: firestore.Client, pulse: Pulse, users: list[tuple[str, str | None]]
     ) -> None:
         self._db, self._pulse, self._users = db, pulse, users
         self._done = self._written = 0
-        self._last = time.monotonic()
+        self._last = -math.inf
 
     def advance(self, published: int) -> None:
         self._done = published

@@ -125,6 +125,7 @@ def test_a_fan_out_killed_half_way_is_resumed_by_its_tick_redelivered_late(
     record = doc(db, paths.pulse_doc(pulse_id))
     assert record is not None and record["state"] == "published"
     assert record["published_count"] == left.published_before + len(second) == len(eligible)
+    assert record["attempts"] == 2 and record["resumed_after"] == left.cursor
     assert last_pulse(db)["complete"] is False  # outcomes of the resumed part still missing
     succeed(db, pulse_id, eligible[:-1])
     assert pulses.rollup(db, pulse_id).complete is False  # type: ignore[union-attr]
