@@ -230,17 +230,6 @@ class Replays:
     paused_after: int
     """Republishes resolved when Pub/Sub was paused."""
 
-    @property
-    def replayed(self) -> int:
-        again = self.again.count(deadletters.Status.REPLAYED) if self.again else 0
-        return self.first.count(deadletters.Status.REPLAYED) + again
-
-    @property
-    def failed_at_last(self) -> int:
-        """Failed in the last run (still in the dead-letter subscription)."""
-        last = self.again if self.again is not None else self.first
-        return last.count(deadletters.Status.FAILED)
-
 
 @dataclass
 class ChaosResult:
