@@ -9,13 +9,20 @@ included, only the fields decoded from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from agenttrader.logs import redact
 from agenttrader.messages import format_timestamp
-from console.deadletters import DeadLetter, Listing, Report, Status
-from console.status import PipelineStatus
+from console.deadletters import DeadLetter, ErrorClassGroup, Listing, Report, Status
+from console.status import (
+    ERROR_RATE_THRESHOLD,
+    SLOW_PULSE_SECONDS,
+    PipelineStatus,
+    PulseStatus,
+)
+from console.tenants import StateFilter, Tenant, TenantDetail, TenantPage
 
 
 def _redacted_value(value: Any) -> Any:
@@ -94,27 +101,41 @@ def report_json(report: Report, now: datetime, subscription: str) -> dict[str, A
     )
 
 
+def pulse_json(pulse: PulseStatus) -> dict[str, Any]:
+    return {
+        "pulse_id": pulse.pulse_id,
+        "timestamp": timestamp_text(pulse.timestamp),
+        "published": pulse.published,
+        "success": pulse.success,
+        "error": pulse.error,
+        "skipped": pulse.skipped,
+        "complete": pulse.complete,
+        "duration_seconds": pulse.duration_seconds,
+        "error_rate": pulse.error_rate,
+        "slow": pulse.slow,
+    }
+
+
+def history_json(pulses: Sequence[PulseStatus], hours: int) -> dict[str, Any]:
+    """The pulse chart's data: every pulse of the last ``hours``, oldest first, and the line
+    a pulse's duration is judged against."""
+    return redacted(
+        {
+            "hours": hours,
+            "slow_pulse_seconds": SLOW_PULSE_SECONDS,
+            "error_rate_threshold": ERROR_RATE_THRESHOLD,
+            "pulses": [pulse_json(p) for p in pulses],
+        }
+    )
+
+
 def status_json(status: PipelineStatus, project: str, subscription: str) -> dict[str, Any]:
     depth = status.dead_letters
     return redacted(
         {
             "project": project,
             "now": timestamp_text(status.now),
-            "pulses": [
-                {
-                    "pulse_id": p.pulse_id,
-                    "timestamp": timestamp_text(p.timestamp),
-                    "published": p.published,
-                    "success": p.success,
-                    "error": p.error,
-                    "skipped": p.skipped,
-                    "complete": p.complete,
-                    "duration_seconds": p.duration_seconds,
-                    "error_rate": p.error_rate,
-                    "slow": p.slow,
-                }
-                for p in status.pulses
-            ],
+            "pulses": [pulse_json(p) for p in status.pulses],
             "failing_tenants": [
                 {
                     "uid": t.uid,
@@ -134,5 +155,85 @@ def status_json(status: PipelineStatus, project: str, subscription: str) -> dict
                 "problem": status.dead_letters_problem,
             },
             "alerts": [{"kind": a.kind.value, "message": a.message} for a in status.alerts],
+        }
+    )
+
+
+def groups_json(groups: Sequence[ErrorClassGroup], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "error_class": g.error_class,
+            "count": g.count,
+            "tenants": g.tenants,
+            "uids": list(g.uids),
+            "oldest_age_seconds": round((now - g.oldest).total_seconds(), 3),
+            "newest_age_seconds": round((now - g.newest).total_seconds(), 3),
+        }
+        for g in groups
+    ]
+
+
+def tenant_json(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "uid": tenant.uid,
+        "email": tenant.email,
+        "state": tenant.state.value,
+        "onboarded": tenant.onboarded,
+        "configured": tenant.configured,
+        "trading_enabled": tenant.trading_enabled,
+        "failing": tenant.failing,
+        "error_class": tenant.error_class,
+        "error": tenant.error,
+        "last_failed_at": timestamp_text(tenant.last_failed_at),
+        "final": tenant.final,
+        "consecutive_failures": tenant.consecutive_failures,
+        "last_sync": timestamp_text(tenant.last_sync),
+        "equity": tenant.equity,
+        "sync_outcome": tenant.sync_outcome,
+    }
+
+
+def tenant_page_json(page: TenantPage) -> dict[str, Any]:
+    return redacted(
+        {
+            "filter": None if page.state_filter is None else page.state_filter.value,
+            "filters": [f.value for f in StateFilter],
+            "search": page.search,
+            "tenants": [tenant_json(t) for t in page.tenants],
+            "scanned": page.scanned,
+            "next_cursor": page.next_cursor,
+            "truncated": page.truncated,
+        }
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A Firestore value as JSON: timestamps as RFC 3339, maps and lists walked."""
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def tenant_detail_json(detail: TenantDetail) -> dict[str, Any]:
+    return redacted(
+        {
+            "tenant": tenant_json(detail.tenant),
+            "snapshot": _plain(detail.snapshot),
+            "audit": [
+                {
+                    "id": entry.entry_id,
+                    "action": entry.action,
+                    "actor": entry.actor,
+                    "at": timestamp_text(entry.at),
+                    "details": _plain(entry.details),
+                }
+                for entry in detail.audit
+            ],
         }
     )
