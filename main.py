@@ -1,7 +1,12 @@
 """Every entry point, so ``functions-framework --target NAME`` (run from the repository root)
 and ``gcloud functions deploy NAME --source=. --entry-point=NAME`` find any function."""
 
-from accounts.main import migrate_legacy_data, on_alpaca_secret_written, onboard_user
+from accounts.main import (
+    delete_account,
+    migrate_legacy_data,
+    on_alpaca_secret_written,
+    onboard_user,
+)
 from console.main import (
     admin_dead_letters,
     admin_purge_dead_letters,
@@ -25,6 +30,7 @@ __all__ = [
     "admin_status",
     "admin_tenant",
     "admin_tenants",
+    "delete_account",
     "generate_trading_signal",
     "migrate_legacy_data",
     "on_alpaca_config_written",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -92,6 +93,47 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
 
+ANONYMOUS_PROVIDER = "anonymous"
+"""Firebase's ``sign_in_provider`` of anonymous sessions: never a tenant unless
+``TENANT_SIGN_IN_PROVIDERS`` names it."""
+
+_PROVIDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""A Firebase sign-in provider id: ``password``, ``phone``, ``google.com``, ``oidc.acme``…"""
+
+
+def _providers(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """``TENANT_SIGN_IN_PROVIDERS``: the listed ids (trimmed, de-duplicated, in order), or
+    ``None`` when unset or blank, which means every provider but ``anonymous``."""
+    raw = env.get("TENANT_SIGN_IN_PROVIDERS", "")
+    if not raw.strip():
+        return None
+    listed = [item.strip() for item in raw.split(",")]
+    if not all(listed):
+        raise ValueError(
+            f"TENANT_SIGN_IN_PROVIDERS has an empty entry: {raw[:80]!r}"
+            " (comma-separated provider ids, e.g. password,google.com,phone)"
+        )
+    for item in listed:
+        if not _PROVIDER_ID.fullmatch(item):
+            raise ValueError(f"TENANT_SIGN_IN_PROVIDERS: {item[:40]!r} is not a provider id")
+    return tuple(dict.fromkeys(listed))
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw[:40]!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the functions read from their environment."""
@@ -118,6 +160,12 @@ class Settings:
     log_level: str = "INFO"
     """``LOG_LEVEL``: at ``INFO`` (the default) a successful sync logs nothing — at a line per
     tenant a minute that is most of the Cloud Logging bill; ``DEBUG`` logs it too."""
+    tenant_sign_in_providers: tuple[str, ...] | None = None
+    """``TENANT_SIGN_IN_PROVIDERS``: the Firebase sign-in providers a tenant may use; ``None``
+    (unset) is every provider but ``anonymous``, which only an explicit listing allows."""
+    require_verified_email: bool = True
+    """``REQUIRE_VERIFIED_EMAIL``: a tenant's ID token must carry ``email_verified: true``.
+    Unset, it is on, except with the Firestore or Auth emulator in use."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -149,4 +197,13 @@ class Settings:
             pulse_rollup_delay_seconds=_float(env, "PULSE_ROLLUP_DELAY_SECONDS", 5.0),
             sync_schedule=_schedule(env),
             log_level=_log_level(env),
+            tenant_sign_in_providers=_providers(env),
+            require_verified_email=_bool(
+                env,
+                "REQUIRE_VERIFIED_EMAIL",
+                not (
+                    _optional(env, "FIRESTORE_EMULATOR_HOST")
+                    or _optional(env, "FIREBASE_AUTH_EMULATOR_HOST")
+                ),
+            ),
         )

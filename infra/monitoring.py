@@ -9,8 +9,9 @@ the APIs' field names), and applied by :mod:`infra.plan` with ``--config-from-fi
 What the metrics read, from the structured logs (agenttrader/logs.py: ``jsonPayload`` holds the
 message and the fields, the entry's ``labels`` the labels):
 
-- ``sync failed permanently, dead-lettered: …`` / ``sync failed, will be retried: …`` /
-  ``malformed message dead-lettered: …`` (sync_worker/worker.py, label ``error_class``);
+- ``sync failed permanently, dead-lettered: …`` and ``malformed message dead-lettered: …``
+  (sync_worker/worker.py), ``transient failure, event to be redelivered: …``
+  (agenttrader/redelivery.py), each with the label ``error_class``;
 - ``pulse complete`` (agenttrader/pulses.py: ``published``, ``success``, ``error``, ``skipped``,
   ``error_rate``, ``duration_seconds``), once per pulse when its last result is counted.
 
@@ -104,20 +105,21 @@ class LogMetric:
 
 
 _WORKER = _service_filter("sync_user")
+_FAILURE = (
+    "^(?:sync failed permanently, |transient failure, event to be )(dead-lettered|redelivered)"
+)
+"""The worker's permanent failures and the redelivery line of agenttrader/redelivery.py."""
 _PULSE = 'jsonPayload.message = "pulse complete"'
 _COUNTS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
 
 LOG_METRICS: tuple[LogMetric, ...] = (
     LogMetric(
         "agenttrader/sync_failures",
-        "Failed syncs by error class and disposition (dead-lettered or retried by Pub/Sub).",
-        f'{_WORKER} AND jsonPayload.message =~ "^sync failed"',
+        "Failed syncs by error class and disposition (dead-lettered, or redelivered by Pub/Sub).",
+        f'{_WORKER} AND jsonPayload.message =~ "{_FAILURE}"',
         labels={
             "error_class": "EXTRACT(labels.error_class)",
-            "disposition": (
-                'REGEXP_EXTRACT(jsonPayload.message, "^sync failed(?: permanently)?,'
-                ' (dead-lettered|will be retried)")'
-            ),
+            "disposition": f'REGEXP_EXTRACT(jsonPayload.message, "{_FAILURE}")',
         },
     ),
     LogMetric(

@@ -58,6 +58,7 @@ CALLABLES = (
     "onboard_user",
     "generate_trading_signal",
     "migrate_legacy_data",
+    "delete_account",
     "admin_status",
     "admin_tenants",
     "admin_tenant",
@@ -179,7 +180,7 @@ def spawn_auth_emulator(run: Run) -> None:
 
 
 def start_callables(run: Run) -> None:
-    """The three callables at ``/{project}/{region}/{name}``, as ``connectFunctionsEmulator``
+    """The callables at ``/{project}/{region}/{name}``, as ``connectFunctionsEmulator``
     calls them, verifying the Auth emulator's ID tokens."""
     import main
     from devtools.callable_server import CallablesServer

@@ -9,10 +9,9 @@ import pytest
 from google.cloud import firestore
 
 from accounts.migration import migrate_legacy_snapshot, parse_target, snapshot_time
-from accounts.onboarding import onboard
 from agenttrader import paths
 from agenttrader.callable import CallableError, Status
-from tests.callable_fixtures import synced_snapshot
+from tests.callable_fixtures import onboard_tenant, synced_snapshot
 
 TARGET = "tenant-7"
 ADMIN = "operator-1"
@@ -32,7 +31,7 @@ LEGACY = {
 @pytest.fixture
 def db(emulator_env: dict[str, str]) -> firestore.Client:
     client = firestore.Client(project=emulator_env["GOOGLE_CLOUD_PROJECT"])
-    onboard(client, TARGET, "t@example.com")
+    onboard_tenant(client, TARGET, "t@example.com")
     return client
 
 

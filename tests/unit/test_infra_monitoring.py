@@ -303,15 +303,17 @@ def test_the_metrics_read_lines_the_code_writes() -> None:
     assert '"pulse complete"' in pulses
     for field in ("published", "success", "error", "skipped", "error_rate", "duration_seconds"):
         assert f'"{field}":' in pulses, field
+    redelivery = (ROOT / "agenttrader" / "redelivery.py").read_text()
     assert 'f"sync failed permanently, dead-lettered: {err}"' in worker
-    assert 'f"sync failed, will be retried: {err}"' in worker
     assert 'f"malformed message dead-lettered: {error}"' in worker
+    assert 'f"transient failure, event to be redelivered: {err}"' in redelivery
     failures = monitoring.log_metric("agenttrader/sync_failures").render()
     pattern = failures["labelExtractors"]["disposition"].split('"')[1]
     assert re.match(pattern, "sync failed permanently, dead-lettered: x").group(1) == (  # type: ignore[union-attr]
         "dead-lettered"
     )
-    assert re.match(pattern, "sync failed, will be retried: x").group(1) == "will be retried"  # type: ignore[union-attr]
+    retried = re.match(pattern, "transient failure, event to be redelivered: AlpacaUnavailable")
+    assert retried is not None and retried.group(1) == "redelivered"
     dashboard = json.dumps(monitoring.dashboard())
     for needed in (
         "run.googleapis.com/request_count",

@@ -63,7 +63,16 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
     "pulse_rollup_delay_seconds": ("PULSE_ROLLUP_DELAY_SECONDS", "0.25", 0.25),
     "sync_schedule": ("SYNC_SCHEDULE", "market-hours", SyncSchedule.MARKET_HOURS),
     "log_level": ("LOG_LEVEL", "debug", "DEBUG"),
+    "tenant_sign_in_providers": (
+        "TENANT_SIGN_IN_PROVIDERS",
+        "password,google.com",
+        ("password", "google.com"),
+    ),
+    "require_verified_email": ("REQUIRE_VERIFIED_EMAIL", "false", False),
 }
+
+_EMULATOR_DEFAULTS = {"firestore_emulator_host", "firebase_auth_emulator_host"}
+"""Fields whose variable also turns ``REQUIRE_VERIFIED_EMAIL``'s default off."""
 
 
 def test_every_field_has_a_variable_listed_here() -> None:
@@ -89,7 +98,10 @@ def test_each_variable_sets_only_its_field(name: str, variable: str) -> None:
 
     settings = Settings.from_env({variable: raw})
 
-    assert settings == dataclasses.replace(Settings.from_env({}), **{name: parsed})
+    expected = dataclasses.replace(Settings.from_env({}), **{name: parsed})
+    if name in _EMULATOR_DEFAULTS:
+        expected = dataclasses.replace(expected, require_verified_email=False)
+    assert settings == expected
 
 
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,3 +240,57 @@ def test_log_level_values(raw: str, level: str) -> None:
 def test_unknown_log_level_fails_naming_the_variable(raw: str) -> None:
     with pytest.raises(ValueError, match=r"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"):
         Settings.from_env({"LOG_LEVEL": raw})
+
+
+@pytest.mark.parametrize(
+    ("raw", "providers"),
+    [
+        ("", None),
+        ("  ", None),
+        ("password", ("password",)),
+        (" password , google.com ,phone", ("password", "google.com", "phone")),
+        ("anonymous,password,anonymous", ("anonymous", "password")),
+        ("oidc.acme-sso,saml.Corp_1", ("oidc.acme-sso", "saml.Corp_1")),
+    ],
+)
+def test_tenant_sign_in_providers(raw: str, providers: tuple[str, ...] | None) -> None:
+    assert Settings.from_env({"TENANT_SIGN_IN_PROVIDERS": raw}).tenant_sign_in_providers == (
+        providers
+    )
+
+
+@pytest.mark.parametrize(
+    "raw", ["password,,phone", ",", "password,", "google com", "pass/word", "*", "-x"]
+)
+def test_malformed_providers_fail_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match="TENANT_SIGN_IN_PROVIDERS"):
+        Settings.from_env({"TENANT_SIGN_IN_PROVIDERS": raw})
+
+
+@pytest.mark.parametrize(
+    ("env", "required"),
+    [
+        ({}, True),
+        ({"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}, True),
+        ({"FIRESTORE_EMULATOR_HOST": "127.0.0.1:1"}, False),
+        ({"FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:1"}, False),
+        ({"FIRESTORE_EMULATOR_HOST": " "}, True),
+        ({"FIRESTORE_EMULATOR_HOST": "127.0.0.1:1", "REQUIRE_VERIFIED_EMAIL": "true"}, True),
+        ({"REQUIRE_VERIFIED_EMAIL": " OFF "}, False),
+        ({"REQUIRE_VERIFIED_EMAIL": "0"}, False),
+        ({"REQUIRE_VERIFIED_EMAIL": "no"}, False),
+        ({"FIREBASE_AUTH_EMULATOR_HOST": "h:1", "REQUIRE_VERIFIED_EMAIL": "Yes"}, True),
+        ({"REQUIRE_VERIFIED_EMAIL": "1"}, True),
+        ({"REQUIRE_VERIFIED_EMAIL": "  "}, True),
+    ],
+)
+def test_require_verified_email_defaults_on_except_with_the_emulators(
+    env: dict[str, str], required: bool
+) -> None:
+    assert Settings.from_env(env).require_verified_email is required
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "enabled", "t"])
+def test_malformed_require_verified_email_fails_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match="REQUIRE_VERIFIED_EMAIL must be true or false"):
+        Settings.from_env({"REQUIRE_VERIFIED_EMAIL": raw})
