@@ -142,6 +142,23 @@ def _status_check(env: dict[str, str]) -> tuple[int, set[str]]:
     return cli.returncode, {alert["kind"] for alert in json.loads(cli.stdout)["alerts"]}
 
 
+def _replay_until(page: Any, status: str, attempts: int = 3) -> None:
+    """Click Replay until the result lists ``status``. Pub/Sub has no peek: a reader scanning
+    the hold at the same moment (``make run``'s own view measures the depth every 5 s) holds
+    its messages for that moment and a scan sees none; the page then says "nothing matched",
+    and an operator clicks again, as this does."""
+    from playwright.sync_api import expect
+
+    result = page.locator("#dlq-result")
+    for attempt in range(attempts):
+        page.click("#dlq-replay")
+        expect(result).not_to_contain_text("…", timeout=30_000)
+        if status in result.inner_text() or attempt == attempts - 1:
+            break
+        assert "nothing matched" in result.inner_text(), result.inner_text()
+    expect(result).to_contain_text(status)
+
+
 def _page_alerts(page: Any) -> set[str]:
     kinds = page.locator("#alerts [data-alert]").evaluate_all("n => n.map(a => a.dataset.alert)")
     return set(kinds)
@@ -265,13 +282,11 @@ def test_admin_console_in_chromium(artifacts: Path) -> None:
                 expect(group).to_be_visible(timeout=20_000)
                 timings["dead letters tab (ms)"] = round((time.monotonic() - t0) * 1000)
                 page.fill("#dlq-uid", FAILING)
-                page.click("#dlq-replay")
-                expect(page.locator("#dlq-result")).to_contain_text("would_replay", timeout=20_000)
+                _replay_until(page, "would_replay")
                 page.uncheck("#dlq-dry")
                 page.fill("#dlq-rate", "20")
                 t0 = time.monotonic()
-                page.click("#dlq-replay")
-                expect(page.locator("#dlq-result")).to_contain_text("replayed", timeout=30_000)
+                _replay_until(page, "replayed")
                 timings["replay from the page (ms)"] = round((time.monotonic() - t0) * 1000)
                 page.screenshot(path=artifacts / "3-replayed.png", full_page=True)
 
@@ -279,7 +294,7 @@ def test_admin_console_in_chromium(artifacts: Path) -> None:
                 page.click("nav button[data-tab=tenants]")
                 t0 = time.monotonic()
                 expect(row).to_have_count(0, timeout=30_000)
-                timings["replay to tenant healthy on the page (ms)"] = round(
+                timings["tenants refreshed without it after the replay (ms)"] = round(
                     (time.monotonic() - t0) * 1000
                 )
                 snapshot = doc(db, paths.snapshot_doc(FAILING))
