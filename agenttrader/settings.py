@@ -118,6 +118,10 @@ class Settings:
     log_level: str = "INFO"
     """``LOG_LEVEL``: at ``INFO`` (the default) a successful sync logs nothing — at a line per
     tenant a minute that is most of the Cloud Logging bill; ``DEBUG`` logs it too."""
+    keys_debounce_seconds: float = 10.0
+    """``KEYS_DEBOUNCE_SECONDS``: the secrets trigger handles at most one new version of a
+    tenant's credentials per this many seconds; a write inside the window is handled when
+    Eventarc redelivers its event, reading the credentials as they are by then."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -149,4 +153,5 @@ class Settings:
             pulse_rollup_delay_seconds=_float(env, "PULSE_ROLLUP_DELAY_SECONDS", 5.0),
             sync_schedule=_schedule(env),
             log_level=_log_level(env),
+            keys_debounce_seconds=_float(env, "KEYS_DEBOUNCE_SECONDS", 10.0),
         )

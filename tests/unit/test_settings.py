@@ -63,6 +63,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
     "pulse_rollup_delay_seconds": ("PULSE_ROLLUP_DELAY_SECONDS", "0.25", 0.25),
     "sync_schedule": ("SYNC_SCHEDULE", "market-hours", SyncSchedule.MARKET_HOURS),
     "log_level": ("LOG_LEVEL", "debug", "DEBUG"),
+    "keys_debounce_seconds": ("KEYS_DEBOUNCE_SECONDS", "2.5", 2.5),
 }
 
 
@@ -141,6 +142,8 @@ def test_extra_urls_only_add_to_the_official_ones() -> None:
         ("SIGNAL_DAILY_QUOTA", "1.5"),
         ("SIGNAL_DAILY_QUOTA", "-1"),
         ("SIGNAL_DAILY_QUOTA", "1e3"),
+        ("KEYS_DEBOUNCE_SECONDS", "0"),
+        ("KEYS_DEBOUNCE_SECONDS", "later"),
     ],
 )
 def test_bad_numbers_name_the_variable(name: str, raw: str) -> None:
