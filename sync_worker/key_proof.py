@@ -16,7 +16,7 @@ racing trigger that handled newer credentials in between wins; both are idempote
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -68,19 +68,8 @@ def rejects(config: Mapping[str, Any], version: str) -> bool:
 
 def prove(db: firestore.Client, uid: str, version: str) -> bool:
     """Record that the credentials of ``version`` work; ``True`` if that changed the config."""
-    ref = db.document(alpaca_config_doc(uid))
-
-    def attempt() -> bool:
-        snapshot = _call(ref.get)
-        if not snapshot.exists or not proves(snapshot.to_dict() or {}, version):
-            return False
-        batch = db.batch()
-        fields = {CONFIGURED: True, KEYS_STATE: KeysState.PROVEN.value, PROVEN_AT: _now()}
-        add_set_fields(batch, db, ref.path, fields, last_update_time=snapshot.update_time)
-        _call(batch.commit)
-        return True
-
-    proven = retry_on_conflict(attempt)
+    fields = {CONFIGURED: True, KEYS_STATE: KeysState.PROVEN.value, PROVEN_AT: _now()}
+    proven = _update_config(db, uid, lambda config: proves(config, version), fields)
     if proven:
         log.info("Alpaca keys proven by a successful sync; tenant configured", uid=uid)
     return proven
@@ -91,15 +80,8 @@ def reject(
 ) -> bool:
     """Record that Alpaca refused the stored credentials of ``version``; ``True`` if that
     changed the config."""
-    ref = db.document(alpaca_config_doc(uid))
 
-    def attempt() -> bool:
-        snapshot = _call(ref.get)
-        if not snapshot.exists or not rejects(snapshot.to_dict() or {}, version):
-            return False
-        batch = db.batch()
-        fields = {CONFIGURED: False, KEYS_STATE: KeysState.REJECTED.value, KEYS_REJECTED_AT: _now()}
-        add_set_fields(batch, db, ref.path, fields, last_update_time=snapshot.update_time)
+    def audited(batch: firestore.WriteBatch) -> None:
         audit.record(
             db,
             uid,
@@ -109,10 +91,9 @@ def reject(
             batch=batch,
             entry_id=f"keys-rejected-{version}",
         )
-        _call(batch.commit)
-        return True
 
-    rejected = retry_on_conflict(attempt)
+    fields = {CONFIGURED: False, KEYS_STATE: KeysState.REJECTED.value, KEYS_REJECTED_AT: _now()}
+    rejected = _update_config(db, uid, lambda config: rejects(config, version), fields, audited)
     if rejected:
         log.warning(
             "Alpaca refused the stored keys; tenant unmarked until new keys arrive",
@@ -120,6 +101,31 @@ def reject(
             error_class=error_class,
         )
     return rejected
+
+
+def _update_config(
+    db: firestore.Client,
+    uid: str,
+    applies: Callable[[Mapping[str, Any]], bool],
+    fields: Mapping[str, Any],
+    also: Callable[[firestore.WriteBatch], None] | None = None,
+) -> bool:
+    """Set ``fields`` on ``config/alpaca`` (and ``also`` in the same commit) if ``applies``
+    to its data as read, unchanged since; ``True`` if written."""
+    ref = db.document(alpaca_config_doc(uid))
+
+    def attempt() -> bool:
+        snapshot = _call(ref.get)
+        if not snapshot.exists or not applies(snapshot.to_dict() or {}):
+            return False
+        batch = db.batch()
+        add_set_fields(batch, db, ref.path, fields, last_update_time=snapshot.update_time)
+        if also is not None:
+            also(batch)
+        _call(batch.commit)
+        return True
+
+    return retry_on_conflict(attempt)
 
 
 def _now() -> datetime:

@@ -142,6 +142,14 @@ def first_sync(project: str, uid: str) -> Any:
     return message
 
 
+def connect(
+    project: str, db: firestore.Client, worker: SyncWorker, uid: str, keys: dict[str, str]
+) -> None:
+    """The keys written, their event delivered, their first sync run: proven."""
+    assert write_keys(project, db, uid, keys, f"ev-{keys['key_id']}") == 200
+    assert deliver(worker, first_sync(project, uid)) is Result.SYNCED
+
+
 def roster_trigger(project: str, uid: str, event_id: str) -> None:
     """``on_alpaca_config_written``, as Eventarc delivers a write of ``config/alpaca`` (by the
     secrets trigger or the worker): the roster entry follows the document."""
@@ -207,8 +215,7 @@ def test_made_up_keys_are_never_eligible_and_one_401_takes_the_tenant_off_the_ro
     assert audit_actions(db, "fake") == ["keys_created", "keys_rejected"]
     # New keys make the tenant eligible again, once a sync proved them.
     after_window()
-    assert write_keys(project, db, "fake", sim_keys(simulator), "ev-new") == 200
-    assert deliver(worker, first_sync(project, "fake")) is Result.SYNCED
+    connect(project, db, worker, "fake", sim_keys(simulator))
     roster_trigger(project, "fake", "cfg-3")
     assert scheduled(project, deps, "9003") == ["fake", "ok"]
 
@@ -240,17 +247,16 @@ def test_a_late_or_redelivered_old_event_does_not_unmark_valid_keys(
     worker = SyncWorker(deps)
     seed_user(db, "late", configured=False)
     old_keys, new_keys = sim_keys(simulator), sim_keys(simulator)
-    assert write_keys(project, db, "late", old_keys, "ev-old") == 200
-    assert deliver(worker, first_sync(project, "late")) is Result.SYNCED
+    connect(project, db, worker, "late", old_keys)
     after_window()
-    assert write_keys(project, db, "late", new_keys, "ev-new") == 200
-    assert deliver(worker, first_sync(project, "late")) is Result.SYNCED
+    connect(project, db, worker, "late", new_keys)
     proven = handled(db, "late")
     assert proven[0] is True
     after_window()
     # The first write's event again (a redelivery), the same write under another id (late),
     # and a delete event for the old keys that never happened as the document stands.
-    assert secret_event(project, "late", "ev-old", None, old_keys) == 200
+    redelivered = f"ev-{old_keys['key_id']}"  # the id the first write's event had
+    assert secret_event(project, "late", redelivered, None, old_keys) == 200
     assert secret_event(project, "late", "ev-late", None, old_keys) == 200
     assert secret_event(project, "late", "ev-del-late", old_keys, None) == 200
     assert handled(db, "late") == proven
@@ -266,14 +272,12 @@ def test_a_redelivered_delete_after_a_re_create_does_not_unmark(
     worker = SyncWorker(deps)
     seed_user(db, "again", configured=False)
     keys = sim_keys(simulator)
-    assert write_keys(project, db, "again", keys, "ev-1") == 200
-    assert deliver(worker, first_sync(project, "again")) is Result.SYNCED
+    connect(project, db, worker, "again", keys)
     db.document(paths.alpaca_secret_doc("again")).delete()
     assert secret_event(project, "again", "ev-del", keys, None) == 200
     assert config_of(db, "again")["configured"] is False
     after_window()
-    assert write_keys(project, db, "again", sim_keys(simulator), "ev-2") == 200
-    assert deliver(worker, first_sync(project, "again")) is Result.SYNCED
+    connect(project, db, worker, "again", sim_keys(simulator))
     proven = handled(db, "again")
     assert proven[0] is True
     assert secret_event(project, "again", "ev-del", keys, None) == 200  # redelivered
