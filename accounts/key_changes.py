@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from agenttrader import audit
 from agenttrader.alpaca import AlpacaKeys
@@ -146,11 +145,10 @@ def _hint(data: Mapping[str, Any] | None) -> str | None:
     return f"…{key_id[-4:]}" if isinstance(key_id, str) and len(key_id) >= 8 else None
 
 
-def _host(url: object) -> str | None:
-    try:
-        return urlsplit(url).hostname if isinstance(url, str) else None
-    except ValueError:
-        return None
+def _base_url_detail(deps: Deps, url: object) -> dict[str, Any]:
+    """A base URL as an audit entry records it: its host only when it is on the allowlist."""
+    host = deps.alpaca.allowed_host(url)
+    return {"base_url_host": host} if host else {"base_url_allowed": False}
 
 
 @dataclass(frozen=True)
@@ -217,8 +215,7 @@ def _handle(deps: Deps, uid: str, change: DocumentChange, event_id: str) -> _Han
             return _Handled(KeyChange.UNCHANGED)
         case Step.REPUBLISH:
             return _Handled(KeyChange.REPUBLISHED, publish=version)
-        case Step.WAIT:
-            log.info("Alpaca keys changed again within the debounce window; retried later", uid=uid)
+        case Step.WAIT:  # logged once, by the entry point that asks for redelivery
             raise KeysDebounced("credentials changed within the debounce window")
         case Step.DELETE:
             _write_deleted(db, read, change, now=now, audit_id=_audit_id(event_id))
@@ -275,7 +272,7 @@ def _write_new(deps: Deps, read: _Read, event_id: str, now: datetime) -> _Handle
             err,
             now=now,
             audit_id=_audit_id(event_id),
-            base_url=stored.get("base_url"),
+            base_url_detail=_base_url_detail(deps, stored.get("base_url")),
         )
         fields = {**handled, KEYS_STATE: KeysState.INVALID.value, KEYS_REJECTED_AT: now}
         add_set_fields(
@@ -304,7 +301,7 @@ def _write_new(deps: Deps, read: _Read, event_id: str, now: datetime) -> _Handle
         uid,
         action,
         uid,
-        {"key_id_hint": keys.key_id_hint, "base_url_host": _host(keys.base_url)},
+        {"key_id_hint": keys.key_id_hint, **_base_url_detail(deps, keys.base_url)},
         batch=batch,
         entry_id=_audit_id(event_id),
     )
@@ -320,7 +317,7 @@ def _record_invalid(
     *,
     now: datetime,
     audit_id: str,
-    base_url: object,
+    base_url_detail: dict[str, Any],
 ) -> None:
     batch.set(
         db.document(last_sync_error_doc(uid)),
@@ -338,7 +335,7 @@ def _record_invalid(
         uid,
         audit.AuditAction.KEYS_REJECTED,
         uid,
-        {"error_class": err.error_class, "base_url_host": _host(base_url)},
+        {"error_class": err.error_class, **base_url_detail},
         batch=batch,
         entry_id=audit_id,
     )

@@ -160,14 +160,9 @@ class SyncWorker:
             )
             return Result.DEAD_LETTERED
         except RetryableError as err:
+            # Logged once, by the entry point that asks Pub/Sub for redelivery.
             final = (delivery.delivery_attempt or 0) >= MAX_DELIVERY_ATTEMPTS
             self._record_failure(request, delivery, err, final=final, stored=stored)
-            log.warning(
-                f"sync failed, will be retried: {err}",
-                error_class=err.error_class,
-                delivery_attempt=delivery.delivery_attempt,
-                **labels,
-            )
             raise
         # A success is the one line a minute per tenant: DEBUG (see ``Settings.log_level``).
         log.log(
@@ -184,6 +179,8 @@ class SyncWorker:
         stale = loaded.snapshot.staleness(request.requested_at)
         if stale is not None:
             return STALE_RESULTS[stale]
+        if loaded.trading is None:  # a tenant's kill-switch proves it exists: no extra read
+            self._require_user(request.uid)
         if skips_for_kill_switch(request.effective_reason, loaded.trading):
             return self._record(request, loaded.snapshot, Change.skip(), Result.SKIPPED)
         state, client, keys = self._fetch(request, loaded)
@@ -212,7 +209,7 @@ class SyncWorker:
                 if version is not None and version == loaded.cached.version:
                     self._rejected(request, loaded.cached, err)
                     raise
-        keys = self._keys_from(request, loaded.trading is not None, secret, version)
+        keys = self._keys_from(request, secret, version)
         try:
             return self._fetch_with(request, keys)
         except AlpacaAuthError as err:
@@ -246,18 +243,11 @@ class SyncWorker:
         return done
 
     def _keys_from(
-        self,
-        request: SyncRequest,
-        has_trading: bool,
-        secret: Mapping[str, Any] | None,
-        version: str | None,
+        self, request: SyncRequest, secret: Mapping[str, Any] | None, version: str | None
     ) -> HeldKeys:
         """The keys read from ``secret`` (``None``: none stored) at ``version``, validated and
-        cached under the message's version; without them, a user with neither
-        ``status/trading`` (``has_trading``) nor ``users/{uid}`` is unknown."""
+        cached under the message's version."""
         if secret is None:
-            if not has_trading and self._read(user_doc(request.uid)) is None:
-                raise UnknownUser("no such user")
             raise MissingKeys("no Alpaca keys stored")
         held = HeldKeys(AlpacaKeys.from_document(secret), version)
         self._keys.put(request.uid, request.keys_version, held)
@@ -280,6 +270,12 @@ class SyncWorker:
             secret=_data(secret) if secret is not None else None,
             secret_version=stored_version(secret) if secret is not None else None,
         )
+
+    def _require_user(self, uid: str) -> None:
+        """``UnknownUser`` unless ``users/{uid}`` exists (a deleted or made-up user), decided
+        before anything is written for the user: nothing may create one out of thin air."""
+        if self._read(user_doc(uid)) is None:
+            raise UnknownUser("no such user")
 
     def _read(self, path: str) -> Mapping[str, Any] | None:
         """One document's data (``None``: no such document)."""

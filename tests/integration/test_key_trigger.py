@@ -18,6 +18,7 @@ import functions_framework
 import pytest
 from google.cloud import firestore, pubsub_v1
 
+from accounts import deletion
 from accounts.key_changes import KeyChange, handle_key_change
 from agenttrader import paths, topology
 from agenttrader.deps import Deps
@@ -28,6 +29,7 @@ from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
 from publisher.tick import fan_out
 from sync_worker.worker import Result, SyncWorker
+from tests.callable_fixtures import documents_under
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
@@ -327,6 +329,17 @@ def test_deleting_unmarks_and_requests_no_sync(
     assert audit_actions(db, "u2") == ["keys_deleted"]
 
 
+def test_the_delete_event_of_a_deleted_account_writes_nothing(
+    deps: Deps, project: str, simulator: AlpacaSimulator
+) -> None:
+    db = deps.firestore
+    seed_user(db, "leaver", keys=sim_keys(simulator))
+    deletion.delete_tenant(db, "leaver", actor="leaver", reason=deletion.Reason.SELF_SERVICE)
+    # Eventarc delivers the secrets document's delete after the whole subtree is gone.
+    assert secret_event(project, "leaver", "ev-del", KEYS, None) == 200
+    assert documents_under(db, "leaver") == []
+
+
 @pytest.mark.parametrize(
     ("keys", "error_class"),
     [
@@ -351,7 +364,16 @@ def test_invalid_keys_are_recorded_and_not_synced(
     assert handled(db, "u3") == (False, "invalid", version(db, "u3"))
     assert tapped(project, wait=2) == []
     assert KEYS["secret_key"] not in json.dumps(error, default=str)
-    assert audit_actions(db, "u3") == ["keys_rejected"]
+    # The audit names a host only when it is on the allowlist.
+    [entry] = [d.to_dict() for d in db.collection(paths.audit_collection("u3")).stream()]
+    assert entry["action"] == "keys_rejected"
+    allowed = keys["base_url"] == KEYS["base_url"]
+    base_url = (
+        {"base_url_host": "paper-api.alpaca.markets"} if allowed else {"base_url_allowed": False}
+    )
+    assert entry["details"] == {"error_class": error_class, **base_url}
+    assert "evil" not in json.dumps([error, entry], default=str)
+    assert "169.254" not in json.dumps([error, entry], default=str)
 
 
 def test_not_protobuf_is_acknowledged(deps: Deps, project: str) -> None:
@@ -398,10 +420,10 @@ def test_keys_rewritten_within_the_window_are_synced_once_the_window_passed(
     db = deps.firestore
     seed_user(db, "burst", configured=False, enabled=False)
     assert write_keys(project, db, "burst", sim_keys(simulator), "ev-a") == 200
-    # Inside the window: the events fail, so Eventarc redelivers them later.
-    assert write_keys(project, db, "burst", sim_keys(simulator), "ev-b") == 500
+    # Inside the window: the events fail (503), so Eventarc redelivers them later.
+    assert write_keys(project, db, "burst", sim_keys(simulator), "ev-b") == 503
     last = sim_keys(simulator)
-    assert write_keys(project, db, "burst", last, "ev-c") == 500
+    assert write_keys(project, db, "burst", last, "ev-c") == 503
     first = first_sync(project, "burst")  # of the first keys only
     after_window()
     # The first redelivery syncs the keys stored now (the last ones); the other finds them handled.
