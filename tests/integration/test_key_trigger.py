@@ -547,6 +547,25 @@ def test_kill_switch_toggles_are_audited_with_who_and_old_to_new(deps: Deps, pro
     assert entry["details"] == {"old": False, "new": True, "deleted": False}
 
 
+def test_the_kill_switch_event_of_a_deleted_account_writes_nothing(
+    deps: Deps, project: str
+) -> None:
+    db = deps.firestore
+    seed_user(db, "gone", enabled=True)
+    deletion.delete_tenant(db, "gone", actor="gone", reason=deletion.Reason.SELF_SERVICE)
+    app = functions_framework.create_app(
+        target="on_trading_status_written", source=str(REPO_ROOT / "main.py")
+    )
+    path = paths.trading_status_doc("gone")
+    now = datetime.now(UTC)
+    headers = firestore_event_headers(
+        project, path, "t-del", now, event_type=FIRESTORE_WRITTEN_WITH_AUTH, auth=("user", "gone")
+    )
+    body = encode_document_event(project, path, {"enabled": True}, None, now)
+    assert app.test_client().post("/", data=body, headers=headers).status_code == 200
+    assert documents_under(db, "gone") == []
+
+
 def test_kill_switch_write_through_the_bridge_is_audited(
     emulator_env: dict[str, str], project: str
 ) -> None:
