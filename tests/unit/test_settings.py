@@ -80,6 +80,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
         "https://paper-api.alpaca.markets/v2",
         "https://paper-api.alpaca.markets",
     ),
+    "keys_debounce_seconds": ("KEYS_DEBOUNCE_SECONDS", "2.5", 2.5),
 }
 
 _EMULATOR_DEFAULTS = {"firestore_emulator_host", "firebase_auth_emulator_host"}
@@ -167,6 +168,8 @@ def test_extra_urls_only_add_to_the_official_ones() -> None:
         ("FANOUT_MESSAGES_PER_REQUEST", "0"),
         ("FANOUT_MESSAGES_PER_REQUEST", "1001"),
         ("FANOUT_MESSAGES_PER_REQUEST", "ten"),
+        ("KEYS_DEBOUNCE_SECONDS", "0"),
+        ("KEYS_DEBOUNCE_SECONDS", "later"),
     ],
 )
 def test_bad_numbers_name_the_variable(name: str, raw: str) -> None:
