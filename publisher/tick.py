@@ -2,8 +2,9 @@
 
 Eligible (docs/DESIGN.md): ``config/alpaca.configured == true`` and ``status/trading.enabled ==
 true``, decided from those documents whoever wrote them. A tick reads the roster the triggers
-on them keep (:mod:`publisher.roster`: 33 documents whatever the number of users, the skipped
-count included) and publishes 1,000 messages per request (:mod:`publisher.bulk_publish`).
+on them keep (:mod:`publisher.roster`: a marker and one document per ~1,000 users, the
+skipped count included), publishes 1,000 messages per request (:mod:`publisher.bulk_publish`),
+then keeps the roster in shape (:func:`publisher.roster.maintain`).
 What a tick does is decided first, from plain values (:func:`decide`); then the pulse document
 goes through its lifecycle (:mod:`agenttrader.pulses`: claimed, previous pulse finalized,
 published, rolled up).
@@ -100,6 +101,7 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     ineligible = max(listed.members - len(users), 0)
     pulses.mark_published(db, pulse_id, len(users), ineligible, time.monotonic() - started)
     pulses.rollup(db, pulse_id)
+    roster.maintain(db, listed)
     log.info(
         "pulse published",
         pulse_id=pulse_id,

@@ -1,4 +1,5 @@
-"""The private parts of google-cloud-firestore that ``publisher/roster.py`` (``_get_maps``) reads.
+"""The private parts of google-cloud-firestore that the roster's read (``publisher/roster_read.py``,
+``get_maps``) uses.
 
 The roster decodes its batched read straight from protobuf through the client's own transport:
 ``_database_string``, ``_rpc_metadata``, ``_firestore_api.batch_get_documents`` and the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +26,7 @@ from google.cloud.firestore_v1.types import (
     Value,
 )
 
-from publisher import roster
+from publisher import roster_read
 
 PROJECT = "demo-internals"
 DATABASE = f"projects/{PROJECT}/databases/(default)"
@@ -81,7 +83,8 @@ def test_get_maps_decodes_the_pinned_librarys_responses(client: firestore.Client
         _firestore_api=api,
     )
 
-    found = roster._get_maps(view, ["ops/roster", "ops/roster/shards/0"])
+    at = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
+    found = roster_read.get_maps(view, ["ops/roster", "ops/roster/shards/0"], at)
 
     assert found == {
         "ops/roster/shards/0": {"members": {"u1": 7, "u2": 4}, "keys": {"u1": 12}},
@@ -90,4 +93,23 @@ def test_get_maps_decodes_the_pinned_librarys_responses(client: firestore.Client
     ((request, metadata),) = api.calls
     assert request.database == DATABASE
     assert list(request.documents) == [prefix + "ops/roster", prefix + "ops/roster/shards/0"]
+    assert request.read_time == at  # one snapshot, however many requests
     assert metadata is internals._rpc_metadata
+
+
+def test_get_maps_reads_a_large_roster_in_chunks_at_one_read_time(
+    client: firestore.Client,
+) -> None:
+    internals: Any = client
+    api = _FakeApi([])
+    view: Any = SimpleNamespace(
+        _database_string=internals._database_string,
+        _rpc_metadata=internals._rpc_metadata,
+        _firestore_api=api,
+    )
+    names = [f"ops/roster/shards/{k}" for k in range(2 * roster_read.READ_CHUNK + 1)]
+    at = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
+    roster_read.get_maps(view, names, at)
+    sizes = [len(request.documents) for request, _ in api.calls]
+    assert sizes == [roster_read.READ_CHUNK, roster_read.READ_CHUNK, 1]
+    assert {request.read_time for request, _ in api.calls} == {at}
