@@ -83,10 +83,10 @@ def metered() -> Iterator[Meter]:
 
         return wrapped
 
-    def get_maps(original: Any) -> Any:
-        def wrapped(db: Any, names: list[str], read_time: Any = None) -> Any:
+    def batch_get(original: Any) -> Any:
+        def wrapped(db: Any, names: list[str], read_time: Any, decode: Any) -> Any:
             meter.add(reads=len(names))
-            return original(db, names, read_time)
+            return original(db, names, read_time, decode)
 
         return wrapped
 
@@ -94,7 +94,7 @@ def metered() -> Iterator[Meter]:
 
     patch(client.Client, "get_all", get_all)
     # The roster's read goes through the client's transport, below ``get_all``.
-    patch(roster_read, "get_maps", get_maps)
+    patch(roster_read, "batch_get", batch_get)
     patch(document.DocumentReference, "get", doc_get)
     patch(batch.WriteBatch, "commit", commit)
     patch(transaction.Transaction, "_commit", commit)

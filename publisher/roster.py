@@ -145,10 +145,7 @@ def read(db: firestore.Client, read_time: datetime | None = None) -> Roster | No
     if not marker.exists:
         return None
     at = read_time or marker.read_time
-    names = [roster_shard_doc(k) for k in range(shards_in(_data(marker)))]
-    found = roster_read.get_maps(db, names, at)
-    maps = [found.get(name) or {} for name in names]
-    return merge([m.get("members", {}) for m in maps], [m.get("keys", {}) for m in maps], at)
+    return merge(roster_read.get_shards(db, shards_in(_data(marker)), at), at)
 
 
 def load(db: firestore.Client) -> Roster:

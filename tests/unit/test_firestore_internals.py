@@ -110,6 +110,35 @@ def test_get_maps_reads_a_large_roster_in_chunks_at_one_read_time(
     names = [f"ops/roster/shards/{k}" for k in range(2 * roster_read.READ_CHUNK + 1)]
     at = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
     roster_read.get_maps(view, names, at)
-    sizes = [len(request.documents) for request, _ in api.calls]
-    assert sizes == [roster_read.READ_CHUNK, roster_read.READ_CHUNK, 1]
+    sizes = sorted(len(request.documents) for request, _ in api.calls)
+    assert sizes == [1, roster_read.READ_CHUNK, roster_read.READ_CHUNK]
+    asked = sorted(d for request, _ in api.calls for d in request.documents)
+    assert asked == sorted(f"{internals._database_string}/documents/{n}" for n in names)
     assert {request.read_time for request, _ in api.calls} == {at}
+
+
+def test_get_shards_keeps_every_entry_and_the_keys_of_eligible_ones(
+    client: firestore.Client,
+) -> None:
+    prefix = f"{DATABASE}/documents/"
+    shard = Document(
+        name=prefix + "ops/roster/shards/0",
+        fields={"members": _ints(u1=7, u2=4, u3=6), "keys": _ints(u1=12, u2=13, u3=14)},
+    )
+    api = _FakeApi(
+        [
+            BatchGetDocumentsResponse(found=shard),
+            BatchGetDocumentsResponse(missing=prefix + "ops/roster/shards/1"),
+        ]
+    )
+    internals: Any = client
+    view: Any = SimpleNamespace(
+        _database_string=internals._database_string,
+        _rpc_metadata=internals._rpc_metadata,
+        _firestore_api=api,
+    )
+    # 7 = eligible, 4 = gone, 6 = a member not eligible: only u1's keys version is kept.
+    assert roster_read.get_shards(view, 2, None) == [
+        ({"u1": 7, "u2": 4, "u3": 6}, {"u1": 12}),
+        ({}, {}),
+    ]

@@ -10,7 +10,7 @@ import pytest
 from agenttrader import paths
 from publisher import roster, roster_layout, roster_upkeep
 from publisher.roster_layout import SHARD_CAPACITY, shard_of, shards_for, shards_in
-from publisher.roster_read import merge
+from publisher.roster_read import Roster, merge
 from publisher.roster_upkeep import ShardPlan, plan, survey
 from publisher.roster_verdict import (
     ELIGIBLE,
@@ -35,6 +35,21 @@ OFF = {"configured": False, "configuredAt": AT}
 ENABLED, DISABLED = {"enabled": True}, {"enabled": False}
 
 Doc = dict[str, object] | None
+
+
+def merged(
+    held: list[dict[str, int]], keys: list[dict[str, int]], at: datetime | None = None
+) -> Roster:
+    """The roster of shards with these ``members`` and ``keys`` maps, as a tick reads them
+    (keys versions kept for eligible entries only)."""
+    return merge(
+        [
+            (entries, {u: k for u, k in versions.items() if entries.get(u, 0) & 3 == ELIGIBLE})
+            for entries, versions in zip(held, keys, strict=True)
+        ],
+        at,
+    )
+
 
 VERDICTS: list[tuple[tuple[Doc, Doc, Doc], tuple[bool, int, str | None]]] = [
     # (users/{uid}, config/alpaca, status/trading) → (eligible, state, keys version)
@@ -66,7 +81,7 @@ def test_verdict_from_the_three_documents(
     assert (found.eligible, found.state, found.keys_version) == expected
     # As a tick reads it back from the shard the entry was recorded in.
     keys = {"u1": int(found.keys_version)} if found.keys_version is not None else {}
-    parsed = merge([{"u1": entry(AT, found.state)}], [keys])
+    parsed = merged([{"u1": entry(AT, found.state)}], [keys])
     assert parsed.eligible == ({"u1": expected[2]} if expected[0] else {})
     assert parsed.members == (0 if found.state == GONE else 1)
 
@@ -196,7 +211,7 @@ E2, M2, G2 = (entry(AT + timedelta(seconds=1), s) for s in (ELIGIBLE, MEMBER, GO
 
 
 def test_merge_lists_eligible_users_shard_by_shard_and_counts_members() -> None:
-    parsed = merge(
+    parsed = merged(
         [{"c": E, "b": M, "gone": G}, {}, {"z": E, "a": E}],
         [{"c": 7, "b": 8}, {}, {"a": 9}],
         AT,
@@ -234,17 +249,18 @@ def test_merge_takes_a_users_greatest_entry_over_every_shard(
     eligible: dict[str, str | None],
     members: int,
 ) -> None:
-    parsed = merge(held, keys)
+    parsed = merged(held, keys)
     assert parsed.eligible == eligible
     assert parsed.members == members
     assert parsed.entries == len(set().union(*held))
 
 
 def test_a_user_held_twice_is_listed_with_the_shard_of_its_winning_entry() -> None:
-    parsed = merge([{"u": E, "a": E}, {"u": E2}, {"u": E}], [{}, {}, {}])
-    assert [list(parsed.shard(k)) for k in range(3)] == [[("a", None)], [("u", None)], []]
-    tie = merge([{}, {"u": E}, {"u": E}], [{}, {}, {}])
-    assert [list(tie.shard(k)) for k in range(3)] == [[], [("u", None)], []]
+    parsed = merged([{"u": E, "a": E}, {"u": E2}, {"u": E}], [{}, {}, {}])
+    assert [parsed.shard(k) for k in range(3)] == [[("a", None)], [("u", None)], []]
+    assert parsed.shard_starts == (0, 1, 2) and list(parsed.eligible) == ["a", "u"]
+    tie = merged([{}, {"u": E}, {"u": E}], [{}, {}, {}])
+    assert [tie.shard(k) for k in range(3)] == [[], [("u", None)], []]
 
 
 # --- upkeep -------------------------------------------------------------------------------------
