@@ -19,6 +19,7 @@ change is safe against the triggers writing at the same time, without a transact
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,8 @@ log = get_logger(__name__)
 SHARDS_PER_UPKEEP = 64
 """Shard documents one upkeep rewrites at most (a doubling at 1,000,000 users moves ~500,000
 entries out of 512 shards: eight ticks)."""
+UPKEEP_SECONDS = 10.0
+"""No shard is started after this long: the upkeep never holds a tick much longer."""
 USERS_PER_COMMIT = 200
 """Users moved or dropped per commit: two ``maximum`` transforms each on the destination,
 under Firestore's 500 field transforms per document and commit."""
@@ -136,6 +139,7 @@ def maintain(db: firestore.Client, roster: Roster) -> Upkeep:
     done = Upkeep()
     if roster.read_time is None or not roster.held:
         return done
+    deadline = time.monotonic() + UPKEEP_SECONDS
     found = survey(roster.held, micros(roster.read_time), roster.entries)
     try:
         if found.grow_to > roster.shards:
@@ -148,8 +152,10 @@ def maintain(db: firestore.Client, roster: Roster) -> Upkeep:
             return done  # entries move under the new count, from the next tick's read
         moving = found.moving
         for index in found.shards_to_rewrite()[:SHARDS_PER_UPKEEP]:
+            if time.monotonic() > deadline:
+                break
             _rewrite(db, index, roster.shards, moving, done)
-    except gexc.GoogleAPICallError as err:
+    except (gexc.GoogleAPICallError, gexc.RetryError) as err:
         log.warning(f"roster upkeep stopped: {type(err).__name__}", fields=_fields(done))
         return done
     if done.moved or done.dropped or done.contended:

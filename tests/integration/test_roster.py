@@ -9,14 +9,16 @@ import json
 import logging
 import random
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from google.cloud import firestore
 
 from agenttrader import paths
+from agenttrader.deps import Deps
 from agenttrader.errors import DependencyUnavailable
+from agenttrader.events import PubsubDelivery
 from devtools.localstack.stack import LocalStack
 from publisher import roster, roster_layout, roster_read, roster_upkeep
 from publisher.roster_layout import shard_of, shards_in
@@ -309,6 +311,27 @@ def test_tombstones_keep_older_verdicts_out_then_go(
     assert entries_of(db, "ghost") == {}
     assert list(eligible(db)) == ["stayer"] and current(db).members == 1
     assert entries_of(db, "leaver")  # the recent tombstone stays
+
+
+def test_ticks_grow_the_roster_after_publishing_and_move_its_entries(
+    pipeline_deps: Deps, small_shards: int
+) -> None:
+    from publisher.tick import fan_out
+
+    db = pipeline_deps.firestore
+    uids = [f"tick-{i}" for i in range(10)]
+    one_shard_roster(db, uids)
+
+    def a_tick(n: int) -> int:
+        at = datetime.now(UTC)
+        return fan_out(pipeline_deps, PubsubDelivery(f"grow-{n}", b"{}", {}, at)).published
+
+    assert a_tick(1) == 10  # published from one shard, then the count raised
+    assert shards(db) == 4  # 10 users, 4 a shard: 3, rounded up
+    # The next one reads four shards (everyone still in the first) and moves the entries.
+    assert a_tick(2) == 10
+    for uid in uids:
+        assert list(entries_of(db, uid)) == [shard_of(uid, 4)]
 
 
 def test_a_verdict_that_landed_late_is_read_and_written_again(
