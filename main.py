@@ -1,7 +1,12 @@
 """Every entry point, so ``functions-framework --target NAME`` (run from the repository root)
 and ``gcloud functions deploy NAME --source=. --entry-point=NAME`` find any function."""
 
-from accounts.main import migrate_legacy_data, on_alpaca_secret_written, onboard_user
+from accounts.main import (
+    delete_account,
+    migrate_legacy_data,
+    on_alpaca_secret_written,
+    onboard_user,
+)
 from publisher.main import (
     on_alpaca_config_written,
     on_trading_status_written,
@@ -11,6 +16,7 @@ from signal_worker.main import generate_trading_signal
 from sync_worker.main import sync_user
 
 __all__ = [
+    "delete_account",
     "generate_trading_signal",
     "migrate_legacy_data",
     "on_alpaca_config_written",

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from agenttrader import audit
 from agenttrader.alpaca import AlpacaKeys
@@ -53,11 +52,10 @@ def _hint(data: dict[str, Any] | None) -> str | None:
     return f"…{key_id[-4:]}" if isinstance(key_id, str) and len(key_id) >= 8 else None
 
 
-def _host(url: object) -> str | None:
-    try:
-        return urlsplit(url).hostname if isinstance(url, str) else None
-    except ValueError:
-        return None
+def _base_url_detail(deps: Deps, url: object) -> dict[str, Any]:
+    """A base URL as an audit entry records it: its host only when it is on the allowlist."""
+    host = deps.alpaca.allowed_host(url)
+    return {"base_url_host": host} if host else {"base_url_allowed": False}
 
 
 def handle_key_change(deps: Deps, change: DocumentChange, event_id: str) -> KeyChange:
@@ -109,7 +107,7 @@ def handle_key_change(deps: Deps, change: DocumentChange, event_id: str) -> KeyC
             uid,
             audit.AuditAction.KEYS_REJECTED,
             uid,
-            {"error_class": err.error_class, "base_url_host": _host(change.new.get("base_url"))},
+            {"error_class": err.error_class, **_base_url_detail(deps, change.new.get("base_url"))},
             batch=batch,
             entry_id=audit_id,
         )
@@ -125,7 +123,7 @@ def handle_key_change(deps: Deps, change: DocumentChange, event_id: str) -> KeyC
         uid,
         action,
         uid,
-        {"key_id_hint": keys.key_id_hint, "base_url_host": _host(keys.base_url)},
+        {"key_id_hint": keys.key_id_hint, **_base_url_detail(deps, keys.base_url)},
         batch=batch,
         entry_id=audit_id,
     )

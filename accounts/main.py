@@ -1,5 +1,5 @@
-"""The accounts entry points: ``onboard_user`` and ``migrate_legacy_data`` (Firebase callable
-protocol) and ``on_alpaca_secret_written`` (Firestore ``document.v1.written`` on
+"""The accounts entry points: ``onboard_user``, ``delete_account`` and ``migrate_legacy_data``
+(Firebase callable protocol) and ``on_alpaca_secret_written`` (Firestore ``document.v1.written`` on
 ``users/{uid}/secrets/alpaca``: a tenant's credentials written, rotated or deleted).
 
 Each only decodes or validates its input, gets the instance's dependencies and calls this
@@ -14,10 +14,11 @@ from typing import Any
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from accounts import migration, onboarding
+from accounts import deletion, migration, onboarding
 from accounts.key_changes import handle_key_change
-from agenttrader import runtime
+from agenttrader import redelivery, runtime
 from agenttrader.callable import CallContext, fields_of, https_callable
+from agenttrader.callable.tenancy import TenantPolicy
 from agenttrader.events import document_change
 from agenttrader.logs import get_logger
 
@@ -26,9 +27,22 @@ log = get_logger(__name__)
 
 @https_callable
 def onboard_user(ctx: CallContext, data: Any) -> dict[str, Any]:
-    """Create the caller's tenant documents (once); takes no arguments."""
+    """Create the caller's tenant documents (once), if the tenant policy accepts the caller;
+    takes no arguments."""
     fields_of(data, allowed=())
-    return onboarding.onboard(runtime.deps().firestore, ctx.uid, ctx.email)
+    deps = runtime.deps()
+    return onboarding.onboard(deps.firestore, ctx, TenantPolicy.from_settings(deps.settings))
+
+
+@https_callable
+def delete_account(ctx: CallContext, data: Any) -> dict[str, Any]:
+    """The caller deletes his tenant data (everything under ``users/{uid}``, credentials
+    first); takes no arguments. Open to any signed-in user, tenant or not, so that nobody is
+    ever kept from removing what is stored about them; the sign-in account itself stays."""
+    fields_of(data, allowed=())
+    db = runtime.deps().firestore
+    done = deletion.delete_tenant(db, ctx.uid, actor=ctx.uid, reason=deletion.Reason.SELF_SERVICE)
+    return deletion.account_deletion_result(done)
 
 
 @https_callable
@@ -50,4 +64,5 @@ def on_alpaca_secret_written(event: CloudEvent) -> None:
     except ValueError as err:
         log.error(f"secrets event ignored: {err}", event_id=event["id"])
         return
-    handle_key_change(runtime.deps(), change, event["id"])
+    with redelivery.for_document(change, event["id"]):
+        handle_key_change(runtime.deps(), change, event["id"])

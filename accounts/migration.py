@@ -4,10 +4,14 @@ Decisions:
 
 - a missing ``alpacaAccounts/snapshot`` is ``FAILED_PRECONDITION``, not ``NOT_FOUND``: the
   caller named a user, not the legacy document; ``NOT_FOUND`` means that user is not onboarded;
-- the copy keeps the legacy fields, guarantees the spec's ``syncedAt`` (a timestamp),
-  ``account`` (a map) and ``equity`` / ``buying_power`` / ``cash`` (strings), and adds
-  ``migratedFrom``, ``migratedAt`` and ``legacyFingerprint``; fields that look like credentials
-  are dropped, because the snapshot is readable by its owner;
+- the copy holds only what a snapshot may hold (:data:`agenttrader.snapshot.DATA`, an
+  allowlist applied recursively: the top-level fields, Alpaca's account fields, each position's
+  fields), guarantees the spec's ``syncedAt`` (a timestamp), ``account`` (a map) and
+  ``equity`` / ``buying_power`` / ``cash`` (strings), and adds ``migratedFrom``, ``migratedAt``
+  and ``legacyFingerprint``. The snapshot is readable by its owner, so even an allowlisted field
+  is dropped when its value looks like a credential (:func:`looks_like_credential`). What was
+  dropped is reported by path (``account.secret_key``, ``positions[].auth``), never by value,
+  and a path that itself looks like a credential is reported as :data:`MASKED_PATH`;
 - idempotent: when the target already holds this exact legacy snapshot nothing is written and
   the answer is ``success`` again (``alreadyMigrated: true``), without a second audit entry;
 - a newer real snapshot (later ``syncedAt`` than the legacy one, or any real one when the legacy
@@ -30,7 +34,7 @@ from agenttrader import audit, paths
 from agenttrader.callable import CallableError, Status, fields_of, invalid_argument
 from agenttrader.firestore_io import retry_on_conflict
 from agenttrader.logs import get_logger
-from agenttrader.snapshot import is_placeholder
+from agenttrader.snapshot import DATA, allowed_fields, is_placeholder
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -42,7 +46,27 @@ MONEY_FIELDS = ("equity", "buying_power", "cash")
 LEGACY_TIME_FIELDS = ("syncedAt", "updatedAt", "lastUpdated", "timestamp")
 """Where a legacy snapshot may say when it was taken, in order of preference."""
 
-_CREDENTIAL_NAME = re.compile(r"(?i)secret|password|token|credential|api_?key|key_?id")
+_CREDENTIAL_SHAPES = re.compile(
+    "|".join(
+        (
+            r"://[^/\s?#@]*@",  # a URL with userinfo
+            r"(?i:\b(?:basic|bearer)\s+[A-Za-z0-9._~+/=\-]{8,})",  # an Authorization value
+            r"(?<![A-Za-z0-9])[PAC]K[A-Z0-9]{14,30}(?![A-Za-z0-9])",  # an Alpaca key id
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+            r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.",  # a JWT
+            # A credential assigned by name: ``secret_key=…``, ``"api_key": …``.
+            r"(?i:(?:secret|passw(?:or)?d|api[_-]?key|access[_-]?key|private[_-]?key|key[_-]?id"
+            r"|token)[a-z_\-]*['\"]?\s*[:=])",
+        )
+    )
+)
+_OPAQUE_TOKEN = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/=_\-]{32,}(?![A-Za-z0-9+/=_\-])")
+"""A run of 32+ token characters: an Alpaca secret (40 letters and digits), a hex or base64
+secret. Amounts, timestamps, symbols and account numbers are shorter or broken by ``.``/``:``;
+an id is a UUID, which :func:`looks_like_credential` lets through."""
+_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+MASKED_PATH = "[a field whose name looks like a credential]"
+MAX_REPORTED_PATH_CHARS = 200
 _EPOCH_MILLIS_THRESHOLD = 10**11
 """Epoch numbers above this are milliseconds (10**11 seconds is the year 5138)."""
 
@@ -92,19 +116,50 @@ def _money(value: Any) -> str | None:
     return None
 
 
+def looks_like_credential(value: Any) -> bool:
+    """Whether a string holds something shaped like a credential: a URL with userinfo, a
+    ``Basic``/``Bearer`` value, an Alpaca key id (``PK…``/``AK…``/``CK…``), a private key, a
+    JWT, a ``name=value`` credential assignment, or an opaque token of 32+ characters holding
+    letters and digits (an Alpaca secret, in any case). Account ids and asset ids (UUIDs),
+    account numbers (``PA…``), amounts, symbols and timestamps do not match."""
+    if not isinstance(value, str):
+        return False
+    if _CREDENTIAL_SHAPES.search(value):
+        return True
+    return any(_opaque(token) for token in _OPAQUE_TOKEN.findall(value))
+
+
+def _opaque(token: str) -> bool:
+    return (
+        any(c.isalpha() for c in token)
+        and any(c.isdigit() for c in token)
+        and not _UUID.fullmatch(token)
+    )
+
+
+def reported_path(path: str) -> str:
+    """A dropped field's path as the result and the audit entry name it: never a name that
+    looks like a credential (a key pasted as a field name), never an unbounded one."""
+    if looks_like_credential(path):
+        return MASKED_PATH
+    if len(path) > MAX_REPORTED_PATH_CHARS:
+        return path[: MAX_REPORTED_PATH_CHARS - 1] + "…"
+    return path
+
+
 def migrated_snapshot(legacy: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
-    """The new snapshot body, the legacy fields it carries and the ones dropped as credentials."""
+    """The new snapshot body, the top-level legacy fields it carries and the paths of those it
+    dropped (not in the snapshot allowlist, or holding a credential-like value)."""
     from google.cloud import firestore
 
-    dropped = sorted(name for name in legacy if _CREDENTIAL_NAME.search(name))
-    kept = {name: value for name, value in legacy.items() if name not in dropped}
+    kept, dropped_paths = allowed_fields(legacy, DATA, refuse=looks_like_credential)
+    dropped = sorted({reported_path(path) for path in dropped_paths})
     account = kept.get("account")
     account = dict(account) if isinstance(account, Mapping) else {}
     body: dict[str, Any] = {**kept, "account": account}
     for name in MONEY_FIELDS:
         body[name] = _money(kept.get(name)) or _money(account.get(name)) or "0"
     body["syncedAt"] = snapshot_time(legacy) or firestore.SERVER_TIMESTAMP
-    body.pop("placeholder", None)
     body.update(
         migratedFrom=paths.LEGACY_SNAPSHOT_DOC,
         migratedAt=firestore.SERVER_TIMESTAMP,

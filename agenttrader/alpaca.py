@@ -30,7 +30,7 @@ from agenttrader.errors import (
     MissingKeys,
 )
 from agenttrader.logs import secret_scope
-from agenttrader.urls import check_base_url
+from agenttrader.urls import allowed_host, check_base_url
 
 T = TypeVar("T")
 
@@ -94,7 +94,8 @@ class _GuardedSession(requests.Session):
         response = super().request(method, url, *args, **kwargs)
         if response.is_redirect or 300 <= response.status_code < 400:
             raise AlpacaRequestError(
-                f"Alpaca answered a redirect ({response.status_code}); redirects are not followed"
+                f"redirect refused: Alpaca answered HTTP {response.status_code} "
+                "and redirects are not followed"
             )
         return response
 
@@ -112,8 +113,14 @@ class AlpacaClientFactory:
         )
 
     def origin_for(self, keys: AlpacaKeys) -> str:
-        """The allowed origin the client will call (``DisallowedBaseUrl`` otherwise)."""
+        """The allowed origin the client will call (``DisallowedBaseUrl`` otherwise, naming
+        the rule that failed, never the URL)."""
         return check_base_url(keys.base_url, self._allowed)
+
+    def allowed_host(self, base_url: object) -> str | None:
+        """The host of ``base_url`` when it is on the allowlist (safe to record), else
+        ``None``."""
+        return allowed_host(base_url, self._allowed)
 
     def for_user(self, keys: AlpacaKeys) -> TradingClient:
         origin = self.origin_for(keys)

@@ -2,7 +2,8 @@
 
 Entries record who did what to a tenant (key changes, kill-switch toggles, migrations, admin
 actions). They never hold a secret value: at most the last 4 characters of a key id and the
-host of a base URL.
+host of a base URL that is on the allowlist (a refused one is recorded as
+``base_url_allowed: false``: its host might carry a pasted key).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``RetryableError`` → the cloudevent function raises and Pub/Sub redelivers with backoff (and
 dead-letters after the delivery limit). ``PermanentError`` → the failure is recorded, the message
 is published to the dead-letter topic and acknowledged: retrying could not help.
-Messages are written by this project, never copied from a response that might echo a header.
+Messages are written by this project, never copied from a response that might echo a header,
+and never quote a tenant's input (a base URL, a key): they name the rule that failed.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class InvalidKeys(PermanentError):
 
 
 class DisallowedBaseUrl(PermanentError):
-    """The stored ``base_url`` is not on the allowlist."""
+    """The stored ``base_url`` is refused by :mod:`agenttrader.urls`; the message names the rule
+    that failed, never the URL or its host."""
 
 
 class AlpacaAuthError(PermanentError):
@@ -78,3 +80,18 @@ class AlpacaAuthError(PermanentError):
 
 class AlpacaRequestError(PermanentError):
     """Alpaca refused the request (other 4xx, a redirect, or a body that does not parse)."""
+
+
+# --- credentials (sealed at rest) --------------------------------------------------------------
+
+
+class KmsUnavailable(RetryableError):
+    """The key-encryption key could not be used now: Cloud KMS unavailable, throttled, timed
+    out or refusing access, or the local development KEK made to fail. Never a verdict on the
+    tenant's credentials: they stay as they are and the message is retried."""
+
+
+class CredentialsTampered(PermanentError):
+    """Sealed credentials that do not open for this tenant and document: copied from another
+    tenant's document, altered, or sealed under a key-encryption key this deployment does not
+    hold. Fails closed; callers dead-letter and audit it."""

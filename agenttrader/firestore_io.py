@@ -32,8 +32,14 @@ TRANSIENT = (
     gexc.InternalServerError,
     gexc.TooManyRequests,
     gexc.Aborted,
+    gexc.Unknown,
+    gexc.Cancelled,
 )
-"""Firestore failures a retry may fix."""
+"""Firestore failures a retry may fix. ``Unknown`` is what gRPC reports for a connection lost
+mid-call (``Stream removed``, a reset) and ``Cancelled`` a call cancelled under us (a channel
+closed, an instance shutting down): neither says anything about the request. A write they
+interrupt may or may not have landed; the redelivery reads again and decides again (the
+worker's writes are guarded by what it read: one that landed makes the retry a duplicate)."""
 
 CONFLICT_ATTEMPTS = 60
 """Enough for a burst of concurrent writers on one document to drain (each round, one wins)."""

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from agenttrader.paths import validate_uid
+from agenttrader.paths import is_reserved_id, validate_uid
 
 
 class Reason(StrEnum):
@@ -193,8 +193,8 @@ def _pulse_id(value: object) -> str | None:
     """A pulse id names a Firestore document: no ``/`` or anything else that changes a path."""
     if value is None:
         return None
-    if not isinstance(value, str) or not _PULSE_ID.fullmatch(value):
-        raise ValueError("pulse_id must be 1-128 characters of [A-Za-z0-9_-]")
+    if not isinstance(value, str) or not _PULSE_ID.fullmatch(value) or is_reserved_id(value):
+        raise ValueError("pulse_id must be 1-128 characters of [A-Za-z0-9_-], not __…__")
     return value
 
 

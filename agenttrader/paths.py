@@ -23,11 +23,24 @@ DATA_SNAPSHOT = ("data", "snapshot")
 _UID = re.compile(r"^[A-Za-z0-9_\-:.@]{1,128}$")
 """Firebase uids are at most 128 characters; ``/`` would escape the user's subtree."""
 
+_RESERVED_ID = re.compile(r"^__.*__$", re.DOTALL)
+"""Document ids Firestore reserves (refused with ``InvalidArgument``, whatever the request)."""
+
+
+def is_reserved_id(value: str) -> bool:
+    """Whether Firestore refuses ``value`` as a document id whatever its characters: ``.``,
+    ``..`` and ``__.*__``. Its other rules (valid UTF-8, at most 1,500 bytes, no ``/``) are
+    within every id pattern of this module."""
+    return value in {".", ".."} or _RESERVED_ID.fullmatch(value) is not None
+
 
 def validate_uid(uid: object) -> str:
     """Return ``uid`` if it can name a user document, else raise ``ValueError``."""
-    if not isinstance(uid, str) or not _UID.fullmatch(uid) or uid in {".", ".."}:
-        raise ValueError(f"invalid uid {str(uid)[:40]!r}: 1-128 characters of [A-Za-z0-9_-:.@]")
+    if not isinstance(uid, str) or not _UID.fullmatch(uid) or is_reserved_id(uid):
+        raise ValueError(
+            f"invalid uid {str(uid)[:40]!r}: 1-128 characters of [A-Za-z0-9_-:.@],"
+            " not . or .. or __…__ (reserved by Firestore)"
+        )
     return uid
 
 
@@ -119,6 +132,16 @@ def roster_shard_doc(shard: int) -> str:
     if not 0 <= shard < ROSTER_MAX_SHARDS:
         raise ValueError(f"roster shard {shard} out of range 0..{ROSTER_MAX_SHARDS - 1}")
     return f"{ROSTER_COLLECTION}/{shard}"
+
+
+DELETIONS_COLLECTION = f"{OPS}/deletions/entries"
+"""The account-deletion log: one entry per deletion of a tenant's data (``delete_account``,
+``agenttrader tenants prune``): uid, when, who, why and what was deleted (counts per
+collection); never an email or a secret. Operators only."""
+
+
+def deletion_doc(entry_id: str) -> str:
+    return f"{DELETIONS_COLLECTION}/{entry_id}"
 
 
 MARKET_CLOCK_DOC = f"{OPS}/market_clock"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+LIVE_ALPACA_BASE_URL = "https://api.alpaca.markets"
+"""Alpaca's live Trading API, also where its OAuth tokens are issued (``POST /oauth/token``)."""
 OFFICIAL_ALPACA_BASE_URLS: tuple[str, ...] = (
     "https://paper-api.alpaca.markets",
-    "https://api.alpaca.markets",
+    LIVE_ALPACA_BASE_URL,
 )
 """Always allowed; ``ALPACA_ALLOWED_BASE_URLS`` can only add to these."""
 
@@ -92,6 +95,77 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
 
+ANONYMOUS_PROVIDER = "anonymous"
+"""Firebase's ``sign_in_provider`` of anonymous sessions: never a tenant unless
+``TENANT_SIGN_IN_PROVIDERS`` names it."""
+
+_PROVIDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""A Firebase sign-in provider id: ``password``, ``phone``, ``google.com``, ``oidc.acme``…"""
+
+
+def _providers(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """``TENANT_SIGN_IN_PROVIDERS``: the listed ids (trimmed, de-duplicated, in order), or
+    ``None`` when unset or blank, which means every provider but ``anonymous``."""
+    raw = env.get("TENANT_SIGN_IN_PROVIDERS", "")
+    if not raw.strip():
+        return None
+    listed = [item.strip() for item in raw.split(",")]
+    if not all(listed):
+        raise ValueError(
+            f"TENANT_SIGN_IN_PROVIDERS has an empty entry: {raw[:80]!r}"
+            " (comma-separated provider ids, e.g. password,google.com,phone)"
+        )
+    for item in listed:
+        if not _PROVIDER_ID.fullmatch(item):
+            raise ValueError(f"TENANT_SIGN_IN_PROVIDERS: {item[:40]!r} is not a provider id")
+    return tuple(dict.fromkeys(listed))
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw[:40]!r}")
+
+
+_KEK_URI = re.compile(
+    r"gcp-kms://projects/[^/\s]+/locations/[a-zA-Z0-9_-]{1,63}/"
+    r"keyRings/[a-zA-Z0-9_-]{1,63}/cryptoKeys/[a-zA-Z0-9_-]{1,63}"
+)
+"""A Cloud KMS CryptoKey as Tink names it: not a key version, which could only encrypt."""
+
+
+def _kek_uri(env: Mapping[str, str]) -> str | None:
+    raw = _optional(env, "CREDENTIALS_KEK_URI")
+    if raw is not None and not _KEK_URI.fullmatch(raw):
+        raise ValueError(
+            "CREDENTIALS_KEK_URI must be gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K"
+            f", got {raw[:120]!r}"
+        )
+    return raw
+
+
+def _oauth_base_url(env: Mapping[str, str], allowed: tuple[str, ...]) -> str:
+    """Where the OAuth code is exchanged: an allowed Alpaca origin, like a tenant's base URL
+    (the request carries the app's client secret)."""
+    from agenttrader.errors import DisallowedBaseUrl
+    from agenttrader.urls import check_base_url
+
+    raw = _optional(env, "ALPACA_OAUTH_BASE_URL") or LIVE_ALPACA_BASE_URL
+    try:
+        return check_base_url(raw, allowed)
+    except DisallowedBaseUrl as err:
+        raise ValueError(f"ALPACA_OAUTH_BASE_URL: {err}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the functions read from their environment."""
@@ -118,6 +192,22 @@ class Settings:
     log_level: str = "INFO"
     """``LOG_LEVEL``: at ``INFO`` (the default) a successful sync logs nothing — at a line per
     tenant a minute that is most of the Cloud Logging bill; ``DEBUG`` logs it too."""
+    tenant_sign_in_providers: tuple[str, ...] | None = None
+    """``TENANT_SIGN_IN_PROVIDERS``: the Firebase sign-in providers a tenant may use; ``None``
+    (unset) is every provider but ``anonymous``, which only an explicit listing allows."""
+    require_verified_email: bool = True
+    """``REQUIRE_VERIFIED_EMAIL``: a tenant's ID token must carry ``email_verified: true``.
+    Unset, it is on, except with the Firestore or Auth emulator in use."""
+    credentials_kek_uri: str | None = None
+    """``CREDENTIALS_KEK_URI``: the Cloud KMS key (key-encryption key) sealing tenant
+    credentials; :meth:`credentials_kek` says what serves when it is unset."""
+    alpaca_oauth_client_id: str | None = None
+    """``ALPACA_OAUTH_CLIENT_ID``: the app's Alpaca OAuth (Connect) client."""
+    alpaca_oauth_client_secret: str | None = field(default=None, repr=False)
+    """``ALPACA_OAUTH_CLIENT_SECRET``: that client's secret (Secret Manager in production)."""
+    alpaca_oauth_base_url: str = LIVE_ALPACA_BASE_URL
+    """``ALPACA_OAUTH_BASE_URL``: the origin ``POST /oauth/token`` is sent to; on the
+    allowlist."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -126,6 +216,23 @@ class Settings:
     @property
     def uses_emulators(self) -> bool:
         return bool(self.pubsub_emulator_host or self.firestore_emulator_host)
+
+    def credentials_kek(self) -> str | None:
+        """The KEK that seals credentials: ``CREDENTIALS_KEK_URI``, or ``None`` for the local
+        development KEK, which serves only while Firestore is the emulator (what it seals never
+        reaches a real database). Anything else raises ``ValueError`` naming the variable.
+
+        Asked when credentials are first sealed or opened, so only the functions that handle
+        them refuse to start without it; the others never read it.
+        """
+        if self.credentials_kek_uri is not None:
+            return self.credentials_kek_uri
+        if self.firestore_emulator_host:
+            return None
+        raise ValueError(
+            "CREDENTIALS_KEK_URI is not set: it names the Cloud KMS key sealing tenant "
+            "credentials (a local development key serves only with FIRESTORE_EMULATOR_HOST set)"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -149,4 +256,17 @@ class Settings:
             pulse_rollup_delay_seconds=_float(env, "PULSE_ROLLUP_DELAY_SECONDS", 5.0),
             sync_schedule=_schedule(env),
             log_level=_log_level(env),
+            tenant_sign_in_providers=_providers(env),
+            require_verified_email=_bool(
+                env,
+                "REQUIRE_VERIFIED_EMAIL",
+                not (
+                    _optional(env, "FIRESTORE_EMULATOR_HOST")
+                    or _optional(env, "FIREBASE_AUTH_EMULATOR_HOST")
+                ),
+            ),
+            credentials_kek_uri=_kek_uri(env),
+            alpaca_oauth_client_id=_optional(env, "ALPACA_OAUTH_CLIENT_ID"),
+            alpaca_oauth_client_secret=_optional(env, "ALPACA_OAUTH_CLIENT_SECRET"),
+            alpaca_oauth_base_url=_oauth_base_url(env, OFFICIAL_ALPACA_BASE_URLS + extra),
         )

@@ -31,7 +31,7 @@ ROUTE = re.compile(
     r"^/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
     r"/publishers/google/models/(?P<model>[^/:]+):generateContent$"
 )
-_POSITION_LINE = re.compile(r"^- (?P<symbol>[A-Z0-9.\-]{1,32}): qty ", re.MULTILINE)
+_TICKER = re.compile(r"[A-Z0-9./]{1,15}")
 MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -71,9 +71,9 @@ class RecordedRequest:
 
 
 def signal_for(prompt: str) -> dict[str, Any]:
-    """A deterministic, schema-valid signal: HOLD the first position the prompt lists."""
-    match = _POSITION_LINE.search(prompt)
-    symbol = match.group("symbol") if match else ""
+    """A deterministic, schema-valid signal: HOLD the first position the prompt lists (the
+    first of ``positions`` in the prompt's JSON data line)."""
+    symbol = next(filter(None, map(_first_symbol, prompt.splitlines())), "")
     return {
         "action": "HOLD",
         "symbol": symbol,
@@ -81,6 +81,19 @@ def signal_for(prompt: str) -> dict[str, Any]:
         "rationale": f"Stand-in answer: hold {symbol or 'the portfolio'} (no model was asked).",
         "risks": ["This answer comes from the local Vertex AI stand-in."],
     }
+
+
+def _first_symbol(line: str) -> str | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    positions = data.get("positions") if isinstance(data, dict) else None
+    first = positions[0] if isinstance(positions, list) and positions else None
+    symbol = first.get("symbol") if isinstance(first, dict) else None
+    return symbol if isinstance(symbol, str) and _TICKER.fullmatch(symbol) else None
 
 
 @dataclass

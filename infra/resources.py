@@ -128,6 +128,15 @@ FUNCTIONS: tuple[Function, ...] = (
         max_instances=10,
     ),
     Function(
+        name="delete_account",
+        module="accounts.main",
+        trigger=Trigger.CALLABLE,
+        purpose="Firebase callable: deletes the caller's tenant data, audited for operators",
+        timeout_seconds=120,
+        concurrency=10,
+        max_instances=5,
+    ),
+    Function(
         name="migrate_legacy_data",
         module="accounts.main",
         trigger=Trigger.CALLABLE,

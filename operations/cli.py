@@ -321,6 +321,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roster_parser.add_argument("--json", action="store_true", help="machine-readable output")
     roster_parser.set_defaults(handler=_roster)
+
+    tenants_parser = commands.add_parser(
+        "tenants",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="remove the data of tenants whose Firebase Auth user no longer exists",
+        description=_wrap("Tenants as Firestore holds them, against Firebase Auth."),
+    )
+    tenants_commands = tenants_parser.add_subparsers(
+        dest="tenants_command", metavar="ACTION", required=True
+    )
+    prune_parser = tenants_commands.add_parser(
+        "prune",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="delete everything under users/{uid} for users missing from Firebase Auth",
+        description=_wrap(
+            "Look every user id under users/ up in Firebase Auth (100 at a time) and delete"
+            " everything under users/{uid} for those Auth no longer knows: credentials first,"
+            " then every document at any depth, each deletion logged for operators in"
+            " ops/deletions/entries (the same deletion as the delete_account callable). The"
+            " roster forgets them through its triggers.\nFirestore and Auth must both be"
+            " emulators (FIRESTORE_EMULATOR_HOST and FIREBASE_AUTH_EMULATOR_HOST) or both the"
+            " real project. Without a terminal, --yes is required."
+        ),
+        epilog="examples:\n  agenttrader tenants prune --dry-run\n"
+        "  agenttrader tenants prune --limit 100 --yes",
+    )
+    prune_parser.add_argument(
+        "--dry-run", action="store_true", help="list who would be removed; change nothing"
+    )
+    prune_parser.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="remove at most N tenants"
+    )
+    prune_parser.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask for confirmation"
+    )
+    prune_parser.add_argument("--json", action="store_true", help="machine-readable summary")
+    prune_parser.set_defaults(handler=_tenants_prune)
     return parser
 
 
@@ -528,6 +567,76 @@ def _roster(args: argparse.Namespace, target: Target) -> int:
             f" {loaded.fullest_shard} entries; {loaded.entries} entries with tombstones),"
             f" built {summary['built_at']}"
         )
+    return EXIT_OK
+
+
+def _auth_app(project: str) -> Any:
+    """A firebase-admin app for ``project``'s Auth (Application Default Credentials; the Auth
+    emulator, which needs none, when ``FIREBASE_AUTH_EMULATOR_HOST`` is set)."""
+    import firebase_admin
+
+    name = f"agenttrader-operator:{project}"
+    try:
+        return firebase_admin.get_app(name)
+    except ValueError:
+        return firebase_admin.initialize_app(options={"projectId": project}, name=name)
+
+
+def check_same_world(env: Mapping[str, str]) -> None:
+    """Prune compares Firestore with Auth: one an emulator and the other real would find every
+    user missing (and delete them all)."""
+    firestore_emulated = bool(env.get("FIRESTORE_EMULATOR_HOST", "").strip())
+    auth_emulated = bool(env.get("FIREBASE_AUTH_EMULATOR_HOST", "").strip())
+    if firestore_emulated != auth_emulated:
+        raise UsageError(
+            "refusing to prune: FIRESTORE_EMULATOR_HOST and FIREBASE_AUTH_EMULATOR_HOST must"
+            " both be set (the emulators) or both be unset (the real project)"
+        )
+
+
+def _tenants_prune(args: argparse.Namespace, target: Target) -> int:
+    from firebase_admin import exceptions as firebase_exc
+    from google.cloud import firestore
+
+    from operations import tenants
+
+    check_same_world(os.environ)
+    if not (args.yes or args.dry_run or sys.stdin.isatty()):
+        raise UsageError(
+            "refusing to prune without confirmation: stdin is not a terminal;"
+            " pass --yes to confirm (or --dry-run to see who would go)"
+        )
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def confirm(uids: Sequence[str]) -> bool:
+        if args.yes:
+            return True
+        shown = ", ".join(uids[:20]) + (f" … and {len(uids) - 20} more" if len(uids) > 20 else "")
+        sys.stderr.write(
+            f"{len(uids)} tenant(s) of {target.project} have no Firebase Auth user: {shown}\n"
+            "Delete everything stored under users/{uid} for them? This cannot be undone. [y/N] "
+        )
+        sys.stderr.flush()
+        return sys.stdin.readline().strip().lower() in {"y", "yes"}
+
+    db = firestore.Client(project=target.project)
+    existing = tenants.firebase_auth_users(_auth_app(target.project))
+    try:
+        report = tenants.prune(
+            db, existing, dry_run=args.dry_run, limit=args.limit, confirm=confirm, progress=progress
+        )
+    except firebase_exc.FirebaseError as err:
+        print(f"agenttrader: error: Firebase Auth: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    if report is None:
+        print("prune cancelled; nothing was deleted", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        _print_json({"project": target.project, **report.as_json()})
+    else:
+        print(tenants.render(report, target.project), end="")
     return EXIT_OK
 
 

@@ -1,14 +1,15 @@
 """The publisher's entry points: ``publish_user_syncs`` (Pub/Sub ``sync-tick``), and
 ``on_alpaca_config_written`` and ``on_trading_status_written`` (Firestore ``document.v1.written``
 on the two documents eligibility is decided from: the roster, the kill-switch audit). Each
-decodes its event, then calls this package's use case."""
+decodes its event, then calls this package's use case; an expected transient failure asks for
+redelivery quietly (:mod:`agenttrader.redelivery`)."""
 
 from __future__ import annotations
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from agenttrader import runtime
+from agenttrader import redelivery, runtime
 from agenttrader.events import document_change, pubsub_delivery
 from agenttrader.logs import get_logger
 from publisher import roster
@@ -26,7 +27,8 @@ def publish_user_syncs(event: CloudEvent) -> None:
     except ValueError as err:
         log.error(f"sync-tick event ignored: {err}", message_id=event["id"])
         return
-    fan_out(runtime.deps(), tick)
+    with redelivery.for_message(tick):
+        fan_out(runtime.deps(), tick)
 
 
 @functions_framework.cloud_event
@@ -38,7 +40,8 @@ def on_alpaca_config_written(event: CloudEvent) -> None:
     except ValueError as err:
         log.error(f"config event ignored: {err}", event_id=event["id"])
         return
-    roster.on_source_written(runtime.deps().firestore, change.path)
+    with redelivery.for_document(change, event["id"]):
+        roster.on_source_written(runtime.deps().firestore, change.path)
 
 
 @functions_framework.cloud_event
@@ -52,6 +55,7 @@ def on_trading_status_written(event: CloudEvent) -> None:
         log.error(f"trading status event ignored: {err}", event_id=event["id"])
         return
     deps = runtime.deps()
-    roster.on_source_written(deps.firestore, change.path)
     actor = actor_of(event.get("authtype"), event.get("authid"))
-    handle_trading_change(deps, change, event["id"], actor)
+    with redelivery.for_document(change, event["id"]):
+        roster.on_source_written(deps.firestore, change.path)
+        handle_trading_change(deps, change, event["id"], actor)

@@ -2,15 +2,18 @@
 
 ``VERTEX_AI_BASE_URL`` points the real client at another endpoint (the local stand-in in tests
 and ``make run``); a non-Google endpoint gets a placeholder bearer token instead of Google
-credentials, so none are needed. Errors are sorted into transient (:class:`ModelUnavailable`:
-timeouts, connection failures, 408/429/5xx) and not (:class:`ModelFailed`); nothing from the
-remote error text is kept, it might echo request headers.
+credentials, so none are needed. Such an answer is labelled :data:`OVERRIDE_PROVIDER` with
+:data:`OVERRIDE_NOTICE`, not as Gemini's: nothing says a Google model produced it. Errors are
+sorted into transient (:class:`ModelUnavailable`: timeouts, connection failures, 408/429/5xx)
+and not (:class:`ModelFailed`); nothing from the remote error text is kept, it might echo
+request headers.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agenttrader.logs import get_logger
@@ -25,6 +28,14 @@ if TYPE_CHECKING:
 _log = get_logger("signal_worker.gemini")
 
 PROVIDER = "vertex-ai-gemini"
+"""Label of answers from Google's Vertex AI endpoint."""
+OVERRIDE_PROVIDER = "vertex-ai-endpoint-override"
+"""Label of answers from a non-Google ``VERTEX_AI_BASE_URL`` (the stand-in of tests and local
+runs; production deployments refuse the setting)."""
+OVERRIDE_NOTICE = (
+    "Answered by the endpoint VERTEX_AI_BASE_URL names instead of Google's Vertex AI (a test or "
+    "local stand-in): not known to come from Gemini. Not investment advice."
+)
 DEFAULT_TIMEOUT_SECONDS = 30.0
 """A callable waits for the model; the Firebase SDK gives up after 70 s."""
 
@@ -47,13 +58,15 @@ def _is_google_endpoint(base_url: str) -> bool:
 class GeminiProvider:
     """One google-genai client per instance, built on first use."""
 
-    name = PROVIDER
-
     def __init__(
         self, settings: Settings, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     ) -> None:
         self.settings = settings
         self.timeout_seconds = timeout_seconds
+        base_url = settings.vertex_ai_base_url
+        self.overridden = bool(base_url) and not _is_google_endpoint(base_url or "")
+        """Answers come from an endpoint that is not Google's (labelled so)."""
+        self.name = OVERRIDE_PROVIDER if self.overridden else PROVIDER
         self._client: genai.Client | None = None
         self._lock = threading.Lock()
 
@@ -70,7 +83,7 @@ class GeminiProvider:
 
         base_url = self.settings.vertex_ai_base_url
         credentials = None
-        if base_url and not _is_google_endpoint(base_url):
+        if self.overridden:
             import google.oauth2.credentials
 
             credentials = google.oauth2.credentials.Credentials(token=STAND_IN_TOKEN)  # type: ignore[no-untyped-call]
@@ -103,7 +116,10 @@ class GeminiProvider:
         except Exception as err:
             raise _classify(err) from err
         latency_ms = round((time.monotonic() - started) * 1000, 1)
-        return _reply(response, self.settings.vertex_ai_model, latency_ms)
+        reply = _reply(response, self.settings.vertex_ai_model, latency_ms)
+        if self.overridden:
+            return replace(reply, provider=OVERRIDE_PROVIDER, notice=OVERRIDE_NOTICE)
+        return reply
 
 
 def _classify(err: Exception) -> Exception:

@@ -16,7 +16,7 @@ from signal_worker.request import SignalRequest
 from signal_worker.service import SignalService
 
 
-@https_callable
+@https_callable(tenant=True)
 def generate_trading_signal(ctx: CallContext, data: Any) -> dict[str, Any]:
     """``{marketConditions?}`` → ``{id, response, snapshotPath}``."""
     request = SignalRequest.from_data(data)

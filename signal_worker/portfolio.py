@@ -3,6 +3,11 @@
 The sync worker stores Alpaca's own strings (``"1234.56"``); legacy snapshots may hold numbers.
 Unparseable values read as ``None`` rather than failing: a signal on partial data beats none,
 and the prompt says what is unknown.
+
+A position whose symbol is not a ticker (:func:`signal_worker.schema.ticker`, e.g. ``AAPL"}]``
+written into a legacy snapshot) is left out and only counted: its symbol never reaches the
+prompt, and no signal can name it. It is not replaced by a marker, which a model could echo
+back as if it were a ticker. The account totals still include its value.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from signal_worker.schema import MAX_SYMBOL_CHARS
+from signal_worker.schema import ticker
 
 MAX_POSITIONS = 50
 """The largest positions (by absolute market value) that reach the prompt; keeps it bounded."""
@@ -52,6 +57,8 @@ class Portfolio:
     positions: tuple[Position, ...]
     omitted_positions: int = 0
     """Positions beyond :data:`MAX_POSITIONS`, left out of the prompt."""
+    unrecognised_positions: int = 0
+    """Positions whose symbol is not a ticker, left out of the prompt."""
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> Portfolio:
@@ -69,6 +76,7 @@ class Portfolio:
             else []
         )
         kept = [p for p in positions if p is not None]
+        unrecognised = len(positions) - len(kept)
         kept.sort(key=lambda p: abs(p.market_value or 0.0), reverse=True)
         return cls(
             equity=total("equity"),
@@ -76,15 +84,16 @@ class Portfolio:
             buying_power=total("buying_power"),
             positions=tuple(kept[:MAX_POSITIONS]),
             omitted_positions=max(0, len(kept) - MAX_POSITIONS),
+            unrecognised_positions=unrecognised,
         )
 
 
 def _position(item: Mapping[str, Any]) -> Position | None:
-    symbol = item.get("symbol")
-    if not isinstance(symbol, str) or not symbol.strip():
+    symbol = ticker(item.get("symbol"))
+    if symbol is None:
         return None
     return Position(
-        symbol=symbol.strip().upper()[:MAX_SYMBOL_CHARS],
+        symbol=symbol,
         qty=number(item.get("qty")),
         market_value=number(item.get("market_value")),
         unrealized_pl=number(item.get("unrealized_pl")),

@@ -1,13 +1,15 @@
 """The structured answer every provider must give, and its strict parser.
 
 Gemini is asked for exactly this shape (``response_schema``); its text is still parsed and
-checked here, because a schema is a request to the model, not a guarantee.
+checked here, because a schema is a request to the model, not a guarantee. A ticker, in the
+prompt's data as in an answer, is :data:`SYMBOL` (:func:`ticker`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -15,7 +17,17 @@ from typing import Any
 MAX_RATIONALE_CHARS = 4000
 MAX_RISKS = 10
 MAX_RISK_CHARS = 500
-MAX_SYMBOL_CHARS = 32
+SYMBOL = re.compile(r"[A-Z0-9./]{1,15}")
+"""A ticker as Alpaca spells them: ``AAPL``, ``BRK.B``, ``BTC/USD``."""
+
+
+def ticker(value: object) -> str | None:
+    """``value`` as a ticker (trimmed, upper-cased ASCII matching :data:`SYMBOL`), else
+    ``None``: nothing else is ever put in a prompt or stored as a signal's symbol."""
+    if not isinstance(value, str) or not value.isascii():
+        return None
+    symbol = value.strip().upper()
+    return symbol if SYMBOL.fullmatch(symbol) else None
 
 
 class Action(StrEnum):
@@ -70,9 +82,12 @@ class TradingSignal:
             action = Action(str(body.get("action", "")).strip().upper())
         except ValueError as err:
             raise InvalidSignal("action must be BUY, SELL or HOLD") from err
-        symbol = body.get("symbol") or ""
-        if not isinstance(symbol, str):
+        raw_symbol = body.get("symbol") or ""
+        if not isinstance(raw_symbol, str):
             raise InvalidSignal("symbol must be a string")
+        symbol = ticker(raw_symbol) if raw_symbol.strip() else ""
+        if symbol is None:
+            raise InvalidSignal("symbol must be empty or a ticker (1-15 of A-Z, 0-9, '.', '/')")
         confidence = body.get("confidence")
         if (
             isinstance(confidence, bool)
@@ -89,7 +104,7 @@ class TradingSignal:
             raise InvalidSignal("risks must be a list of strings")
         return cls(
             action=action,
-            symbol=symbol.strip().upper()[:MAX_SYMBOL_CHARS],
+            symbol=symbol,
             confidence=float(confidence),
             rationale=rationale.strip()[:MAX_RATIONALE_CHARS],
             risks=tuple(r.strip()[:MAX_RISK_CHARS] for r in risks[:MAX_RISKS] if r.strip()),

@@ -1,6 +1,7 @@
 """``sync_user`` (Pub/Sub ``user-sync`` push): decode the delivery, then call the worker.
 
-Returning acknowledges; a raised ``RetryableError`` becomes HTTP 500, which Pub/Sub redelivers.
+Returning acknowledges; a ``RetryableError`` becomes one WARNING line and HTTP 503, which
+Pub/Sub redelivers (:mod:`agenttrader.redelivery`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from agenttrader import runtime
+from agenttrader import redelivery, runtime
 from agenttrader.events import pubsub_delivery
 from agenttrader.logs import get_logger
 from sync_worker import instance
@@ -25,4 +26,5 @@ def sync_user(event: CloudEvent) -> None:
         # Not a Pub/Sub message at all: nothing to dead-letter, and retrying cannot help.
         log.error(f"user-sync event ignored: {err}", message_id=event["id"])
         return
-    instance.worker().handle(delivery)
+    with redelivery.for_message(delivery):
+        instance.worker().handle(delivery)

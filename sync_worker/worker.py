@@ -156,14 +156,9 @@ class SyncWorker:
             )
             return Result.DEAD_LETTERED
         except RetryableError as err:
+            # Logged once, by the entry point that asks Pub/Sub for redelivery.
             final = (delivery.delivery_attempt or 0) >= MAX_DELIVERY_ATTEMPTS
             self._record_failure(request, delivery, err, final=final, stored=stored)
-            log.warning(
-                f"sync failed, will be retried: {err}",
-                error_class=err.error_class,
-                delivery_attempt=delivery.delivery_attempt,
-                **labels,
-            )
             raise
         # A success is the one line a minute per tenant: DEBUG (see ``Settings.log_level``).
         log.log(
@@ -180,6 +175,8 @@ class SyncWorker:
         stale = loaded.snapshot.staleness(request.requested_at)
         if stale is not None:
             return STALE_RESULTS[stale]
+        if loaded.trading is None:  # a tenant's kill-switch proves it exists: no extra read
+            self._require_user(request.uid)
         if skips_for_kill_switch(request.effective_reason, loaded.trading):
             return self._record(request, loaded.snapshot, Change.skip(), Result.SKIPPED)
         state, client, keys = self._fetch(request, loaded)
@@ -202,7 +199,7 @@ class SyncWorker:
             except AlpacaAuthError:
                 self._keys.drop(request.uid)
             secret = self._read(alpaca_secret_doc(request.uid))
-        return self._fetch_with(self._keys_from(request, loaded.trading is not None, secret))
+        return self._fetch_with(self._keys_from(request, secret))
 
     def _fetch_with(self, keys: AlpacaKeys) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
         client = self._deps.alpaca.for_user(keys)
@@ -216,15 +213,10 @@ class SyncWorker:
         self._counted(request)
         return done
 
-    def _keys_from(
-        self, request: SyncRequest, has_trading: bool, secret: Mapping[str, Any] | None
-    ) -> AlpacaKeys:
+    def _keys_from(self, request: SyncRequest, secret: Mapping[str, Any] | None) -> AlpacaKeys:
         """The keys read from ``secret`` (``None``: none stored), validated and cached under
-        the message's version; without them, a user with neither ``status/trading``
-        (``has_trading``) nor ``users/{uid}`` is unknown."""
+        the message's version."""
         if secret is None:
-            if not has_trading and self._read(user_doc(request.uid)) is None:
-                raise UnknownUser("no such user")
             raise MissingKeys("no Alpaca keys stored")
         keys = AlpacaKeys.from_document(secret)
         self._keys.put(request.uid, request.keys_version, keys)
@@ -245,6 +237,12 @@ class SyncWorker:
             cached=cached,
             secret=_data(found[paths[2]]) if cached is None else None,
         )
+
+    def _require_user(self, uid: str) -> None:
+        """``UnknownUser`` unless ``users/{uid}`` exists (a deleted or made-up user), decided
+        before anything is written for the user: nothing may create one out of thin air."""
+        if self._read(user_doc(uid)) is None:
+            raise UnknownUser("no such user")
 
     def _read(self, path: str) -> Mapping[str, Any] | None:
         """One document's data (``None``: no such document)."""

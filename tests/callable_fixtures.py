@@ -6,7 +6,10 @@
   cold starts overlap, started once per session for one ``demo-`` project (its tokens name
   that project, so tests that use it share it and clear its data afterwards);
 - ``callable_env``: this process pointed at Firestore + Auth emulator + stand-in;
-- ``call``: one callable request through a Flask test client.
+- ``call``: one callable request through a Flask test client;
+- callers and tenants: ``caller`` (a :class:`CallContext` as a token gives it),
+  ``onboard_tenant``, ``sign_in_anonymously`` and ``verify_email`` (Auth emulator users),
+  ``documents_under`` (everything stored under a user).
 
 Test modules both import helpers from here and list it in ``pytest_plugins`` (so its session
 fixtures exist once); PYTEST_DONT_REWRITE tells pytest that importing it first is intended
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,11 +31,13 @@ from typing import Any
 
 import pytest
 
-from agenttrader.callable import CallableError, Status
+from agenttrader import paths
+from agenttrader.callable import CallableError, CallContext, Status
 from agenttrader.callable.id_tokens import set_token_verifier
+from agenttrader.callable.tenancy import TenantPolicy
 from agenttrader.deps import get_deps, set_deps
 from devtools import emulators
-from devtools.auth_emulator import AuthEmulator, AuthEmulatorClient, spawn
+from devtools.auth_emulator import API_KEY, AuthEmulator, AuthEmulatorClient, EmulatedUser, spawn
 from devtools.vertex_standin import VertexStandIn
 from signal_worker.providers import reset_providers
 
@@ -40,14 +46,15 @@ REGION = "us-central1"
 
 
 def entry_points() -> dict[str, Callable[..., Any]]:
-    """The three callables by name (imported late: they are the code under test)."""
-    from accounts.main import migrate_legacy_data, onboard_user
+    """The callables by name (imported late: they are the code under test)."""
+    from accounts.main import delete_account, migrate_legacy_data, onboard_user
     from signal_worker.main import generate_trading_signal
 
     return {
         "onboard_user": onboard_user,
         "generate_trading_signal": generate_trading_signal,
         "migrate_legacy_data": migrate_legacy_data,
+        "delete_account": delete_account,
     }
 
 
@@ -82,8 +89,18 @@ class FakeTokens:
 
     prefix = "fake:"
 
-    def token_for(self, uid: str, email: str | None = None, **claims: Any) -> str:
-        body = {"uid": uid, "sub": uid, **({"email": email} if email else {}), **claims}
+    def token_for(
+        self, uid: str, email: str | None = None, *, provider: str = "password", **claims: Any
+    ) -> str:
+        """Claims shaped like a Firebase ID token's: ``firebase.sign_in_provider`` included
+        (``email_verified`` only when given)."""
+        body = {
+            "uid": uid,
+            "sub": uid,
+            **({"email": email} if email else {}),
+            "firebase": {"sign_in_provider": provider, "identities": {}},
+            **claims,
+        }
         return self.prefix + json.dumps(body)
 
     def __call__(self, token: str) -> Mapping[str, Any]:
@@ -177,9 +194,46 @@ def callable_env(
     emulators.clear_firestore(emulator_hosts["FIRESTORE_EMULATOR_HOST"], auth_emulator.project)
 
 
+def _identity_toolkit(
+    auth: AuthEmulatorClient, path: str, body: Mapping[str, Any], *, admin: bool = False
+) -> Any:
+    """One Identity Toolkit call to the emulator, as a client SDK (or with ``admin``, as
+    firebase-admin: the emulator's ``Bearer owner``) sends it."""
+    headers = {"Content-Type": "application/json"}
+    if admin:
+        headers["Authorization"] = "Bearer owner"
+    request = urllib.request.Request(
+        f"{auth.base}/identitytoolkit.googleapis.com/v1/{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers=headers,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def sign_in_anonymously(auth: AuthEmulatorClient) -> tuple[str, str]:
+    """A new anonymous user of the Auth emulator: (uid, ID token), as ``signInAnonymously``
+    gets them (``firebase.sign_in_provider == "anonymous"``)."""
+    result = _identity_toolkit(auth, f"accounts:signUp?key={API_KEY}", {"returnSecureToken": True})
+    return result["localId"], result["idToken"]
+
+
+def verify_email(auth: AuthEmulatorClient, user: EmulatedUser) -> EmulatedUser:
+    """Mark ``user``'s email verified (as the verification link does) and sign in again, so
+    the new ID token carries ``email_verified: true``."""
+    _identity_toolkit(
+        auth,
+        f"projects/{auth.project}/accounts:update",
+        {"localId": user.uid, "emailVerified": True},
+        admin=True,
+    )
+    return auth.refreshed(user)
+
+
 @pytest.fixture
 def router(callable_env: CallableEnv) -> Any:
-    """A test client of the local callables router serving the three functions."""
+    """A test client of the local callables router serving the callables."""
     from devtools.callable_server import callables_app
 
     return callables_app(entry_points(), project=callable_env.project).test_client()
@@ -204,7 +258,44 @@ def functions_framework_client(target: str, source: Path) -> Iterator[Any]:
             sys.modules["main"] = saved_main
 
 
+# --- callers and tenants --------------------------------------------------------------------
+
+
+def caller(
+    uid: str,
+    email: str | None = None,
+    *,
+    provider: str = "password",
+    email_verified: bool = False,
+    **claims: Any,
+) -> CallContext:
+    """The context of a call by ``uid``, as a verified ID token would give it."""
+    firebase = {"sign_in_provider": provider, "identities": {}}
+    return CallContext.from_claims(
+        {"sub": uid, "email": email, "email_verified": email_verified, "firebase": firebase}
+        | claims
+    )
+
+
+LENIENT = TenantPolicy(providers=None, require_verified_email=False)
+"""The policy with the emulators in use (``REQUIRE_VERIFIED_EMAIL`` off by default there)."""
+
+
+def onboard_tenant(db: Any, uid: str, email: str | None = None) -> dict[str, Any]:
+    """Onboard ``uid`` as ``onboard_user`` would for a password user under :data:`LENIENT`."""
+    from accounts.onboarding import onboard
+
+    return onboard(db, caller(uid, email), LENIENT)
+
+
 # --- data ------------------------------------------------------------------------------------
+
+
+def documents_under(db: Any, uid: str) -> list[str]:
+    """Every document of ``users/{uid}``'s subtree, found by a scan of the whole ``users``
+    tree (a kindless query: no collection name is assumed, missing parents included)."""
+    found = [snap.reference.path for snap in db.collection(paths.USERS).recursive().stream()]
+    return sorted(p for p in found if p == f"users/{uid}" or p.startswith(f"users/{uid}/"))
 
 
 def synced_snapshot(**overrides: Any) -> dict[str, Any]:

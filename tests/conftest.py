@@ -3,6 +3,7 @@ a unique project per test (so the fixed topic names never collide between tests)
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import google.cloud.pubsub_v1 as pubsub_v1
 import pytest
 
-from agenttrader import topology
+from agenttrader import logs, topology
 from agenttrader.deps import Deps, set_deps
 from agenttrader.settings import Settings
 from devtools import emulators
@@ -114,3 +115,20 @@ def pipeline_deps(stack_env: dict[str, str], project: str) -> Iterator[Deps]:
     container = Deps(Settings.from_env(), publisher=publisher)
     set_deps(container)
     yield container
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    """The root logger without our JSON handler (a test installs its own); handlers and level
+    are restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    for handler in handlers:
+        if handler.get_name() == logs._HANDLER_NAME:
+            root.removeHandler(handler)
+    yield root
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)

@@ -54,6 +54,18 @@ class CallContext:
     """Every claim of the token; custom claims (``admin``) sit at the top level."""
 
     @property
+    def sign_in_provider(self) -> str | None:
+        """``firebase.sign_in_provider``: ``password``, ``google.com``, ``anonymous``…"""
+        firebase = self.claims.get("firebase")
+        provider = firebase.get("sign_in_provider") if isinstance(firebase, Mapping) else None
+        return provider if isinstance(provider, str) else None
+
+    @property
+    def email_verified(self) -> bool:
+        """Only a boolean ``true`` claim, and only with an email."""
+        return self.email is not None and self.claims.get("email_verified") is True
+
+    @property
     def is_admin(self) -> bool:
         """Only a boolean ``true``: a claim of ``"true"`` or ``1`` grants nothing (as in
         ``firestore.rules``)."""
@@ -119,7 +131,10 @@ def https_callable(handler: Handler, /) -> HttpFunction: ...
 
 @overload
 def https_callable(
-    *, verifier: TokenVerifier | None = None, max_request_bytes: int = MAX_REQUEST_BYTES
+    *,
+    tenant: bool = False,
+    verifier: TokenVerifier | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> Callable[[Handler], HttpFunction]: ...
 
 
@@ -127,11 +142,15 @@ def https_callable(
     handler: Handler | None = None,
     /,
     *,
+    tenant: bool = False,
     verifier: TokenVerifier | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> HttpFunction | Callable[[Handler], HttpFunction]:
     """Decorate a handler into a callable HTTP function (named like the handler).
 
+    ``tenant=True``: the handler runs only for an onboarded caller who passes the tenant policy
+    (:func:`agenttrader.callable.tenancy.require_tenant`, with the instance's Firestore and
+    settings); every tenant callable says so here, so the check lives in one place.
     ``verifier`` replaces the ID-token check (tests); by default
     :func:`agenttrader.callable.id_tokens.get_token_verifier` is asked on each call, so a replaced
     :class:`~agenttrader.deps.Deps` or verifier is honoured.
@@ -139,14 +158,27 @@ def https_callable(
 
     def wrap(fn: Handler) -> HttpFunction:
         name = fn.__name__
+        guarded = _tenants_only(fn) if tenant else fn
 
         @functools.wraps(fn)
         def http_function(request: flask.Request) -> flask.Response:
-            return _serve(request, fn, name, verifier, max_request_bytes)
+            return _serve(request, guarded, name, verifier, max_request_bytes)
 
         return http_function
 
     return wrap(handler) if handler is not None else wrap
+
+
+def _tenants_only(handler: Handler) -> Handler:
+    def guarded(ctx: CallContext, data: Any) -> Any:
+        from agenttrader.callable.tenancy import TenantPolicy, require_tenant
+        from agenttrader.deps import get_deps
+
+        deps = get_deps()
+        require_tenant(ctx, deps.firestore, TenantPolicy.from_settings(deps.settings))
+        return handler(ctx, data)
+
+    return guarded
 
 
 @dataclass(frozen=True)

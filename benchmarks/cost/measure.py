@@ -370,8 +370,10 @@ def measure_worker_pass(
     attempt: int = 1,
     failing: bool = False,
 ) -> dict[str, float]:
-    """One delivery of each request through ``SyncWorker.handle``, ``threads`` at once; each
-    must sync (``failing``: each must raise ``RetryableError``, to be retried)."""
+    """One delivery of each request through ``SyncWorker.handle`` as ``sync_user`` calls it,
+    ``threads`` at once; each must sync (``failing``: each must ask for redelivery with a
+    ``RetryableError``, logged by the entry point's :mod:`agenttrader.redelivery`)."""
+    from agenttrader import redelivery
     from agenttrader.errors import RetryableError
     from agenttrader.events import PubsubDelivery
     from sync_worker.worker import Result
@@ -386,9 +388,10 @@ def measure_worker_pass(
         )
         wall, cpu = time.monotonic(), time.thread_time()
         try:
-            outcome: Any = worker.handle(delivery)
-        except RetryableError as err:
-            outcome = err
+            with redelivery.for_message(delivery):
+                outcome: Any = worker.handle(delivery)
+        except redelivery.Redeliver as err:
+            outcome = err.__cause__
         if failing != isinstance(outcome, RetryableError) or (
             not failing and outcome is not Result.SYNCED
         ):
@@ -418,7 +421,7 @@ def measure_worker(
     deps: Any, sim: Any, key_ids: Mapping[str, str], pulse_id: str, threads: int
 ) -> dict[str, dict[str, float]]:
     """First syncs (snapshots created); a new instance (keys not cached: cold); the same
-    instance again (the same keys_version: warm); a failing attempt (HTTP 500) and its
+    instance again (the same keys_version: warm); a failing attempt (HTTP 503) and its
     redelivery once Alpaca recovered; syncs whose message asks for the clock."""
     from agenttrader.keys_version import version_of
     from agenttrader.messages import Reason, SyncRequest

@@ -53,7 +53,7 @@ from devtools.localstack.view import (
 )
 from devtools.simulator import AlpacaSimulator
 
-CALLABLES = ("onboard_user", "generate_trading_signal", "migrate_legacy_data")
+CALLABLES = ("onboard_user", "generate_trading_signal", "migrate_legacy_data", "delete_account")
 REGION = "us-central1"
 REFRESH_SECONDS = 1.5
 """Redraw period of the full-screen view."""
@@ -165,7 +165,7 @@ def spawn_auth_emulator(run: Run) -> None:
 
 
 def start_callables(run: Run) -> None:
-    """The three callables at ``/{project}/{region}/{name}``, as ``connectFunctionsEmulator``
+    """The callables at ``/{project}/{region}/{name}``, as ``connectFunctionsEmulator``
     calls them, verifying the Auth emulator's ID tokens."""
     import main
     from devtools.callable_server import CallablesServer

@@ -50,6 +50,7 @@ from agenttrader.logs import get_logger
 from agenttrader.messages import format_timestamp
 from devtools.localstack.answers import AnswerBatcher
 from devtools.localstack.pull_gate import HandOff
+from devtools.localstack.subscriber import subscriber_client
 
 if TYPE_CHECKING:
     from google.pubsub_v1.types import Subscription
@@ -301,8 +302,9 @@ class PushBridge:
     """Delivers ``subscription`` to ``endpoint`` with up to ``concurrency`` requests in flight;
     a request gets ``timeout`` seconds, at most 90 % of the subscription's ack deadline.
 
-    ``subscriber`` defaults to a ``pubsub_v1.SubscriberClient`` (for the emulator named by
-    ``PUBSUB_EMULATOR_HOST``); the bridge closes it on :meth:`stop`.
+    ``subscriber`` defaults to a ``pubsub_v1.SubscriberClient`` for the emulator named by
+    ``PUBSUB_EMULATOR_HOST`` that takes messages of any size Pub/Sub allows
+    (:mod:`.subscriber`); the bridge closes it on :meth:`stop`.
     """
 
     def __init__(
@@ -320,9 +322,7 @@ class PushBridge:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if subscriber is None:
-            from google.cloud import pubsub_v1
-
-            subscriber = pubsub_v1.SubscriberClient()
+            subscriber = subscriber_client()
         self._subscriber: Subscriber = subscriber
         self.subscription_path: str = self._subscriber.subscription_path(project, subscription)
         self.endpoint = endpoint

@@ -257,9 +257,9 @@ class DeadLetterPeek:
         cap: int = 5_000,
         pull_timeout: float = 2.0,
     ) -> None:
-        from google.cloud import pubsub_v1
+        from devtools.localstack.subscriber import subscriber_client
 
-        self._subscriber = pubsub_v1.SubscriberClient()
+        self._subscriber = subscriber_client()
         self.path = self._subscriber.subscription_path(project, subscription)
         self._interval = interval
         self._cap = cap

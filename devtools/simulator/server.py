@@ -15,6 +15,7 @@ import socketserver
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -22,6 +23,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from devtools.simulator.clock import REGULAR, ClockSetting
+from devtools.simulator.oauth import Grant, OAuthApp, OAuthServer
 from devtools.simulator.responses import (
     Reply,
     account_body,
@@ -41,8 +43,21 @@ from devtools.simulator.tenants import (
 
 _LOG = logging.getLogger("devtools.simulator")
 _TRADING_PATHS = frozenset({"/v2/account", "/v2/positions", "/v2/orders", "/v2/clock"})
+_OAUTH_PATHS = {"/oauth/authorize": "GET", "/oauth/token": "POST"}
 _TENANT_FIELDS = frozenset({"key_id", "secret_key", "scenario", "cash", "positions", "seed"})
+_APP_FIELDS = frozenset({"client_id", "client_secret", "redirect_uris"})
+_REVOKE_FIELDS = frozenset({"tenant", "client_id", "token"})
 _MAX_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class RequestAuth:
+    """What a Trading API request authenticates with: an OAuth access token (``bearer``)
+    if it sends one, else the key pair. ``repr`` shows none of them."""
+
+    key_id: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    bearer: str | None = field(default=None, repr=False)
 
 
 class RequestStats:
@@ -97,6 +112,7 @@ class SimulatorCore:
         self.default_latency_ms = default_latency_ms
         self.clock: ClockSetting = REGULAR
         """What ``/v2/clock`` answers; replaced whole (one reference), so no lock."""
+        self.oauth = OAuthServer(self.registry)
 
     def stats_snapshot(self) -> dict[str, Any]:
         return {**self.stats.snapshot(), "tenants": len(self.registry)}
@@ -106,9 +122,7 @@ class SimulatorCore:
         for tenant in self.registry.all():
             tenant.reset_requests()
 
-    def trading(
-        self, method: str, path: str, query: str, key_id: str | None, secret: str | None
-    ) -> Reply | None:
+    def trading(self, method: str, path: str, query: str, auth: RequestAuth) -> Reply | None:
         """Serve one Trading API request; ``None`` means drop the connection (shutting down)."""
         if path not in _TRADING_PATHS:
             self.stats.begin("unknown")
@@ -117,21 +131,24 @@ class SimulatorCore:
         self.stats.begin(f"{method} {path}")
         reply: Reply | None = None
         try:
-            reply = self._serve(method, path, query, key_id, secret)
+            reply = self._serve(method, path, query, auth)
             return reply
         finally:
             self.stats.end(None if reply is None else reply.status)
 
-    def _serve(
-        self, method: str, path: str, query: str, key_id: str | None, secret: str | None
-    ) -> Reply | None:
+    def _serve(self, method: str, path: str, query: str, auth: RequestAuth) -> Reply | None:
         if method != "GET":
             return error_reply(405)
-        tenant = self.registry.get(key_id) if key_id else None
+        if auth.bearer is not None:
+            tenant = self.oauth.tenant_for(auth.bearer)
+            authenticated = tenant is not None
+        else:
+            tenant = self.registry.get(auth.key_id) if auth.key_id else None
+            authenticated = tenant is not None and tenant.secret_matches(auth.secret)
         if tenant is None:
             verdict = Verdict(self.default_latency_ms / 1000.0, 401)
         else:
-            verdict = tenant.admit(secret, self.default_latency_ms)
+            verdict = tenant.admit(authenticated, self.default_latency_ms)
         if verdict.delay_s > 0 and self.stopping.wait(verdict.delay_s):
             return None
         if tenant is None or verdict.fail_status is not None:
@@ -171,9 +188,16 @@ class SimulatorCore:
             case "DELETE", ["clock"]:
                 self.clock = REGULAR
                 return Reply(200, self.clock.to_dict())
-            case _, ["stats"] | ["reset-stats"] | ["tenants"] | ["clock"]:
-                return error_reply(405)
-            case _, ["tenants", _] | ["tenants", _, "scenario"]:
+            case _, ["oauth", *route]:
+                return self._oauth_admin(method, route, body)
+            case _, (
+                ["stats"]
+                | ["reset-stats"]
+                | ["tenants"]
+                | ["clock"]
+                | ["tenants", _]
+                | ["tenants", _, "scenario"]
+            ):
                 return error_reply(405)
             case _:
                 return error_reply(404)
@@ -199,6 +223,49 @@ class SimulatorCore:
             return error_reply(400, str(exc))
         # The only response that ever carries a secret: the caller needs it to use the tenant.
         return Reply(201, {**tenant_info(tenant), "secret_key": tenant.secret_key})
+
+    def _oauth_admin(self, method: str, route: list[str], body: bytes) -> Reply:
+        """``/_sim/oauth/``: register apps, list grants, revoke tokens."""
+        match method, route:
+            case "GET", ["apps"]:
+                return Reply(200, [app.info() for app in self.oauth.apps()])
+            case "POST", ["apps"]:
+                return self._create_app(body)
+            case "GET", ["grants"]:
+                return Reply(200, [grant.info() for grant in self.oauth.grants()])
+            case "POST", ["revoke"]:
+                return self._revoke(body)
+            case _:
+                return error_reply(405 if route in (["apps"], ["grants"], ["revoke"]) else 404)
+
+    def _create_app(self, body: bytes) -> Reply:
+        try:
+            data = _json_object(body)
+            unknown = sorted(set(data) - _APP_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown app field(s): {', '.join(unknown)}")
+            app = self.oauth.add_app(
+                data.get("redirect_uris") or (),
+                client_id=data.get("client_id"),
+                client_secret=data.get("client_secret"),
+            )
+        except ValueError as exc:
+            return error_reply(400, str(exc))
+        # With the tenant creation, the only answers that carry a secret: the caller needs it.
+        return Reply(201, {**app.info(), "client_secret": app.client_secret})
+
+    def _revoke(self, body: bytes) -> Reply:
+        try:
+            data = _json_object(body)
+            unknown = sorted(set(data) - _REVOKE_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown revoke field(s): {', '.join(unknown)}")
+            if not all(isinstance(value, str) for value in data.values()):
+                raise ValueError("tenant, client_id and token must be strings")
+            revoked = self.oauth.revoke(**data)
+        except ValueError as exc:
+            return error_reply(400, str(exc))
+        return Reply(200, {"revoked": revoked})
 
     def _put_scenario(self, key_id: str, body: bytes) -> Reply:
         tenant = self.registry.get(key_id)
@@ -313,15 +380,22 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == "/_sim" or url.path.startswith("/_sim/"):
                 self._log_route = _admin_route(url.path)
                 reply: Reply | None = core.admin(self.command, url.path, body)
+            elif url.path in _OAUTH_PATHS:
+                self._log_route = url.path  # never the query: it holds the code and state
+                if self.command != _OAUTH_PATHS[url.path]:
+                    reply = error_reply(405)
+                elif url.path == "/oauth/authorize":
+                    reply = core.oauth.authorize(url.query)
+                else:
+                    reply = core.oauth.token(body, self.headers.get("Content-Type"))
             else:
                 self._log_route = url.path if url.path in _TRADING_PATHS else "(unknown path)"
-                reply = core.trading(
-                    self.command,
-                    url.path,
-                    url.query,
-                    self.headers.get("APCA-API-KEY-ID"),
-                    self.headers.get("APCA-API-SECRET-KEY"),
+                auth = RequestAuth(
+                    key_id=self.headers.get("APCA-API-KEY-ID"),
+                    secret=self.headers.get("APCA-API-SECRET-KEY"),
+                    bearer=_bearer(self.headers.get("Authorization")),
                 )
+                reply = core.trading(self.command, url.path, url.query, auth)
         except Exception:  # noqa: BLE001 - a simulator bug must still answer, as Alpaca would
             _LOG.exception("simulator failed to handle %s %s", self.command, self._log_route)
             reply = error_reply(500)
@@ -368,6 +442,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the default would print request lines and errors to stderr."""
+
+
+def _bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 def _admin_route(path: str) -> str:
@@ -503,3 +585,22 @@ class AlpacaSimulator:
 
     def reset_stats(self) -> None:
         self._core.reset_stats()
+
+    def add_oauth_app(
+        self,
+        redirect_uris: Sequence[str],
+        client_id: str | None = None,
+        client_secret: str | None = None,
+    ) -> OAuthApp:
+        """Register an OAuth app (absent credentials are generated)."""
+        return self._core.oauth.add_app(redirect_uris, client_id, client_secret)
+
+    def oauth_grants(self) -> list[Grant]:
+        """Every access token issued so far, revoked ones included."""
+        return self._core.oauth.grants()
+
+    def revoke_oauth_tokens(
+        self, *, tenant: str | None = None, client_id: str | None = None, token: str | None = None
+    ) -> int:
+        """Revoke the live tokens matching every given filter; returns how many."""
+        return self._core.oauth.revoke(tenant=tenant, client_id=client_id, token=token)

@@ -232,8 +232,9 @@ class SimTenant:
         self._walk_rng = random.Random(f"walk:{self.seed}")
         self._fault_rng = random.Random(f"fault:{self.seed}")
 
-    def admit(self, secret: str | None, default_latency_ms: float) -> Verdict:
-        """Count one API request and decide, per the current scenario, how to answer it."""
+    def admit(self, authenticated: bool, default_latency_ms: float) -> Verdict:
+        """Count one API request and decide, per the current scenario, how to answer it
+        (``authenticated``: the request's key pair or OAuth token is this tenant's)."""
         with self._lock:
             self.requests += 1
             scenario = self.scenario
@@ -241,7 +242,7 @@ class SimTenant:
             delay = latency_ms / 1000.0
             if scenario.kind == "timeout":  # a network-level hang: even bad credentials wait
                 delay += scenario.hang_seconds
-            if not self._secret_matches(secret) or scenario.kind == "bad_keys":
+            if not authenticated or scenario.kind == "bad_keys":
                 return Verdict(delay, 401)
             match scenario.kind:
                 case "forbidden":
@@ -257,7 +258,7 @@ class SimTenant:
                     return Verdict(delay, scenario.fail_status)
             return Verdict(delay)
 
-    def _secret_matches(self, secret: str | None) -> bool:
+    def secret_matches(self, secret: str | None) -> bool:
         if secret is None:
             return False
         return hmac.compare_digest(secret.encode(), self.secret_key.encode())

@@ -17,7 +17,7 @@ from agenttrader.deps import get_deps, set_deps
 from devtools.auth_emulator import EmulatedUser
 from devtools.vertex_standin import Mode
 from signal_worker import providers
-from signal_worker.gemini import GeminiProvider
+from signal_worker.gemini import OVERRIDE_NOTICE, OVERRIDE_PROVIDER, GeminiProvider
 from signal_worker.heuristic import NOTICE
 from signal_worker.quota import COUNTER
 from tests.callable_fixtures import (
@@ -140,17 +140,18 @@ def test_signal_through_the_real_genai_client(callable_env: CallableEnv, router:
     assert result["snapshotPath"] == f"users/{user.uid}/data/snapshot"
     response = json.loads(result["response"])
     assert response["action"] in {"BUY", "SELL", "HOLD"}
-    assert response["provider"] == "vertex-ai-gemini"
+    # The stand-in answered, not Gemini: the stored signal says so.
+    assert response["provider"] == OVERRIDE_PROVIDER and response["notice"] == OVERRIDE_NOTICE
 
     stored = callable_env.db.document(paths.trading_signal_doc(user.uid, result["id"])).get()
     doc = stored.to_dict() or {}
     assert isinstance(doc["createdAt"], datetime)
     assert doc["userId"] == user.uid
     assert doc["response"] == result["response"]
-    assert "earnings week" in doc["prompt"] and "- MSFT: qty 10" in doc["prompt"]
+    assert '"note": "earnings week"' in doc["prompt"] and '"symbol": "MSFT"' in doc["prompt"]
     vertex = doc["vertex"]
     assert vertex["model"] == "gemini-2.5-flash"
-    assert vertex["provider"] == "vertex-ai-gemini"
+    assert vertex["provider"] == OVERRIDE_PROVIDER
     assert vertex["finish_reason"] == "STOP"
     assert vertex["total_tokens"] == vertex["prompt_tokens"] + vertex["candidates_tokens"] > 0
     assert vertex["latency_ms"] > 0

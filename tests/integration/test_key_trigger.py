@@ -113,6 +113,15 @@ def test_invalid_keys_are_recorded_and_not_synced(
     assert doc(db, paths.alpaca_config_doc("u3"))["configured"] is False  # type: ignore[index]
     assert tapped(project, wait=2) == []
     assert KEYS["secret_key"] not in json.dumps(error, default=str)
+    # The audit names a host only when it is on the allowlist.
+    [entry] = [d.to_dict() for d in db.collection(paths.audit_collection("u3")).stream()]
+    allowed = keys["base_url"] == KEYS["base_url"]
+    base_url = (
+        {"base_url_host": "paper-api.alpaca.markets"} if allowed else {"base_url_allowed": False}
+    )
+    assert entry["details"] == {"error_class": error_class, **base_url}
+    assert "evil" not in json.dumps([error, entry], default=str)
+    assert "169.254" not in json.dumps([error, entry], default=str)
 
 
 def test_redelivered_event_writes_one_audit_entry(deps: Deps, project: str) -> None:

@@ -148,6 +148,38 @@ def test_a_failing_message_is_redelivered_with_growing_attempts_then_dead_letter
     assert (stats.delivered, stats.acked, stats.nacked, stats.duplicates) == (6, 1, 5, 0)
 
 
+def test_a_message_over_4_mib_is_delivered_and_so_are_those_pulled_with_it(
+    project: str,
+    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    endpoint: tuple[Endpoint, str],
+) -> None:
+    """Pub/Sub takes messages up to 10 MB, gRPC receives 4 MiB by default: a pull whose answer
+    held a bigger message failed, every time, and the messages pulled with it stayed stuck."""
+    publisher, subscriber = clients
+    state, url = endpoint
+    topic = publisher.topic_path(project, "big-topic")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(
+        name=subscriber.subscription_path(project, "big-sub"), topic=topic, ack_deadline_seconds=10
+    )
+    big = b"x" * (9 * 1024 * 1024)
+    ids = _publish(publisher, topic, b"before", big, b"after")
+
+    bridge = PushBridge(project, "big-sub", url, concurrency=8).start()
+    try:
+        wait_for(lambda: bridge.stats.acked >= len(ids), timeout=30)
+    finally:
+        bridge.stop()
+
+    assert state.ids() == Counter(ids)  # each exactly once, the big one whole
+    sizes = {
+        b["message"]["messageId"]: len(base64.b64decode(b["message"]["data"])) for b in state.bodies
+    }
+    assert sizes == {ids[0]: 6, ids[1]: len(big), ids[2]: 5}
+    assert bridge.stats.pull_errors == 0
+    assert nothing_left(subscriber, bridge.subscription_path)
+
+
 def test_stop_lets_a_delivery_in_flight_finish_and_acks_it(
     project: str,
     clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],

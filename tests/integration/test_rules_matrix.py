@@ -5,7 +5,9 @@ document as the server (``Authorization: Bearer owner``, the emulator's rules by
 makes one client request over the emulator's REST API with an emulator ID token, and checks
 the emulator's verdict: HTTP 200 = allowed, 403 PERMISSION_DENIED = denied, anything else
 fails the cell (the setup, not the rules, would be wrong). Every cell has a uid of its own,
-so cells are independent of each other and of their order.
+so cells are independent of each other and of their order; the owner's ``users/{uid}`` is
+seeded as ``onboard_user`` writes it (except for the newcomer, who never onboarded), since
+the rules decide who is a tenant from it.
 
 At the end the emulator's rule coverage report is fetched, saved beside pytest's temporary
 files and its location printed.
@@ -30,12 +32,36 @@ pytestmark = pytest.mark.integration
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "firestore.rules"
 
-OWNER, OTHER, ANON, ADMIN = "owner", "other", "anon", "admin"
-"""The actors: the tenant who owns the path, another signed-in tenant, a client with no
-token, and an operator with the ``admin`` custom claim (who is not the owner)."""
-ACTORS = (OWNER, OTHER, ANON, ADMIN)
+OWNER, NEWCOMER, ANONYMOUS, UNVERIFIED = "owner", "newcomer", "anonymous", "unverified"
+OTHER, SIGNED_OUT, ADMIN = "other", "signed_out", "admin"
+"""The actors. Whose uid is the path's: the tenant (onboarded, verified email, a password
+sign-in), a newcomer (signed in and verified, never onboarded), the same onboarded user in an
+anonymous session, and one whose email is not verified (the policy recorded at onboarding
+requires it). Whose is not: another signed-in tenant, a client with no token, and an
+operator with the ``admin`` custom claim."""
+ACTORS = (OWNER, NEWCOMER, ANONYMOUS, UNVERIFIED, OTHER, SIGNED_OUT, ADMIN)
 OPS = ("get", "list", "create", "update", "delete")
-NOBODY = "-"
+
+NOBODY, SELF = "-", "self"
+"""What a cell of :data:`EXPECTED` may also name: nobody, or anyone signed in whose uid is the
+path's (a tenant or not). ``OWNER`` there means the tenant alone, ``ADMIN`` the operator."""
+ALLOWED: dict[str, frozenset[str]] = {
+    NOBODY: frozenset(),
+    SELF: frozenset({OWNER, NEWCOMER, ANONYMOUS, UNVERIFIED}),
+    OWNER: frozenset({OWNER}),
+    ADMIN: frozenset({ADMIN}),
+}
+
+STRICT_POLICY = {"providers": None, "requireVerifiedEmail": True}
+"""``users/{uid}.tenantPolicy`` as ``onboard_user`` records the production default."""
+ROOT = {
+    "onboarded": True,
+    "onboardedAt": datetime(2026, 1, 1, tzinfo=UTC),
+    "email": "tenant@example.com",
+    "emailVerified": True,
+    "tenantPolicy": STRICT_POLICY,
+}
+"""An onboarded tenant's ``users/{uid}``."""
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = {
@@ -64,12 +90,7 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     # Every document of the data model (docs/DESIGN.md, agenttrader/paths.py) ...
-    "user": Target(
-        "users/{uid}",
-        {"onboarded": True, "onboardedAt": NOW, "email": "tenant@example.com"},
-        {"onboarded": True, "onboardedAt": NOW, "email": "tenant@example.com"},
-        {"onboarded": False},
-    ),
+    "user": Target("users/{uid}", ROOT, ROOT, {"onboarded": False}),
     "config_alpaca": Target(
         "users/{uid}/config/alpaca",
         {"configured": False, "createdAt": NOW, "instructions": "Write your Alpaca keys."},
@@ -148,6 +169,12 @@ TARGETS: dict[str, Target] = {
     "ops_roster_shard": Target(
         "ops/roster/shards/0", {"members": {"u1": 3}}, {"members": {}}, {"members": {"x": 1}}
     ),
+    "ops_deletion": Target(
+        "ops/deletions/entries/{uid}",
+        {"uid": "gone-user", "at": NOW, "deleted": {"audit": 3}, "total": 3},
+        {"uid": "forged", "at": NOW},
+        {"total": 0},
+    ),
     "ops_market_clock": Target(
         "ops/market_clock",
         {"is_open": True, "next_open": NOW, "next_close": NOW},
@@ -170,25 +197,27 @@ TARGETS: dict[str, Target] = {
     "misc": Target("misc/{uid}", {"x": 1}, {"x": 1}, {"x": 2}),
 }
 
-# Who may do what: the one actor allowed per (path, operation), or NOBODY. Every other actor
-# is denied. `list` lists the collection that holds the document.
+# Who may do what per (path, operation): the tenant alone (OWNER), anyone signed in whose uid
+# is the path's (SELF: reading one's own documents needs no tenancy), the operator (ADMIN) or
+# NOBODY. Every other actor is denied. `list` lists the collection that holds the document.
 EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     #                          get     list    create  update  delete
-    "user":                   (OWNER,  NOBODY, NOBODY, NOBODY, NOBODY),  # never list `users`
-    "config_alpaca":          (OWNER,  OWNER,  NOBODY, NOBODY, NOBODY),
+    "user":                   (SELF,   NOBODY, NOBODY, NOBODY, NOBODY),  # never list `users`
+    "config_alpaca":          (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
     "secrets_alpaca":         (NOBODY, NOBODY, OWNER,  OWNER,  OWNER),   # write-only
-    "status_trading":         (OWNER,  OWNER,  OWNER,  OWNER,  NOBODY),  # kill-switch
-    "status_last_sync_error": (OWNER,  OWNER,  NOBODY, NOBODY, NOBODY),
-    "status_sync":            (OWNER,  OWNER,  NOBODY, NOBODY, NOBODY),
-    "data_snapshot":          (OWNER,  NOBODY, NOBODY, NOBODY, NOBODY),
-    "trading_signal":         (OWNER,  OWNER,  NOBODY, NOBODY, NOBODY),
-    "audit_entry":            (OWNER,  OWNER,  NOBODY, NOBODY, NOBODY),
-    "usage_day":              (OWNER,  OWNER,  NOBODY, NOBODY, NOBODY),
+    "status_trading":         (SELF,   SELF,   OWNER,  OWNER,  NOBODY),  # kill-switch
+    "status_last_sync_error": (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
+    "status_sync":            (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
+    "data_snapshot":          (SELF,   NOBODY, NOBODY, NOBODY, NOBODY),
+    "trading_signal":         (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
+    "audit_entry":            (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
+    "usage_day":              (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
     "ops_last_pulse":         (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse":              (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse_shard":        (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_roster":             (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_roster_shard":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
+    "ops_deletion":           (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_market_clock":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "legacy_snapshot":        (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
     "secrets_other":          (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
@@ -211,7 +240,7 @@ class Cell(NamedTuple):
 
 
 CELLS = [
-    Cell(target, op, actor, who == actor)
+    Cell(target, op, actor, actor in ALLOWED[who])
     for target in TARGETS
     for op, who in zip(OPS, EXPECTED[target], strict=True)
     for actor in ACTORS
@@ -231,26 +260,59 @@ class Env:
     admin_uid: str = "ops-admin"
 
     def token(self, actor: str, owner_uid: str) -> str | None:
-        if actor == OWNER:
-            return id_token(self.project, owner_uid)
+        if actor in (OWNER, NEWCOMER):
+            return user_token(self.project, owner_uid)
+        if actor == ANONYMOUS:
+            return user_token(self.project, owner_uid, provider="anonymous", email=None)
+        if actor == UNVERIFIED:
+            return user_token(self.project, owner_uid, email_verified=False)
         if actor == OTHER:
-            return id_token(self.project, self.other_uid)
+            return user_token(self.project, self.other_uid)
         if actor == ADMIN:
             return id_token(self.project, self.admin_uid, admin=True)
+        assert actor == SIGNED_OUT
         return None
+
+
+def user_token(
+    project: str,
+    uid: str,
+    *,
+    provider: str = "password",
+    email: str | None = "tenant@example.com",
+    email_verified: object = True,
+) -> str:
+    """An emulator ID token as Firebase Auth issues it after a ``provider`` sign-in."""
+    claims: dict[str, Any] = {"firebase": {"sign_in_provider": provider, "identities": {}}}
+    if email is not None:
+        claims |= {"email": email, "email_verified": email_verified}
+    return id_token(project, uid, **claims)
+
+
+def owned(target: Target) -> bool:
+    """Whether the target lies under a user's root (whose ``users/{uid}`` the rules read)."""
+    return target.path.startswith("users/{uid}/")
 
 
 def _documents_to_seed() -> dict[str, dict[str, Any]]:
     """Every document the cells expect to exist, keyed by path (one batch, not one per cell)."""
     seeds: dict[str, dict[str, Any]] = {}
     for cell in CELLS:
+        target, uid = TARGETS[cell.target], cell_uid("m", cell.id)
+        if owned(target) and cell.actor != NEWCOMER:
+            seeds[f"users/{uid}"] = ROOT
         if cell.op != "create":
-            target = TARGETS[cell.target]
-            seeds[target.at(cell_uid("m", cell.id))] = target.stored
+            seeds[target.at(uid)] = target.stored
     for case_id, case in FIELD_CASES.items():
+        target, uid = TARGETS[case.target], cell_uid("f", case_id)
+        if owned(target):
+            seeds[f"users/{uid}"] = ROOT
         if case.op == "update":
-            target = TARGETS[case.target]
-            seeds[target.at(cell_uid("f", case_id))] = target.stored
+            seeds[target.at(uid)] = target.stored
+    for case_id, policy_case in POLICY_CASES.items():
+        if policy_case.root is not None:
+            for target in POLICY_TARGETS:
+                seeds[f"users/{cell_uid('p', f'{target}-{case_id}')}"] = policy_case.root
     for query_id in QUERIES:
         for name in QUERY_SEEDS:
             seeds[TARGETS[name].at(cell_uid("q", query_id))] = TARGETS[name].stored
@@ -456,7 +518,7 @@ FIELD_CASES: dict[str, FieldCase] = {
     ),
     "killswitch-update_by_other_user": set_switch(ENABLED, DENY, actor=OTHER),
     "killswitch-update_by_admin": set_switch(ENABLED, DENY, actor=ADMIN),
-    "killswitch-update_unauthenticated": set_switch(ENABLED, DENY, actor=ANON),
+    "killswitch-update_unauthenticated": set_switch(ENABLED, DENY, actor=SIGNED_OUT),
     "killswitch-create_enabled": new_switch(ENABLED, ALLOW),
     "killswitch-create_with_message": new_switch({"enabled": False, "message": "off"}, ALLOW),
     "killswitch-create_with_createdAt": new_switch({"enabled": True, "createdAt": NOW}, DENY),
@@ -504,6 +566,61 @@ def test_field_rules(env: Env, case_id: str, case: FieldCase) -> None:
         stored = env.client.read(path)
         assert stored is not None
         assert set(stored) == {"key_id", "secret_key", "base_url"}
+
+
+# Who is a tenant: the policy onboard_user recorded in users/{uid}.tenantPolicy, against the
+# token of the owner's session, for the documents a tenant writes.
+
+
+class PolicyCase(NamedTuple):
+    root: dict[str, Any] | None
+    """The owner's ``users/{uid}`` (None: never onboarded)."""
+    provider: str
+    email_verified: object
+    expected: bool
+
+
+def _root(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in {**ROOT, **fields}.items() if value is not ...}
+
+
+def _policy(providers: list[str] | None, verified: bool) -> dict[str, Any]:
+    return _root(tenantPolicy={"providers": providers, "requireVerifiedEmail": verified})
+
+
+LENIENT = _policy(None, False)
+PASSWORD_OR_GOOGLE = _policy(["password", "google.com"], True)
+POLICY_TARGETS = ("secrets_alpaca", "status_trading")
+POLICY_CASES: dict[str, PolicyCase] = {
+    "strict-verified_password": PolicyCase(ROOT, "password", True, ALLOW),
+    "strict-verified_google": PolicyCase(ROOT, "google.com", True, ALLOW),
+    "strict-unverified": PolicyCase(ROOT, "password", False, DENY),
+    "strict-verified_as_string": PolicyCase(ROOT, "password", "true", DENY),
+    "strict-anonymous_verified": PolicyCase(ROOT, "anonymous", True, DENY),
+    "lenient-unverified": PolicyCase(LENIENT, "password", False, ALLOW),
+    "lenient-phone": PolicyCase(LENIENT, "phone", False, ALLOW),
+    "lenient-anonymous": PolicyCase(LENIENT, "anonymous", False, DENY),
+    "listed-anonymous": PolicyCase(_policy(["anonymous"], False), "anonymous", False, ALLOW),
+    "listed-other_provider": PolicyCase(_policy(["password"], False), "google.com", True, DENY),
+    "listed-provider": PolicyCase(PASSWORD_OR_GOOGLE, "google.com", True, ALLOW),
+    "listed-empty": PolicyCase(_policy([], False), "password", True, DENY),
+    "unrecorded-verified": PolicyCase(_root(tenantPolicy=...), "password", True, ALLOW),
+    "unrecorded-unverified": PolicyCase(_root(tenantPolicy=...), "password", False, DENY),
+    "unrecorded-anonymous": PolicyCase(_root(tenantPolicy=...), "anonymous", True, DENY),
+    "not_onboarded-false": PolicyCase(_root(onboarded=False), "password", True, DENY),
+    "not_onboarded-string": PolicyCase(_root(onboarded="true"), "password", True, DENY),
+    "not_onboarded-absent": PolicyCase(_root(onboarded=...), "password", True, DENY),
+    "not_onboarded-no_root": PolicyCase(None, "password", True, DENY),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("target", POLICY_TARGETS)
+@pytest.mark.parametrize(("case_id", "case"), POLICY_CASES.items(), ids=list(POLICY_CASES))
+def test_only_tenants_write(env: Env, target: str, case_id: str, case: PolicyCase) -> None:
+    uid = cell_uid("p", f"{target}-{case_id}")
+    token = user_token(env.project, uid, provider=case.provider, email_verified=case.email_verified)
+    response = env.client.create(TARGETS[target].at(uid), TARGETS[target].create, token)
+    assert response.allowed is case.expected, f"{case} -> HTTP {response.status} {response.body}"
 
 
 # The `admin` claim must be exactly the boolean true.

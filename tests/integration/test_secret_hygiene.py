@@ -1,6 +1,7 @@
 """Secret hygiene, proven: run the main flows while capturing every log line, every Pub/Sub
 message (dead letters included), every Firestore document outside ``secrets/`` and every HTTP
-response of the functions, and fail if any key id or secret shows up anywhere."""
+response of the functions, and fail if any key id or secret shows up anywhere, in any case
+(a key pasted into a base URL's host comes back lower-cased if anything echoes the host)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from google.cloud import firestore, pubsub_v1
 
 from agenttrader import paths, topology
 from agenttrader.logs import CloudLoggingFormatter
+from agenttrader.messages import Reason, SyncRequest
 from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
 from devtools.topology import apply_topology
@@ -106,6 +109,14 @@ def test_no_key_value_leaves_the_secrets_document(
         for uid in tenants:
             seed_user(db, uid, configured=False, enabled=True)
         seed_user(db, "evil", configured=False)
+        good = tenants["good"]
+        pasted_hosts = {  # a key pasted into the host, as typed, upper-cased, mixed with the id
+            "host-secret": f"https://{good.secret_key}.evil.example",
+            "host-upper": f"https://{good.secret_key.upper()}.evil.example/v2",
+            "host-key-id": f"https://{good.key_id}.{good.secret_key.lower()}.example",
+        }
+        for uid in pasted_hosts:
+            seed_user(db, uid, configured=False, enabled=True)
         with LocalStack(project, env) as stack:
             # Key writes from the client side: each fires the trigger and a first sync.
             for uid, tenant in tenants.items():
@@ -133,6 +144,27 @@ def test_no_key_value_leaves_the_secrets_document(
                 lambda: (e := doc(db, paths.last_sync_error_doc("down"))) and e["final"], timeout=60
             )
             wait_for(lambda: doc(db, paths.last_sync_error_doc("evil")), timeout=30)
+            # The trigger refuses the pasted hosts; a sync requested anyway reaches the worker,
+            # which refuses, records and dead-letters them. Neither echoes the host.
+            for uid, url in pasted_hosts.items():
+                db.document(paths.alpaca_secret_doc(uid)).set(
+                    {"key_id": good.key_id, "secret_key": good.secret_key, "base_url": url}
+                )
+            for uid in pasted_hosts:
+                wait_for(lambda uid=uid: doc(db, paths.last_sync_error_doc(uid)), timeout=30)
+                request = SyncRequest(uid, Reason.MANUAL, datetime.now(UTC))
+                publisher.publish(
+                    publisher.topic_path(project, topology.USER_SYNC),
+                    request.to_bytes(),
+                    **request.attributes(),
+                ).result(timeout=30)
+            for uid in pasted_hosts:
+                wait_for(
+                    lambda uid=uid: (
+                        (e := doc(db, paths.last_sync_error_doc(uid))) and e.get("message_id")
+                    ),
+                    timeout=30,
+                )
             # A scheduled pulse on top, and a key rotation.
             assert stack.ticker is not None
             stack.ticker.tick()
@@ -148,13 +180,31 @@ def test_no_key_value_leaves_the_secrets_document(
             wait_for(lambda: len(list(db.collection(paths.audit_collection("good")).stream())) == 2)
             time.sleep(1)
 
-        secrets = [v for t in [*tenants.values(), rotated] for v in (t.key_id, t.secret_key)]
+        secrets = [
+            form
+            for t in [*tenants.values(), rotated]
+            for value in (t.key_id, t.secret_key)
+            for form in (value, value.lower(), value.upper())
+        ]
         messages = [
             m
             for topic in topology.TOPICS
             for m in pull(project, f"tap-{topic}", timeout=30, until_quiet=True)
         ]
         assert any(m.attributes.get("error_class") for m in messages), "no dead letter captured"
+        refused = [m for m in messages if m.attributes.get("uid") in pasted_hosts]
+        assert {m.attributes["uid"] for m in refused if m.attributes.get("error")} == set(
+            pasted_hosts
+        ), "the worker did not dead-letter every pasted host"
+        for uid in pasted_hosts:
+            error = doc(db, paths.last_sync_error_doc(uid)) or {}
+            assert error["error"] == "base URL refused: host is not on the allowlist"
+            [entry] = [e.to_dict() for e in db.collection(paths.audit_collection(uid)).stream()]
+            assert entry["details"] == {
+                "error_class": "DisallowedBaseUrl",
+                "base_url_allowed": False,
+            }
+        assert "evil.example" not in captured_logs.getvalue()
         documents = [(p, d) for p, d in all_documents(db) if "/secrets/" not in p]
         assert any(p.endswith("/audit/" + p.rsplit("/", 1)[-1]) for p, _ in documents)
         places = {

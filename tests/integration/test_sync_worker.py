@@ -9,9 +9,11 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import functions_framework
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from agenttrader import errors, paths
@@ -173,8 +175,14 @@ def test_kill_switch_off_skips_schedule_but_not_first_sync(
             None,
         ),
         (b"\xff\xfe", {}, None),
+        (
+            # An id Firestore reserves: every read of it fails, retrying cannot help.
+            b'{"uid": "__x__", "reason": "schedule", "requested_at": "2026-01-01T00:00:00Z"}',
+            {"uid": "__x__"},
+            None,
+        ),
     ],
-    ids=["not-json", "bad-fields", "bad-uid", "not-utf8"],
+    ids=["not-json", "bad-fields", "bad-uid", "not-utf8", "firestore-reserved-uid"],
 )
 def test_malformed_message_is_dead_lettered_not_retried(
     deps: Deps, project: str, data: bytes, attributes: dict[str, str], expected_uid: str | None
@@ -199,6 +207,41 @@ def test_unknown_user_is_dead_lettered_and_creates_nothing(
     assert list(db.document(paths.user_doc("nobody")).collections()) == []
 
 
+@pytest.mark.parametrize(
+    ("deleted", "reason"),
+    [(False, Reason.SCHEDULE), (True, Reason.SCHEDULE), (True, Reason.MANUAL)],
+    ids=["never-existed-schedule", "deleted-schedule", "deleted-manual-keys-cached"],
+)
+def test_a_message_for_an_unknown_or_deleted_user_is_dead_lettered_and_writes_nothing(
+    deps: Deps, simulator: AlpacaSimulator, project: str, deleted: bool, reason: Reason
+) -> None:
+    db, worker = deps.firestore, SyncWorker(deps)
+    if deleted:  # synced before, so this instance still holds its keys (version "1")
+        sim_tenant(simulator, db, "u-gone", Scenario(kind="normal"))
+        synced = SyncRequest.now("u-gone", Reason.SCHEDULE, pulse_id="p1", keys_version="1")
+        assert worker.handle(delivery(synced)) is Result.SYNCED
+        db.recursive_delete(db.document(paths.user_doc("u-gone")))
+    pulse = "p2" if reason is Reason.SCHEDULE else None
+    request = SyncRequest.now("u-gone", reason, pulse_id=pulse, keys_version="1")
+
+    assert worker.handle(delivery(request)) is Result.DEAD_LETTERED
+
+    [letter] = drain_dead_letters(project, expect=1, timeout=20)
+    assert letter.attributes["error_class"] == "UnknownUser"
+    assert letter.attributes["reason"] == reason.value
+    assert list(db.document(paths.user_doc("u-gone")).collections()) == []
+    assert counts(db, "p2") == (0, 0, 0)
+
+
+def test_a_user_without_a_kill_switch_exists_by_its_user_document(
+    deps: Deps, db: firestore.Client
+) -> None:
+    db.document(paths.user_doc("u-root")).set({"onboarded": True})
+    request = SyncRequest.now("u-root", Reason.SCHEDULE, pulse_id="p1")
+    assert SyncWorker(deps).handle(delivery(request)) is Result.SKIPPED
+    assert counts(db, "p1") == (0, 0, 1)
+
+
 def test_transient_failure_raises_and_records_until_final(
     deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
 ) -> None:
@@ -214,6 +257,49 @@ def test_transient_failure_raises_and_records_until_final(
     with pytest.raises(errors.AlpacaUnavailable):
         worker.handle(delivery(request, attempt=MAX_DELIVERY_ATTEMPTS))
     assert doc(db, paths.sync_state_doc("u-5xx"))["outcome"] == "error"  # type: ignore[index]
+
+
+class _FirstReadFails:
+    """The emulator's client, except that the worker's first batched read raises ``error``."""
+
+    def __init__(self, db: firestore.Client, error: Exception) -> None:
+        self._db = db
+        self._error: Exception | None = error
+
+    def get_all(self, *args: Any, **kwargs: Any) -> Any:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return self._db.get_all(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [gexc.Unknown("Stream removed"), gexc.Cancelled("Locally cancelled by application")],
+    ids=["unknown", "cancelled"],
+)
+def test_an_unknown_or_cancelled_firestore_call_is_retried_and_recorded(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, error: Exception
+) -> None:
+    sim_tenant(simulator, db, "u-grpc", Scenario(kind="normal"))
+    failing = Deps(
+        deps.settings,
+        firestore_client=cast(Any, _FirstReadFails(db, error)),
+        publisher=deps.publisher,
+        alpaca_factory=deps.alpaca,
+    )
+    worker = SyncWorker(failing)
+    request = SyncRequest.now("u-grpc", Reason.SCHEDULE, pulse_id="p1")
+    with pytest.raises(errors.DependencyUnavailable):
+        worker.handle(delivery(request, attempt=1))
+    recorded = doc(db, paths.last_sync_error_doc("u-grpc"))
+    assert recorded is not None and recorded["error_class"] == "DependencyUnavailable"
+    assert recorded["final"] is False
+    assert worker.handle(delivery(request, attempt=2)) is Result.SYNCED
+    assert doc(db, paths.last_sync_error_doc("u-grpc")) is None
 
 
 def test_permanent_failure_records_and_dead_letters(
@@ -249,14 +335,17 @@ def test_adapter_golden_push_body(
     assert snapshot is not None and snapshot["reason"] == "manual"
 
 
-def test_adapter_answers_500_on_transient_failure_so_pubsub_retries(
-    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+def test_adapter_answers_503_on_transient_failure_so_pubsub_retries(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim_tenant(simulator, db, "golden-user", Scenario(kind="rate_limited"))
     body = json.loads(GOLDEN_PUSH.read_text())
     body["deliveryAttempt"] = 2
     response = _client().post("/", json=body)  # type: ignore[attr-defined]
-    assert response.status_code == 500
+    assert response.status_code == 503
+    # One line for the failure, without a traceback (tests/unit/test_redelivery.py).
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.exc_info is None and "AlpacaRateLimited" in str(line.__dict__["labels"])
     error = doc(db, paths.last_sync_error_doc("golden-user"))
     assert error is not None and error["error_class"] == "AlpacaRateLimited"
     assert error["delivery_attempt"] == 2

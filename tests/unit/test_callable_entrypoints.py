@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from agenttrader import paths
+from agenttrader.callable.tenancy import NOT_ONBOARDED
 from agenttrader.deps import Deps, get_deps, set_deps
 from agenttrader.settings import Settings
+from devtools.callable_server import callables_app
 from devtools.vertex_standin import Mode, VertexStandIn
 from signal_worker.providers import reset_providers
 from tests.callable_fixtures import (
@@ -20,11 +22,13 @@ from tests.callable_fixtures import (
     call,
     error_status,
     functions_framework_client,
+    onboard_tenant,
     synced_snapshot,
 )
 
 SOURCES = {
     "onboard_user": REPO_ROOT / "accounts" / "main.py",
+    "delete_account": REPO_ROOT / "accounts" / "main.py",
     "migrate_legacy_data": REPO_ROOT / "accounts" / "main.py",
     "generate_trading_signal": REPO_ROOT / "signal_worker" / "main.py",
 }
@@ -70,6 +74,29 @@ def test_onboard_user(client: Any, env: FakeTokens) -> None:
 
 
 @pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
+def test_onboard_user_refuses_an_anonymous_session(client: Any, env: FakeTokens) -> None:
+    code, body = call(client, "/", None, token=env.token_for("anon-1", provider="anonymous"))
+    assert (code, error_status(body)) == (403, "PERMISSION_DENIED")
+    assert get_deps().firestore.document(paths.user_doc("anon-1")).get().exists is False
+
+
+@pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
+def test_onboard_user_refuses_an_unverified_email_when_required(
+    client: Any, env: FakeTokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REQUIRE_VERIFIED_EMAIL", "true")
+    set_deps(None)
+    token = env.token_for("u1", "u1@example.com", email_verified=False)
+    code, body = call(client, "/", None, token=token)
+    assert (code, error_status(body)) == (400, "FAILED_PRECONDITION")
+    assert "verify your email" in body["error"]["message"]
+    verified = env.token_for("u1", "u1@example.com", email_verified=True)
+    assert status_of(call(client, "/", None, token=verified)) == (200, "OK")
+    root = get_deps().firestore.document(paths.user_doc("u1")).get().to_dict() or {}
+    assert root["emailVerified"] is True and root["tenantPolicy"]["requireVerifiedEmail"] is True
+
+
+@pytest.mark.parametrize("client", ["onboard_user"], indirect=True)
 def test_a_firestore_failure_is_internal_and_hidden(client: Any, env: FakeTokens) -> None:
     class Broken:
         def document(self, path: str) -> Any:
@@ -80,6 +107,35 @@ def test_a_firestore_failure_is_internal_and_hidden(client: Any, env: FakeTokens
     assert (code, body) == (500, {"error": {"status": "INTERNAL", "message": "internal error"}})
 
 
+# --- delete_account --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["delete_account"], indirect=True)
+def test_delete_account(client: Any, env: FakeTokens) -> None:
+    db = get_deps().firestore
+    token = env.token_for("u1", "u1@example.com")
+    onboard_tenant(db, "u1", "u1@example.com")
+    assert status_of(call(client, "/", None)) == (401, "UNAUTHENTICATED")
+    assert status_of(call(client, "/", {"uid": "u2"}, token=token)) == (400, "INVALID_ARGUMENT")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["result"]["status"]) == (200, "deleted")
+    assert body["result"]["signInAccountDeleted"] is False
+    assert db.document(paths.user_doc("u1")).get().exists is False
+    assert call(client, "/", {}, token=token)[1]["result"]["status"] == "already_deleted"
+
+
+@pytest.mark.parametrize("client", ["delete_account"], indirect=True)
+def test_anyone_signed_in_may_delete_what_is_stored_about_them(
+    client: Any, env: FakeTokens
+) -> None:
+    """Tenant or not: an anonymous session's leftovers (e.g. from before the policy) go too."""
+    db = get_deps().firestore
+    db.document(paths.trading_status_doc("anon-1")).set({"enabled": True})
+    token = env.token_for("anon-1", provider="anonymous")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["result"]["status"], body["result"]["total"]) == (200, "deleted", 1)
+
+
 # --- generate_trading_signal -----------------------------------------------------------------
 
 
@@ -88,6 +144,9 @@ def test_generate_trading_signal(client: Any, env: FakeTokens, standin: VertexSt
     token = env.token_for("u1")
     db = get_deps().firestore
     assert status_of(call(client, "/", None)) == (401, "UNAUTHENTICATED")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["error"]["message"]) == (400, NOT_ONBOARDED)
+    onboard_tenant(db, "u1")
     assert status_of(call(client, "/", {"marketConditions": 5}, token=token)) == (
         400,
         "INVALID_ARGUMENT",
@@ -139,3 +198,31 @@ def test_non_admins_learn_nothing_about_the_input(client: Any, env: FakeTokens) 
     """The admin check comes first: a bad argument from a non-admin is still a refusal."""
     code, body = call(client, "/", {"bogus": True}, token=env.token_for("t1"))
     assert (code, error_status(body)) == (403, "PERMISSION_DENIED")
+
+
+# --- every tenant callable -------------------------------------------------------------------
+
+NOT_TENANT_CALLABLES = {
+    "onboard_user": "makes a tenant",
+    "delete_account": "anyone may delete what is stored about them",
+    "migrate_legacy_data": "admins only",
+}
+
+
+def test_every_other_callable_serves_onboarded_tenants_only(env: FakeTokens) -> None:
+    """A callable added later (connect_alpaca…) is a tenant callable unless listed above."""
+    import main
+    from infra.resources import FUNCTIONS, Trigger
+
+    callables = {fn.name for fn in FUNCTIONS if fn.trigger is Trigger.CALLABLE}
+    assert set(NOT_TENANT_CALLABLES) <= callables
+    tenant_callables = sorted(callables - set(NOT_TENANT_CALLABLES))
+    assert "generate_trading_signal" in tenant_callables
+    app = callables_app({name: getattr(main, name) for name in tenant_callables}, project="p")
+    client = app.test_client()
+    for name in tenant_callables:
+        code, body = call(client, f"/p/us-central1/{name}", None, token=env.token_for("new"))
+        assert (code, body["error"]["message"]) == (400, NOT_ONBOARDED), name
+        anonymous = env.token_for("new", provider="anonymous")
+        code, body = call(client, f"/p/us-central1/{name}", None, token=anonymous)
+        assert (code, error_status(body)) == (403, "PERMISSION_DENIED"), name

@@ -31,6 +31,7 @@ DESIGN_ENTRY_POINTS = {
     "sync_user": "cloudevent",
     "on_alpaca_secret_written": "cloudevent",
     "onboard_user": "http",
+    "delete_account": "http",
     "generate_trading_signal": "http",
     "migrate_legacy_data": "http",
 }
@@ -319,6 +320,7 @@ def test_callables_are_public_http_functions() -> None:
     callables = [f for f in resources.FUNCTIONS if f.trigger is Trigger.CALLABLE]
     assert {f.name for f in callables} == {
         "onboard_user",
+        "delete_account",
         "generate_trading_signal",
         "migrate_legacy_data",
     }
@@ -348,6 +350,7 @@ EXPECTED_ROLES = {
     "at-on-alpaca-config-written": {("roles/datastore.user", "project", "")},
     "at-on-trading-status-written": {("roles/datastore.user", "project", "")},
     "at-onboard-user": {("roles/datastore.user", "project", "")},
+    "at-delete-account": {("roles/datastore.user", "project", "")},
     "at-migrate-legacy-data": {("roles/datastore.user", "project", "")},
     "at-generate-trading-signal": {
         ("roles/datastore.user", "project", ""),
@@ -521,6 +524,14 @@ def test_every_settings_field_maps_to_the_variable_settings_reads() -> None:
             value, expected = "market-hours", SyncSchedule.MARKET_HOURS
         elif f.name == "log_level":
             value, expected = "debug", "DEBUG"
+        elif f.name == "tenant_sign_in_providers":
+            value, expected = "password,phone", ("password", "phone")
+        elif f.name == "require_verified_email":
+            value, expected = "false", False
+        elif f.name == "credentials_kek_uri":
+            value = expected = "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k"
+        elif f.name == "alpaca_oauth_base_url":  # must be on the allowlist
+            value = expected = "https://paper-api.alpaca.markets"
         else:
             kind = type(getattr(Settings(project="p"), f.name) or "")
             expected = samples.get(kind, "x-sample")

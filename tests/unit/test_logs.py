@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,23 +37,6 @@ def _format(record: logging.LogRecord) -> dict[str, Any]:
     assert "\n" not in line, "one JSON object per line"
     entry: dict[str, Any] = json.loads(line)
     return entry
-
-
-@pytest.fixture
-def root_logger() -> Iterator[logging.Logger]:
-    """The root logger without our JSON handler (a test installs its own); handlers and level
-    are restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    for handler in handlers:
-        if handler.get_name() == logs._HANDLER_NAME:
-            root.removeHandler(handler)
-    yield root
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 # --- format ----------------------------------------------------------------------------------

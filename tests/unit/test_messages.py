@@ -255,6 +255,7 @@ def test_missing_fields_are_named(drop: tuple[str, ...], named: list[str]) -> No
         ({"pulse_id": ""}, "pulse_id must be 1-128 characters"),
         ({"pulse_id": "p" * 129}, "pulse_id must be 1-128 characters"),
         ({"pulse_id": "p/../../x"}, "pulse_id must be 1-128 characters"),
+        ({"pulse_id": "__p__"}, "pulse_id must be 1-128 characters"),  # reserved by Firestore
         ({"replay_count": -1}, "replay_count must be a non-negative integer"),
         ({"replay_count": True}, "replay_count must be a non-negative integer"),
         ({"replay_count": False}, "replay_count must be a non-negative integer"),
@@ -272,7 +273,21 @@ def test_wrong_field_values_are_refused(overrides: dict[str, Any], match: str) -
 
 @pytest.mark.parametrize(
     "uid",
-    ["", "a/b", "../other", "..", ".", "u" * 129, "u" * 200, "a b", "a\nb", "ü", "users/x"],
+    [
+        "",
+        "a/b",
+        "../other",
+        "..",
+        ".",
+        "u" * 129,
+        "u" * 200,
+        "a b",
+        "a\nb",
+        "ü",
+        "users/x",
+        "__x__",
+        "____",
+    ],
     ids=[
         "empty",
         "slash",
@@ -285,6 +300,8 @@ def test_wrong_field_values_are_refused(overrides: dict[str, Any], match: str) -
         "newline",
         "non-ascii",
         "path",
+        "firestore-reserved",
+        "firestore-reserved-empty",
     ],
 )
 def test_invalid_uids_are_refused(uid: str) -> None:

@@ -67,7 +67,21 @@ def test_collection_paths_have_an_odd_number_of_segments(path: str) -> None:
 
 @pytest.mark.parametrize(
     "uid",
-    ["a", "A-b_c:d.e@f", "x" * 128, "Zx9", "...", "a..b", "user@example.com"],
+    [
+        "a",
+        "A-b_c:d.e@f",
+        "x" * 128,
+        "Zx9",
+        "...",
+        "a..b",
+        "user@example.com",
+        # Underscores at one end only, or too few to match Firestore's reserved __.*__:
+        "__x",
+        "x__",
+        "_x_",
+        "___",
+        "a__b__",
+    ],
 )
 def test_valid_uids(uid: str) -> None:
     assert paths.validate_uid(uid) == uid
@@ -91,6 +105,12 @@ def test_valid_uids(uid: str) -> None:
         "a%2Fb",
         "a\\b",
         "a*",
+        # Reserved by Firestore (__.*__): refused whatever the request, so never a user.
+        "__x__",
+        "____",
+        "__.__",
+        "__a:b@c__",
+        "__" + "x" * 124 + "__",
         None,
         123,
         b"user",

@@ -40,6 +40,8 @@ def test_official_urls_are_the_two_alpaca_endpoints() -> None:
     }
 
 
+KEK_URI = "gcp-kms://projects/my-project/locations/us-central1/keyRings/agenttrader/cryptoKeys/credentials"
+
 _VARIABLES: dict[str, tuple[str, str, object]] = {
     # field: (variable, raw value, parsed value); none of the values is the field's default.
     "project": ("GOOGLE_CLOUD_PROJECT", "my-project", "my-project"),
@@ -63,7 +65,24 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
     "pulse_rollup_delay_seconds": ("PULSE_ROLLUP_DELAY_SECONDS", "0.25", 0.25),
     "sync_schedule": ("SYNC_SCHEDULE", "market-hours", SyncSchedule.MARKET_HOURS),
     "log_level": ("LOG_LEVEL", "debug", "DEBUG"),
+    "tenant_sign_in_providers": (
+        "TENANT_SIGN_IN_PROVIDERS",
+        "password,google.com",
+        ("password", "google.com"),
+    ),
+    "require_verified_email": ("REQUIRE_VERIFIED_EMAIL", "false", False),
+    "credentials_kek_uri": ("CREDENTIALS_KEK_URI", KEK_URI, KEK_URI),
+    "alpaca_oauth_client_id": ("ALPACA_OAUTH_CLIENT_ID", "app-client-1", "app-client-1"),
+    "alpaca_oauth_client_secret": ("ALPACA_OAUTH_CLIENT_SECRET", "app-secret-1", "app-secret-1"),
+    "alpaca_oauth_base_url": (
+        "ALPACA_OAUTH_BASE_URL",
+        "https://paper-api.alpaca.markets/v2",
+        "https://paper-api.alpaca.markets",
+    ),
 }
+
+_EMULATOR_DEFAULTS = {"firestore_emulator_host", "firebase_auth_emulator_host"}
+"""Fields whose variable also turns ``REQUIRE_VERIFIED_EMAIL``'s default off."""
 
 
 def test_every_field_has_a_variable_listed_here() -> None:
@@ -89,7 +108,10 @@ def test_each_variable_sets_only_its_field(name: str, variable: str) -> None:
 
     settings = Settings.from_env({variable: raw})
 
-    assert settings == dataclasses.replace(Settings.from_env({}), **{name: parsed})
+    expected = dataclasses.replace(Settings.from_env({}), **{name: parsed})
+    if name in _EMULATOR_DEFAULTS:
+        expected = dataclasses.replace(expected, require_verified_email=False)
+    assert settings == expected
 
 
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,3 +250,150 @@ def test_log_level_values(raw: str, level: str) -> None:
 def test_unknown_log_level_fails_naming_the_variable(raw: str) -> None:
     with pytest.raises(ValueError, match=r"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"):
         Settings.from_env({"LOG_LEVEL": raw})
+
+
+@pytest.mark.parametrize(
+    ("raw", "providers"),
+    [
+        ("", None),
+        ("  ", None),
+        ("password", ("password",)),
+        (" password , google.com ,phone", ("password", "google.com", "phone")),
+        ("anonymous,password,anonymous", ("anonymous", "password")),
+        ("oidc.acme-sso,saml.Corp_1", ("oidc.acme-sso", "saml.Corp_1")),
+    ],
+)
+def test_tenant_sign_in_providers(raw: str, providers: tuple[str, ...] | None) -> None:
+    assert Settings.from_env({"TENANT_SIGN_IN_PROVIDERS": raw}).tenant_sign_in_providers == (
+        providers
+    )
+
+
+@pytest.mark.parametrize(
+    "raw", ["password,,phone", ",", "password,", "google com", "pass/word", "*", "-x"]
+)
+def test_malformed_providers_fail_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match="TENANT_SIGN_IN_PROVIDERS"):
+        Settings.from_env({"TENANT_SIGN_IN_PROVIDERS": raw})
+
+
+@pytest.mark.parametrize(
+    ("env", "required"),
+    [
+        ({}, True),
+        ({"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}, True),
+        ({"FIRESTORE_EMULATOR_HOST": "127.0.0.1:1"}, False),
+        ({"FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:1"}, False),
+        ({"FIRESTORE_EMULATOR_HOST": " "}, True),
+        ({"FIRESTORE_EMULATOR_HOST": "127.0.0.1:1", "REQUIRE_VERIFIED_EMAIL": "true"}, True),
+        ({"REQUIRE_VERIFIED_EMAIL": " OFF "}, False),
+        ({"REQUIRE_VERIFIED_EMAIL": "0"}, False),
+        ({"REQUIRE_VERIFIED_EMAIL": "no"}, False),
+        ({"FIREBASE_AUTH_EMULATOR_HOST": "h:1", "REQUIRE_VERIFIED_EMAIL": "Yes"}, True),
+        ({"REQUIRE_VERIFIED_EMAIL": "1"}, True),
+        ({"REQUIRE_VERIFIED_EMAIL": "  "}, True),
+    ],
+)
+def test_require_verified_email_defaults_on_except_with_the_emulators(
+    env: dict[str, str], required: bool
+) -> None:
+    assert Settings.from_env(env).require_verified_email is required
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "enabled", "t"])
+def test_malformed_require_verified_email_fails_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match="REQUIRE_VERIFIED_EMAIL must be true or false"):
+        Settings.from_env({"REQUIRE_VERIFIED_EMAIL": raw})
+
+
+# --- credentials: the KEK and the OAuth client ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "kek"),
+    [
+        ({"CREDENTIALS_KEK_URI": KEK_URI}, KEK_URI),
+        ({"CREDENTIALS_KEK_URI": KEK_URI, "FIRESTORE_EMULATOR_HOST": "127.0.0.1:1"}, KEK_URI),
+        ({"FIRESTORE_EMULATOR_HOST": "127.0.0.1:1"}, None),  # the local development KEK
+        ({"FIRESTORE_EMULATOR_HOST": "127.0.0.1:1", "PUBSUB_EMULATOR_HOST": "127.0.0.1:2"}, None),
+    ],
+)
+def test_the_kek_is_the_uri_or_the_local_one_with_the_firestore_emulator(
+    env: dict[str, str], kek: str | None
+) -> None:
+    assert Settings.from_env(env).credentials_kek() == kek
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"CREDENTIALS_KEK_URI": "  "},
+        # Pub/Sub on the emulator but Firestore real: a local key must never seal real data.
+        {"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"},
+        {"FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:1"},
+    ],
+)
+def test_no_kek_outside_the_emulators_fails_naming_the_variable(env: dict[str, str]) -> None:
+    settings = Settings.from_env(env)  # functions that never seal start without it
+
+    with pytest.raises(ValueError, match=r"^CREDENTIALS_KEK_URI is not set"):
+        settings.credentials_kek()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "projects/p/locations/l/keyRings/r/cryptoKeys/k",
+        "aws-kms://arn:aws:kms:us-east-1:1:key/k",
+        "gcp-kms://projects/p/locations/l/keyRings/r",
+        "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1",
+        "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k?x=1",
+        "gcp-kms://projects//locations/l/keyRings/r/cryptoKeys/k",
+    ],
+)
+def test_malformed_kek_uri_fails_at_start_up_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match="CREDENTIALS_KEK_URI must be gcp-kms://projects/"):
+        Settings.from_env({"CREDENTIALS_KEK_URI": raw})
+
+
+def test_oauth_defaults_to_alpaca_live_without_a_client() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.alpaca_oauth_base_url == "https://api.alpaca.markets"
+    assert settings.alpaca_oauth_client_id is None
+    assert settings.alpaca_oauth_client_secret is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://api.alpaca.markets.evil.example",
+        "http://api.alpaca.markets",
+        "https://user:pw@api.alpaca.markets",
+        "http://127.0.0.1:8765",  # only once ALPACA_ALLOWED_BASE_URLS lists it
+    ],
+)
+def test_oauth_base_url_must_pass_the_allowlist(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"^ALPACA_OAUTH_BASE_URL: "):
+        Settings.from_env({"ALPACA_OAUTH_BASE_URL": raw})
+
+
+def test_oauth_base_url_may_be_an_allowed_local_url() -> None:
+    settings = Settings.from_env(
+        {
+            "ALPACA_ALLOWED_BASE_URLS": "http://127.0.0.1:8765",
+            "ALPACA_OAUTH_BASE_URL": "http://127.0.0.1:8765/",
+        }
+    )
+
+    assert settings.alpaca_oauth_base_url == "http://127.0.0.1:8765"
+
+
+def test_oauth_client_secret_is_not_in_the_repr() -> None:
+    settings = Settings.from_env(
+        {"ALPACA_OAUTH_CLIENT_ID": "app-client-1", "ALPACA_OAUTH_CLIENT_SECRET": "s3cr3t-0f-app"}
+    )
+
+    assert "app-client-1" in repr(settings)
+    assert "s3cr3t-0f-app" not in repr(settings) + str(settings)

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import google.auth
 import pytest
@@ -16,15 +17,23 @@ from agenttrader.settings import Settings
 from devtools.emulators import free_port
 from devtools.vertex_standin import Mode, VertexStandIn
 from signal_worker import providers
-from signal_worker.gemini import PROVIDER, STAND_IN_TOKEN, GeminiProvider, _is_google_endpoint
+from signal_worker.gemini import (
+    OVERRIDE_NOTICE,
+    OVERRIDE_PROVIDER,
+    PROVIDER,
+    STAND_IN_TOKEN,
+    GeminiProvider,
+    _is_google_endpoint,
+)
 from signal_worker.heuristic import HeuristicProvider
 from signal_worker.model import ModelFailed, ModelUnavailable, SignalInput
 from signal_worker.portfolio import Portfolio
+from signal_worker.prompt import build_prompt
 from signal_worker.schema import RESPONSE_SCHEMA, TradingSignal
 from tests.callable_fixtures import synced_snapshot
 
 PORTFOLIO = Portfolio.from_snapshot(synced_snapshot())
-INPUT = SignalInput("Positions (1):\n- MSFT: qty 10, market_value 4100.00", PORTFOLIO)
+INPUT = SignalInput(build_prompt(PORTFOLIO, "calm"), PORTFOLIO)
 
 
 @pytest.fixture
@@ -57,7 +66,9 @@ def test_happy_path_through_the_real_client(
 ) -> None:
     reply = provider.generate(INPUT)
     assert TradingSignal.from_json(reply.text).symbol == "MSFT"
-    assert reply.provider == PROVIDER
+    # The stand-in answered, not Gemini: the label says so.
+    assert (reply.provider, reply.notice) == (OVERRIDE_PROVIDER, OVERRIDE_NOTICE)
+    assert provider.name == OVERRIDE_PROVIDER
     assert reply.model == "gemini-2.5-flash"
     assert reply.model_version == "gemini-2.5-flash-standin"
     assert reply.finish_reason == "STOP"
@@ -120,6 +131,38 @@ def test_an_unreachable_endpoint_is_unavailable() -> None:
     settings = Settings(project="demo-x", vertex_ai_base_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ModelUnavailable):
         GeminiProvider(settings, timeout_seconds=1.0).generate(INPUT)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "label"),
+    [
+        (None, PROVIDER),
+        ("https://europe-west4-aiplatform.googleapis.com", PROVIDER),
+        ("http://127.0.0.1:8089", OVERRIDE_PROVIDER),
+        ("https://googleapis.com.evil.example", OVERRIDE_PROVIDER),
+    ],
+)
+def test_an_answer_is_labelled_gemini_only_from_google(base_url: str | None, label: str) -> None:
+    """What answered is stored with the signal (``vertex.provider``): Gemini only when the
+    request went to Google's endpoint."""
+    answer = json.dumps(
+        {"action": "HOLD", "symbol": "", "confidence": 0.5, "rationale": "r", "risks": []}
+    )
+    response = SimpleNamespace(
+        candidates=[SimpleNamespace(finish_reason="STOP")],
+        text=answer,
+        usage_metadata=None,
+        model_version="gemini-2.5-flash-001",
+    )
+    models = SimpleNamespace(generate_content=lambda **_: response)
+    provider = GeminiProvider(Settings(project="p", vertex_ai_base_url=base_url))
+    provider._client = SimpleNamespace(models=models)  # type: ignore[assignment]
+
+    reply = provider.generate(INPUT)
+
+    assert reply.provider == provider.name == label
+    assert reply.usage()["provider"] == label
+    assert reply.notice == (OVERRIDE_NOTICE if label == OVERRIDE_PROVIDER else None)
 
 
 def test_google_endpoints_keep_google_credentials() -> None:
@@ -189,7 +232,8 @@ def test_standin_modes_and_records(standin: VertexStandIn) -> None:
             with err:
                 return err.code, json.loads(err.read())
 
-    prompt = json.dumps({"contents": [{"parts": [{"text": "- TSLA: qty 1"}]}]}).encode()
+    text = build_prompt(Portfolio.from_snapshot({"positions": [{"symbol": "TSLA"}]}), None)
+    prompt = json.dumps({"contents": [{"parts": [{"text": text}]}]}).encode()
     standin.set_mode(Mode.HTTP_429)
     standin.fail_next(Mode.HTTP_500, times=2)
     assert [post(prompt)[0] for _ in range(4)] == [500, 500, 429, 429]

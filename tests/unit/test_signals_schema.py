@@ -16,6 +16,7 @@ from signal_worker.schema import (
     TradingSignal,
 )
 
+NOT_A_TICKER = "symbol must be empty or a ticker (1-15 of A-Z, 0-9, '.', '/')"
 VALID = {
     "action": "BUY",
     "symbol": "aapl ",
@@ -35,6 +36,12 @@ def test_a_valid_answer_is_normalised() -> None:
         "rationale": "Up.",
         "risks": ["r"],
     }
+
+
+@pytest.mark.parametrize("symbol", ["BRK.B", "btc/usd", " spy ", "A" * 15, "", "  "])
+def test_tickers_are_accepted(symbol: str) -> None:
+    signal = TradingSignal.from_json(json.dumps({**VALID, "symbol": symbol}))
+    assert signal.symbol == symbol.strip().upper()
 
 
 def test_lenient_where_harmless() -> None:
@@ -64,6 +71,10 @@ def test_lenient_where_harmless() -> None:
         ("[1]", "response is not a JSON object"),
         (json.dumps({**VALID, "action": "SHORT"}), "action must be BUY, SELL or HOLD"),
         (json.dumps({**VALID, "symbol": 5}), "symbol must be a string"),
+        *(
+            (json.dumps({**VALID, "symbol": symbol}), NOT_A_TICKER)
+            for symbol in ('AAPL"}]', "A" * 16, "BUY TSLA", "TS\nLA", "\u0391APL", "X\u2028")
+        ),
         (json.dumps({**VALID, "confidence": 1.5}), "confidence must be a number from 0 to 1"),
         (json.dumps({**VALID, "confidence": -0.1}), "confidence must be a number from 0 to 1"),
         (json.dumps({**VALID, "confidence": "0.5"}), "confidence must be a number from 0 to 1"),

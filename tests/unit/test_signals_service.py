@@ -108,7 +108,8 @@ def test_a_signal_is_stored_and_returned(db: firestore.Client, snapshot: dict[st
     assert doc["userId"] == UID
     assert doc["response"] == result["response"]
     assert doc["prompt"] == provider.inputs[0].prompt
-    assert '"vix": 30' in doc["prompt"] and "- MSFT: qty 10" in doc["prompt"]
+    assert '"market_conditions": {"vix": 30}' in doc["prompt"]
+    assert '"symbol": "MSFT"' in doc["prompt"]
     assert doc["vertex"] == {
         "model": "fake-model",
         "provider": "fake",
@@ -129,6 +130,13 @@ def test_the_heuristic_answer_carries_its_notice(
     response = json.loads(result["response"])
     assert response["provider"] == "local-heuristic"
     assert response["notice"] == NOTICE
+    # What is stored says who answered: the rules, not Gemini.
+    doc = db.document(paths.trading_signal_doc(UID, result["id"])).get().to_dict() or {}
+    assert (doc["vertex"]["provider"], doc["vertex"]["model"]) == (
+        "local-heuristic",
+        "local-heuristic-v1",
+    )
+    assert "gemini" not in json.dumps(doc["vertex"]).lower()
 
 
 @pytest.mark.parametrize(
@@ -138,6 +146,8 @@ def test_the_heuristic_answer_carries_its_notice(
         (ModelFailed("HTTP 400"), Status.INTERNAL),
         ("this is not JSON", Status.INTERNAL),
         (json.dumps({"action": "YOLO"}), Status.INTERNAL),
+        # An answer naming no ticker fails validation; no fallback answers in its place.
+        (json.dumps({**json.loads(GOOD), "symbol": 'AAPL"}]'}), Status.INTERNAL),
     ],
 )
 def test_model_failures_store_nothing_and_give_the_slot_back(

@@ -1,4 +1,5 @@
-"""The base-URL allowlist: only exact allowed origins pass; error messages never echo secrets."""
+"""The base-URL allowlist: only exact allowed origins pass; a refusal names the rule, never
+the URL or its host."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 
 from agenttrader.errors import DisallowedBaseUrl, PermanentError
 from agenttrader.settings import OFFICIAL_ALPACA_BASE_URLS
-from agenttrader.urls import MAX_URL_LENGTH, check_base_url, origin_of
+from agenttrader.urls import MAX_URL_LENGTH, allowed_host, check_base_url, origin_of
 
 PAPER = "https://paper-api.alpaca.markets"
 LIVE = "https://api.alpaca.markets"
@@ -174,12 +175,57 @@ def test_error_message_never_echoes_secrets(url: str) -> None:
     assert info.value.__cause__ is None
 
 
-def test_error_names_the_refused_host_only() -> None:
-    with pytest.raises(DisallowedBaseUrl) as info:
-        check_base_url("https://evil.example/v2", ALLOWED)
+SECRET = "Jk3ZGLb9R4h0i9g4ZrTl5b3aWqnMbqNCxzqJFrTa"
+KEY_ID = "PKQ7ZD4NKT2XW8YB3M6P"
 
-    assert "evil.example" in str(info.value)
-    assert "https://" not in str(info.value)
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        (None, "must be a non-empty string"),
+        ("https://evil.example/v2", "host is not on the allowlist"),
+        (f"https://{SECRET}.evil.example", "host is not on the allowlist"),
+        (f"https://{SECRET.upper()}.example", "host is not on the allowlist"),
+        (f"https://{KEY_ID}.evil.example/v2", "host is not on the allowlist"),
+        (f"https://{KEY_ID.lower()}-{SECRET}.example:8443", "host is not on the allowlist"),
+        (f"http://{SECRET}.example", "host is not on the allowlist"),
+        (f"ftp://{SECRET}.example", "scheme must be https (http only for an allowed local URL)"),
+        (f"https://{KEY_ID}:{SECRET}@paper-api.alpaca.markets", "userinfo not allowed"),
+        (f"https://{SECRET}.example?{KEY_ID}", "query or fragment not allowed"),
+        (f"https://{SECRET}.example/{KEY_ID}", "path must be empty, / or /v2"),
+        (f"https://{SECRET}_{KEY_ID}.example", "host is not a valid host name"),
+        (f"https://{SECRET}.example:{KEY_ID}", "not a valid URL"),
+        (f"https://{SECRET}.example\n", "whitespace, control characters or too long"),
+    ],
+)
+def test_a_refusal_names_the_rule_never_the_url_or_its_host(url: object, rule: str) -> None:
+    """A key pasted into the host (any case: the host is lower-cased on the way) is not echoed
+    in any form, so no log line, record or dead letter can carry it."""
+    with pytest.raises(DisallowedBaseUrl) as info:
+        check_base_url(url, ALLOWED)
+
+    text = str(info.value)
+    assert text.startswith(f"base URL refused: {rule}")
+    for secret in (SECRET, KEY_ID):
+        for form in (secret, secret.lower(), secret.upper()):
+            assert form not in text
+    assert "example" not in text and "://" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        (PAPER + "/v2", "paper-api.alpaca.markets"),
+        ("HTTPS://API.ALPACA.MARKETS", "api.alpaca.markets"),
+        (LOCAL, "127.0.0.1"),
+        (f"https://{SECRET}.evil.example", None),
+        (f"https://{KEY_ID}:{SECRET}@paper-api.alpaca.markets", None),
+        ("https://paper-api.alpaca.markets.evil.example", None),
+        (None, None),
+    ],
+)
+def test_allowed_host_only_ever_names_an_allowlisted_host(url: object, host: str | None) -> None:
+    assert allowed_host(url, ALLOWED) == host
 
 
 @pytest.mark.parametrize(
