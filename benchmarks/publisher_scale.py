@@ -281,7 +281,9 @@ def run(n: int, seed_threads: int, profile: bool, with_baseline: bool) -> dict[s
         )
         emulator_pids = [p for p in procstats.descendants(os.getpid()) if p != os.getpid()]
         before = {p: procstats.sample(p) for p in emulator_pids}
+        load_before = os.getloadavg()[0]
         figures = run_publisher(env, profile)
+        figures["load"] = (load_before, os.getloadavg()[0])
         emulator_cpu = {}
         for pid, sample in before.items():
             after = procstats.sample(pid)
@@ -330,6 +332,11 @@ def report(figures: dict[str, Any]) -> None:
     print(
         f"  peak RSS of the publisher: {figures['peak_rss_mb']:.0f} MB "
         f"({figures['rss_before_mb']:.0f} MB before the tick)"
+    )
+    before, after = figures["load"]
+    print(
+        f"  machine load (1-minute average, {os.cpu_count()} CPUs): {before:.1f} before, "
+        f"{after:.1f} after (above the CPU count: other work shared the cores)"
     )
     if "baseline" in figures:
         report_baseline(figures)
