@@ -91,15 +91,9 @@ def counted() -> Iterator[Ops]:
 
         return wrapped
 
-    def stream(original: Any) -> Any:
-        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
-            for item in original(self, *args, **kwargs):
-                add(reads=1)
-                yield item
+    def per_item(original: Any) -> Any:
+        """A read per document a query streams or a listing returns."""
 
-        return wrapped
-
-    def listing(original: Any) -> Any:
         def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
             for item in original(self, *args, **kwargs):
                 add(reads=1)
@@ -108,11 +102,11 @@ def counted() -> Iterator[Ops]:
         return wrapped
 
     patches = [
-        (collection.CollectionReference, "list_documents", listing),
+        (collection.CollectionReference, "list_documents", per_item),
         (FirestoreClient, "batch_get_documents", batch_get),
         (FirestoreClient, "commit", commit),
         (FirestoreClient, "run_aggregation_query", aggregation),
-        (query.Query, "stream", stream),
+        (query.Query, "stream", per_item),
     ]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for owner, name, wrapper in patches:

@@ -64,6 +64,16 @@ class _FakeApi:
         return iter(self.responses)
 
 
+def _view(client: firestore.Client, api: _FakeApi) -> Any:
+    """The client's attributes the roster reads, with ``api`` as its transport."""
+    internals: Any = client
+    return SimpleNamespace(
+        _database_string=internals._database_string,
+        _rpc_metadata=internals._rpc_metadata,
+        _firestore_api=api,
+    )
+
+
 def test_get_maps_decodes_the_pinned_librarys_responses(client: firestore.Client) -> None:
     prefix = f"{DATABASE}/documents/"
     shard = Document(
@@ -77,11 +87,7 @@ def test_get_maps_decodes_the_pinned_librarys_responses(client: firestore.Client
         ]
     )
     internals: Any = client
-    view: Any = SimpleNamespace(
-        _database_string=internals._database_string,
-        _rpc_metadata=internals._rpc_metadata,
-        _firestore_api=api,
-    )
+    view = _view(client, api)
 
     at = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
     found = roster_read.get_maps(view, ["ops/roster", "ops/roster/shards/0"], at)
@@ -102,11 +108,7 @@ def test_get_maps_reads_a_large_roster_in_chunks_at_one_read_time(
 ) -> None:
     internals: Any = client
     api = _FakeApi([])
-    view: Any = SimpleNamespace(
-        _database_string=internals._database_string,
-        _rpc_metadata=internals._rpc_metadata,
-        _firestore_api=api,
-    )
+    view = _view(client, api)
     names = [f"ops/roster/shards/{k}" for k in range(2 * roster_read.READ_CHUNK + 1)]
     at = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
     roster_read.get_maps(view, names, at)
@@ -131,12 +133,7 @@ def test_get_shards_keeps_every_entry_and_the_keys_of_eligible_ones(
             BatchGetDocumentsResponse(missing=prefix + "ops/roster/shards/1"),
         ]
     )
-    internals: Any = client
-    view: Any = SimpleNamespace(
-        _database_string=internals._database_string,
-        _rpc_metadata=internals._rpc_metadata,
-        _firestore_api=api,
-    )
+    view = _view(client, api)
     # 7 = eligible, 4 = gone, 6 = a member not eligible: only u1's keys version is kept.
     assert roster_read.get_shards(view, 2, None) == [
         ({"u1": 7, "u2": 4, "u3": 6}, {"u1": 12}),
