@@ -49,7 +49,7 @@ under Firestore's 500 field transforms per document and commit."""
 
 @dataclass(frozen=True)
 class Survey:
-    """What the roster read by a tick needs."""
+    """What a roster as a tick read it needs done."""
 
     grow_to: int
     """The shard count it should have (its own when it needs no growth)."""
@@ -97,9 +97,6 @@ class ShardPlan:
     moves: dict[int, dict[str, tuple[int, int | None]]]
     """Destination shard → uid → (entry, keys version or ``None``)."""
     drops: tuple[str, ...]
-
-    def __bool__(self) -> bool:
-        return bool(self.moves or self.drops)
 
 
 def plan(
