@@ -2,8 +2,9 @@
 
 Eligible (docs/DESIGN.md): ``config/alpaca.configured == true`` and ``status/trading.enabled ==
 true``, decided from those documents whoever wrote them. A tick reads the roster the triggers
-on them keep (:func:`publisher.roster.load`, the skipped count included) and publishes 1,000
-messages per request (:mod:`publisher.bulk_publish`).
+on them keep (:mod:`publisher.roster`: a marker and one document per ~1,000 users, the skipped
+count included), publishes 1,000 messages per request (:mod:`publisher.bulk_publish`), then
+keeps the roster in shape (:func:`publisher.roster.maintain`).
 
 What a tick does is decided first, from plain values (:func:`decide`): its age and whether its
 time is to be trusted, the market-hours decision, its own pulse document and whether a newer
@@ -152,6 +153,7 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     ineligible = max(listed.members - len(listed.eligible), 0)
     pulses.mark_published(db, pulse_id, published, ineligible, time.monotonic() - started)
     pulses.rollup(db, pulse_id)
+    roster.maintain(db, listed)
     log.info(
         "pulse published",
         pulse_id=pulse_id,
