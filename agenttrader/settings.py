@@ -79,6 +79,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _fanout_batch(env: Mapping[str, str]) -> int:
+    value = _int(env, "FANOUT_MESSAGES_PER_REQUEST", 1000)
+    if not 1 <= value <= 1000:
+        raise ValueError(f"FANOUT_MESSAGES_PER_REQUEST must be 1..1000, got {value}")
+    return value
+
+
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     value = _int(env, name, default)
     if value < 1:
@@ -194,6 +201,11 @@ class Settings:
     pulse_rollup_delay_seconds: float = 5.0
     """How long a worker instance gathers results before it refreshes ``ops/last_pulse``
     (``PULSE_ROLLUP_DELAY_SECONDS``): at most one refresh per instance per delay."""
+    fanout_messages_per_request: int = 1000
+    """Messages per publish request of a tick's fan-out (``FANOUT_MESSAGES_PER_REQUEST``,
+    1-1000, Pub/Sub's maximum being the default): a fan-out killed half-way resumes after the
+    last request of the published prefix, so smaller requests resume closer to where it
+    stopped (the chaos suite uses a few, to kill one between its requests)."""
     sync_schedule: SyncSchedule = SyncSchedule.ALWAYS
     """When ticks publish (``SYNC_SCHEDULE``): ``always`` or ``market-hours``."""
     log_level: str = "INFO"
@@ -215,6 +227,10 @@ class Settings:
     alpaca_oauth_base_url: str = LIVE_ALPACA_BASE_URL
     """``ALPACA_OAUTH_BASE_URL``: the origin ``POST /oauth/token`` is sent to; on the
     allowlist."""
+    keys_debounce_seconds: float = 10.0
+    """``KEYS_DEBOUNCE_SECONDS``: the secrets trigger handles at most one new version of a
+    tenant's credentials per this many seconds; a write inside the window is handled when
+    Eventarc redelivers its event, reading the credentials as they are by then."""
     reconcile_every_ticks: int = 5
     """``RECONCILE_EVERY_TICKS``: a tenant whose trade-update stream is live is published by
     one tick in this many (the reconciliation poll); the others by every tick."""
@@ -264,6 +280,7 @@ class Settings:
             alpaca_timeout_seconds=_float(env, "ALPACA_TIMEOUT_SECONDS", 10.0),
             signal_daily_quota=_int(env, "SIGNAL_DAILY_QUOTA", 20),
             pulse_rollup_delay_seconds=_float(env, "PULSE_ROLLUP_DELAY_SECONDS", 5.0),
+            fanout_messages_per_request=_fanout_batch(env),
             sync_schedule=_schedule(env),
             log_level=_log_level(env),
             tenant_sign_in_providers=_providers(env),
@@ -279,5 +296,6 @@ class Settings:
             alpaca_oauth_client_id=_optional(env, "ALPACA_OAUTH_CLIENT_ID"),
             alpaca_oauth_client_secret=_optional(env, "ALPACA_OAUTH_CLIENT_SECRET"),
             alpaca_oauth_base_url=_oauth_base_url(env, OFFICIAL_ALPACA_BASE_URLS + extra),
+            keys_debounce_seconds=_float(env, "KEYS_DEBOUNCE_SECONDS", 10.0),
             reconcile_every_ticks=_positive_int(env, "RECONCILE_EVERY_TICKS", 5),
         )

@@ -72,6 +72,16 @@ def grants() -> tuple[Grant, ...]:
                     f"publishes to `{topic}`, no other topic",
                 )
             )
+        for subscription in fn.subscribes:
+            out.append(
+                Grant(
+                    fn.account_id,
+                    "roles/pubsub.subscriber",
+                    Scope.SUBSCRIPTION,
+                    subscription,
+                    f"pulls and acknowledges `{subscription}`, no other subscription",
+                )
+            )
     push_targets = [s.push_target for s in topology.SUBSCRIPTIONS if s.push_target]
     event_targets = [f.name for f in resources.FUNCTIONS if f.trigger is Trigger.FIRESTORE]
     for target in (*push_targets, *event_targets):
@@ -133,6 +143,7 @@ def grants() -> tuple[Grant, ...]:
 
 _ROLE_WHY = {
     "roles/datastore.user": "reads and writes Firestore",
+    "roles/datastore.viewer": "reads Firestore, writes nothing",
     "roles/aiplatform.user": "calls Gemini on Vertex AI",
     "roles/logging.logWriter": "writes the build logs",
     "roles/artifactregistry.writer": "stores the built images",

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -24,10 +23,11 @@ from typing import Any
 
 from agenttrader import topology
 from agenttrader.settings import DEFAULT_PROJECT
-from operations import deadletters as dlq
+from console import deadletters as dlq
+from console import documents
+from console.hold import HoldSubscription
+from console.status import DEFAULT_PULSES, read_status
 from operations import render
-from operations.hold import HoldSubscription
-from operations.status import DEFAULT_PULSES, read_status
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -37,28 +37,17 @@ EXIT_USAGE = 2
 EXIT_ALERT = 2
 EXIT_INTERRUPTED = 130
 
-_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
-
 
 class UsageError(Exception):
     """Printed as ``agenttrader: error: ...`` with exit code 2."""
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30s``, ``30m``, ``2h``, ``1d``, ``1w`` and combinations such as ``1h30m``."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not text.strip() or match is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 30m, 2h, 1d, 1h30m"
-        )
-    return timedelta(
-        **{
-            unit: int(value)
-            for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
-            if value
-        }
-    )
+    """An argparse type: :func:`console.deadletters.parse_duration`."""
+    try:
+        return dlq.parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -310,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show or rebuild the roster of users a tick publishes to",
         description=_wrap(
             "The roster (ops/roster/shards/*) says who is eligible for the scheduled sync; the"
-            " triggers on config/alpaca and status/trading keep it. `show` prints its size;"
+            " triggers on config/alpaca and status/trading keep it, ticks grow it (a shard per"
+            " ~1,000 users) and drop tombstones a day old. `show` prints its size;"
             " `rebuild` records every user's eligibility again from a scan of those documents"
             " (safe while the pipeline runs: a trigger's later verdict always wins)."
         ),
@@ -442,7 +432,7 @@ def _dlq_list(args: argparse.Namespace, target: Target) -> int:
     with _hold(target) as hold:
         listing = dlq.list_dead_letters(hold, filters, now=now, limit=args.limit)
     if args.json:
-        _print_json(render.listing_json(listing, now, target.subscription))
+        _print_json(documents.listing_json(listing, now, target.subscription))
     else:
         sys.stdout.write(render.render_listing(listing, now, target.subscription))
     return EXIT_OK
@@ -470,7 +460,7 @@ def _dlq_replay(args: argparse.Namespace, target: Target) -> int:
             progress.close()
     now = _now()
     if args.json:
-        _print_json(render.report_json(report, now, target.subscription))
+        _print_json(documents.report_json(report, now, target.subscription))
     else:
         sys.stdout.write(render.render_report(report, now, target.subscription, verb="replay"))
     if report.interrupted:
@@ -493,7 +483,7 @@ def _dlq_purge(args: argparse.Namespace, target: Target) -> int:
             hold, filters, now=now, confirm=confirm, limit=args.limit, dry_run=args.dry_run
         )
     if args.json:
-        _print_json(render.report_json(report, now, target.subscription))
+        _print_json(documents.report_json(report, now, target.subscription))
     else:
         sys.stdout.write(render.render_report(report, now, target.subscription, verb="purge"))
     return EXIT_USAGE if report.cancelled else EXIT_OK
@@ -526,7 +516,7 @@ def _status(args: argparse.Namespace, target: Target) -> int:
             pulses=args.pulses,
         )
     if args.json:
-        _print_json(render.status_json(status, target.project, target.subscription))
+        _print_json(documents.status_json(status, target.project, target.subscription))
     else:
         sys.stdout.write(
             render.render_status(
@@ -549,9 +539,11 @@ def _roster(args: argparse.Namespace, target: Target) -> int:
     summary = {
         "project": target.project,
         "built_at": built_at.isoformat() if isinstance(built_at, datetime) else None,
-        "shards": paths.ROSTER_SHARDS,
+        "shards": loaded.shards if loaded else None,
         "users": loaded.members if loaded else None,
         "eligible": len(loaded.eligible) if loaded else None,
+        "entries": loaded.entries if loaded else None,
+        "fullest_shard": loaded.fullest_shard if loaded else None,
     }
     if args.json:
         _print_json(summary)
@@ -560,7 +552,9 @@ def _roster(args: argparse.Namespace, target: Target) -> int:
     else:
         print(
             f"roster of {target.project}: {loaded.members} users, {len(loaded.eligible)} eligible,"
-            f" {paths.ROSTER_SHARDS} shards, built {summary['built_at']}"
+            f" {loaded.shards} shard{'s' if loaded.shards != 1 else ''} (fullest"
+            f" {loaded.fullest_shard} entries; {loaded.entries} entries with tombstones),"
+            f" built {summary['built_at']}"
         )
     return EXIT_OK
 

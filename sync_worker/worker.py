@@ -6,8 +6,10 @@ One place decides what a failure means (:meth:`SyncWorker.handle`):
 - ``PermanentError`` (bad or missing keys, 401/403, disallowed base URL, unknown user,
   malformed message) is recorded and published to ``user-sync-dead-letter``; the message is
   acknowledged.
-Snapshots are ordered by ``requestedAt`` with an optimistic precondition on the snapshot's
-update time: an older message never overwrites a newer snapshot, a duplicate writes nothing.
+Snapshots are ordered by ``requestedAt`` — bounded by the message's Pub/Sub publish time, so
+a clock running ahead cannot stamp the future — with an optimistic precondition on the
+snapshot's update time: an older message never overwrites a newer snapshot, a duplicate writes
+nothing, a superseded message of a pulse still counts for its pulse.
 What a result writes (one write for a healthy tenant's success) is :mod:`sync_worker.record`.
 """
 
@@ -38,8 +40,9 @@ from agenttrader.errors import (
 )
 from agenttrader.events import PubsubDelivery
 from agenttrader.firestore_io import call as _call
+from agenttrader.keys_version import stored_version
 from agenttrader.logs import get_logger, redact
-from agenttrader.messages import Reason, SyncRequest
+from agenttrader.messages import Reason, SyncRequest, format_timestamp, requested_at_bound
 from agenttrader.paths import (
     alpaca_secret_doc,
     snapshot_doc,
@@ -49,8 +52,9 @@ from agenttrader.paths import (
 )
 from agenttrader.pulses import RollupScheduler
 from agenttrader.snapshot import Stale, Stored, synced_body
-from sync_worker.key_cache import KeyCache
-from sync_worker.record import Change, record
+from sync_worker import key_proof
+from sync_worker.key_cache import HeldKeys, KeyCache
+from sync_worker.record import Change, count_superseded, record
 
 if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
@@ -99,11 +103,13 @@ class _Loaded:
     snapshot: Stored
     trading: Mapping[str, Any] | None
     """``status/trading``'s data (``None``: no such document)."""
-    cached: AlpacaKeys | None
+    cached: HeldKeys | None
     """The keys of the message's version held by this instance (then ``secrets/alpaca`` is
     not read)."""
     secret: Mapping[str, Any] | None
     """``secrets/alpaca``'s data, read unless cached (``None``: cached, or no such document)."""
+    secret_version: str | None = None
+    """The version of ``secret`` (:func:`agenttrader.keys_version.stored_version`)."""
 
 
 class SyncWorker:
@@ -122,15 +128,23 @@ class SyncWorker:
     def handle(self, delivery: PubsubDelivery) -> Result:
         """Sync the user named by ``delivery``; raises ``RetryableError`` to be redelivered."""
         try:
-            request = SyncRequest.from_bytes(delivery.data, delivery.attributes)
+            sent = SyncRequest.from_bytes(delivery.data, delivery.attributes)
         except ValueError as err:
             return self._dead_letter_malformed(delivery, MalformedMessage(str(err)))
+        # Snapshots are ordered by requested_at: bounded by when Pub/Sub received the message.
+        request = sent.not_after(requested_at_bound(delivery.publish_time, datetime.now(UTC)))
         labels: dict[str, Any] = {
             "uid": request.uid,
             "message_id": delivery.message_id,
             "pulse_id": request.pulse_id,
             "reason": request.reason.value,
         }
+        if request is not sent:
+            log.warning(
+                "requested_at is later than the message's publish time: bounded by it",
+                fields={"requested_at": format_timestamp(sent.requested_at)},
+                **labels,
+            )
         started = time.monotonic()
         stored: Stored | None = None  # once read, it guards the record of a failure
         try:
@@ -174,9 +188,9 @@ class SyncWorker:
     # --- the sync itself -------------------------------------------------------------------
 
     def _sync(self, request: SyncRequest, loaded: _Loaded, started: float) -> Result:
-        stale = loaded.snapshot.staleness(request.requested_at)
+        stale = loaded.snapshot.staleness(request.requested_at, now=datetime.now(UTC))
         if stale is not None:
-            return STALE_RESULTS[stale]
+            return self._stale(request, loaded.snapshot, stale)
         if loaded.trading is None:  # a tenant's kill-switch proves it exists: no extra read
             self._require_user(request.uid)
         if skips_for_kill_switch(request.effective_reason, loaded.trading):
@@ -191,38 +205,77 @@ class SyncWorker:
     def _fetch(
         self, request: SyncRequest, loaded: _Loaded
     ) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
-        """Alpaca's account state, the client and the keys that read it. Two attempts at
-        most: cached keys Alpaca refuses were rotated since the message was published, so
-        they are dropped, read again and tried once more."""
-        secret = loaded.secret
+        """Alpaca's account state, the client and the keys that read it (see
+        :mod:`sync_worker.key_proof` for what a success or a 401/403 records). A second
+        attempt only when Alpaca refused cached keys and the stored ones are of another
+        version (rotated since the cache was filled); refused keys that are still the
+        stored ones are a rejection, without calling Alpaca again."""
+        secret, version = loaded.secret, loaded.secret_version
         if loaded.cached is not None:
             try:
-                return self._fetch_with(loaded.cached)
-            except AlpacaAuthError:
+                return self._fetch_with(request, loaded.cached)
+            except AlpacaAuthError as err:
                 self._keys.drop(request.uid)
-            secret = self._read(alpaca_secret_doc(request.uid))
-        return self._fetch_with(self._keys_from(request, secret))
+                stored = _call(self._deps.firestore.document(alpaca_secret_doc(request.uid)).get)
+                secret, version = _data(stored), stored_version(stored)
+                if version is not None and version == loaded.cached.version:
+                    self._rejected(request, loaded.cached, err)
+                    raise
+        keys = self._keys_from(request, secret, version)
+        try:
+            return self._fetch_with(request, keys)
+        except AlpacaAuthError as err:
+            self._rejected(request, keys, err)
+            raise
 
-    def _fetch_with(self, keys: AlpacaKeys) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
-        client = self._deps.alpaca.for_user(keys)
-        return fetch_account_state(client, keys), client, keys
+    def _fetch_with(
+        self, request: SyncRequest, held: HeldKeys
+    ) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
+        """One Alpaca attempt; a success proves the keys unless the message is a scheduled
+        one (only proven or script-configured users are scheduled: nothing to read)."""
+        client = self._deps.alpaca.for_user(held.keys)
+        state = fetch_account_state(client, held.keys)
+        if request.reason is not Reason.SCHEDULE and held.version is not None:
+            key_proof.prove(self._deps.firestore, request.uid, held.version)
+        return state, client, held.keys
+
+    def _rejected(self, request: SyncRequest, held: HeldKeys, error: AlpacaAuthError) -> None:
+        """Alpaca refused the keys stored now: unmark them (:func:`key_proof.reject`)."""
+        if held.version is not None:
+            key_proof.reject(
+                self._deps.firestore, request.uid, held.version, held.keys, error.error_class
+            )
 
     def _record(self, request: SyncRequest, stored: Stored, change: Change, done: Result) -> Result:
         """Write the result (see :mod:`sync_worker.record`); count it in its pulse."""
         stale = record(self._deps.firestore, request, stored, change)
         if stale is not None:
-            return STALE_RESULTS[stale]
+            return self._stale(request, None, stale)
         self._counted(request)
         return done
 
-    def _keys_from(self, request: SyncRequest, secret: Mapping[str, Any] | None) -> AlpacaKeys:
-        """The keys read from ``secret`` (``None``: none stored), validated and cached under
-        the message's version."""
+    def _stale(self, request: SyncRequest, stored: Stored | None, stale: Stale) -> Result:
+        """A message no newer than the stored snapshot writes nothing of its own; a superseded
+        one of a pulse still counts for it (:func:`~sync_worker.record.count_superseded`).
+        ``stored``: the snapshot as read (``None``: read it again)."""
+        if (
+            stale is Stale.SUPERSEDED
+            and request.pulse_id is not None
+            and count_superseded(self._deps.firestore, request, stored)
+        ):
+            self._counted(request)
+        return STALE_RESULTS[stale]
+
+    def _keys_from(
+        self, request: SyncRequest, secret: Mapping[str, Any] | None, version: str | None
+    ) -> HeldKeys:
+        """The keys read from ``secret`` (``None``: none stored) at ``version``, validated and
+        cached under the message's version."""
         if secret is None:
             raise MissingKeys("no Alpaca keys stored")
-        keys = AlpacaKeys.from_document(secret)
-        self._keys.put(request.uid, request.keys_version, keys)
-        return keys
+        held = HeldKeys(AlpacaKeys.from_document(secret), version)
+        self._keys.put(request.uid, request.keys_version, held)
+        return held
 
     def _load(self, request: SyncRequest) -> _Loaded:
         """The current snapshot, the kill-switch and (unless cached) the keys, in one read."""
@@ -233,11 +286,13 @@ class SyncWorker:
             paths.append(alpaca_secret_doc(uid))
         refs = [db.document(p) for p in paths]
         found = {s.reference.path: s for s in _call(lambda: list(db.get_all(refs)))}
+        secret = found[paths[2]] if cached is None else None
         return _Loaded(
             snapshot=Stored.of(found[paths[0]]),
             trading=_data(found[paths[1]]),
             cached=cached,
-            secret=_data(found[paths[2]]) if cached is None else None,
+            secret=_data(secret) if secret is not None else None,
+            secret_version=stored_version(secret) if secret is not None else None,
         )
 
     def _require_user(self, uid: str) -> None:
@@ -286,6 +341,8 @@ class SyncWorker:
         change = Change.failure(body, error.error_class, final=final)
         try:
             stale = record(self._deps.firestore, request, stored, change)
+            if stale is not None and final:
+                self._stale(request, None, stale)
         except (gexc.GoogleAPICallError, DependencyUnavailable) as err:
             # The failure itself stands; losing its record must not turn it into a retry loop.
             log.error(

@@ -18,8 +18,9 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.types import StructuredQuery
 
 from agenttrader import paths, pulses, snapshot
+from console import tenants
+from console.status import read_failing
 from infra.indexes import REQUIRED_INDEXES, covers
-from operations.status import read_failing
 from publisher.roster import eligible_uids
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,9 @@ def shape(query: StructuredQuery) -> Shape | None:
     equal = {StructuredQuery.FieldFilter.Operator.EQUAL, StructuredQuery.FieldFilter.Operator.IN}
     for f in filters:
         assert f.op in equal, "infra.indexes.covers models equality filters only: extend it"
-    assert not raw.order_by, "ordered collection-group query: extend infra.indexes.covers"
+    # Every index ends with the document path ascending: ordering by it alone needs nothing more.
+    by_path = [o.field.field_path == "__name__" and o.direction != 2 for o in raw.order_by]
+    assert all(by_path), "ordered collection-group query: extend infra.indexes.covers"
     return raw.from_[0].collection_id, frozenset(f.field.field_path for f in filters)
 
 
@@ -97,6 +100,12 @@ def test_code_queries_are_covered_by_declared_collection_group_indexes(
     # agenttrader status (the operator CLI, against production too): failing tenants.
     failing, _capped = read_failing(db)
     assert [t.uid for t in failing] == ["u-off"]
+    # The admin console's tenant filters (one page each, by document path).
+    pages = {f: tenants.list_tenants(db, f) for f in tenants.StateFilter}
+    assert [t.uid for t in pages[tenants.StateFilter.FAILING].tenants] == ["u-off"]
+    assert [t.uid for t in pages[tenants.StateFilter.KILL_SWITCH_OFF].tenants] == ["u-off"]
+    assert [t.uid for t in pages[tenants.StateFilter.HEALTHY].tenants] == ["u-on"]
+    assert pages[tenants.StateFilter.NOT_CONFIGURED].tenants == ()
     # benchmarks/pipeline.py: the snapshots one pulse wrote.
     snapshots = list(
         db.collection_group("data").where(filter=FieldFilter("pulseId", "==", "p1")).stream()
@@ -112,3 +121,31 @@ def test_code_queries_are_covered_by_declared_collection_group_indexes(
             f"no COLLECTION_GROUP index in firestore.indexes.json serves "
             f"{group} where {' and '.join(sorted(fields))}"
         )
+
+
+def test_the_roster_never_queries_its_shards_so_their_maps_need_no_index(
+    emulator_env: dict[str, str], project: str, recorded: list[StructuredQuery]
+) -> None:
+    """firestore.indexes.json exempts the shard maps from indexing: nothing may query them.
+    The roster's every operation runs here; none may issue a query on its collection."""
+    from publisher import roster
+    from tests.pipeline_fixtures import seed_user
+
+    db = firestore.Client(project=project)
+    for uid in ("q1", "q2"):
+        seed_user(db, uid)
+    recorded.clear()
+    roster.rebuild(db)
+    roster.refresh(db, "q1")
+    loaded = roster.load(db)
+    roster.maintain(db, loaded)
+    group = paths.ROSTER_COLLECTION.rsplit("/", 1)[-1]
+    queried = {
+        source.collection_id for query in recorded for source in StructuredQuery.pb(query).from_
+    }
+    assert queried and group not in queried
+    spec = json.loads((ROOT / "firestore.indexes.json").read_text())
+    assert {o["fieldPath"] for o in spec["fieldOverrides"] if o["collectionGroup"] == group} == {
+        "members",
+        "keys",
+    }
