@@ -44,14 +44,14 @@ from agenttrader import paths, topology
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
+from agenttrader.roster_layout import shards_for
+from agenttrader.roster_verdict import ELIGIBLE, entry, micros
 from agenttrader.settings import Settings
 from benchmarks import procstats
 from devtools import emulators
 from devtools.topology import apply_topology
 from publisher import roster
 from publisher import tick as fanout
-from publisher.roster_layout import shards_for
-from publisher.roster_verdict import ELIGIBLE, entry, micros
 
 GOAL_SECONDS = 60.0
 """One tick's fan-out at 1,000,000 tenants (issue 13)."""

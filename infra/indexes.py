@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agenttrader.paths import ROSTER_COLLECTION
-from publisher.roster_read import MAP_FIELDS
+from agenttrader.roster_read import MAP_FIELDS
 
 QUERY_SCOPE = "COLLECTION_GROUP"
 

@@ -38,6 +38,7 @@ SIGKILLed one's buckets move within ``LEASE_SECONDS`` + a scan.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections import Counter
@@ -178,9 +179,7 @@ class LeaseStore:
         )
         return result.update_time
 
-    def renew(
-        self, session_id: str, update_time: Any, info: Mapping[str, Any]
-    ) -> tuple[Any, bool]:
+    def renew(self, session_id: str, update_time: Any, info: Mapping[str, Any]) -> tuple[Any, bool]:
         """Renew the session: its new update time, and whether this renewal landed (then its
         send time starts the lease). ``SessionLost`` when it was revoked or deleted. When the
         precondition fails because an earlier renewal of ours landed unseen, that one's
@@ -235,12 +234,10 @@ class LeaseStore:
 
     def retire(self, session_id: str, update_time: Any) -> None:
         """Delete the session (after its buckets were released)."""
-        try:
+        with contextlib.suppress(_LOST):
             self._db.document(stream_session_doc(session_id)).delete(
                 option=self._db.write_option(last_update_time=update_time)
             )
-        except _LOST:
-            pass
 
     def forget(self, session_id: str, update_time: Any) -> None:
         """Delete a long-dead session that holds nothing (housekeeping)."""

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from publisher.roster_layout import shards_for
+from agenttrader.roster_layout import shards_for
 
 # --- prices ----------------------------------------------------------------------------------
 
@@ -328,7 +328,7 @@ def pubsub_bytes_per_sync(w: Workload, p: Prices, tenants_per_message: int = 1) 
 
 def roster_reads(tenants: int) -> int:
     """What a tick reads of the roster: the marker and every shard (one per ~1,000 tenants,
-    a power of two: :func:`publisher.roster_layout.shards_for`)."""
+    a power of two: :func:`agenttrader.roster_layout.shards_for`)."""
     return 1 + shards_for(tenants)
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agenttrader import paths
+from agenttrader import paths, roster_read
 from infra import indexes
 from infra.indexes import EXEMPT_SOURCES, REQUIRED_INDEXES, covers
-from publisher import roster_read
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = (

@@ -491,11 +491,16 @@ def test_environment_comes_from_the_settings_module() -> None:
     assert "ALPACA_ALLOWED_BASE_URLS" not in env
     assert "VERTEX_AI_BASE_URL" not in env
     assert "SYNC_SCHEDULE" not in env
+    assert "RECONCILE_EVERY_TICKS" not in env
     assert Settings.from_env(env) == Settings.from_env({"GOOGLE_CLOUD_PROJECT": PROJECT})
     for fn in resources.FUNCTIONS:
         if fn.name != "publish_user_syncs":
             assert env_of(plan, fn.name) == env
-    assert env_of(plan, "publish_user_syncs") == {**env, "SYNC_SCHEDULE": "market-hours"}
+    assert env_of(plan, "publish_user_syncs") == {
+        **env,
+        "SYNC_SCHEDULE": "market-hours",
+        "RECONCILE_EVERY_TICKS": str(defaults.reconcile_every_ticks),
+    }
 
 
 def test_publish_user_syncs_follows_market_hours_by_default_and_always_on_request() -> None:

@@ -27,6 +27,7 @@ DEV_ONLY_DIRS = (
     "infra",
     "docs",
     "console/web",
+    "stream_gateway",
     "node_modules",
     ".venv",
     ".git",
@@ -34,7 +35,8 @@ DEV_ONLY_DIRS = (
     ".local",
 )
 """Directories never uploaded: the tools, tests, docs, the console's web page (Firebase
-Hosting; the console's callables are uploaded), and local state."""
+Hosting; the console's callables are uploaded), the stream gateway (a Cloud Run service of its
+own), and local state."""
 
 DEPLOY_FILES = {"main.py", "requirements.txt"}
 """The top-level files the Python builder reads: the entry points and the dependencies."""
