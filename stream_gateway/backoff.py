@@ -31,7 +31,7 @@ class Backoff:
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before attempt ``attempt`` (≥ 1): between half and all of
         ``min(cap, base × 2^(attempt-1))``."""
-        ceiling = min(self.cap, self.base * 2 ** min(max(attempt, 1) - 1, 30))
+        ceiling = min(self.cap, self.base * float(2 ** min(max(attempt, 1) - 1, 30)))
         return ceiling / 2 + rand() * ceiling / 2
 
 

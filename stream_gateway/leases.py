@@ -234,7 +234,7 @@ class LeaseStore:
 
     def retire(self, session_id: str, update_time: Any) -> None:
         """Delete the session (after its buckets were released)."""
-        with contextlib.suppress(_LOST):
+        with contextlib.suppress(*_LOST):
             self._db.document(stream_session_doc(session_id)).delete(
                 option=self._db.write_option(last_update_time=update_time)
             )

@@ -83,7 +83,7 @@ def serve_in_process(
     return served
 
 
-_EXEC_DYING_WITH_PARENT = (
+EXEC_DYING_WITH_PARENT = (
     "import ctypes, os, signal, sys; "
     "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL); "  # PR_SET_PDEATHSIG
     "os.execv(sys.argv[1], sys.argv[1:])"
@@ -106,7 +106,7 @@ def _start_process(
             [
                 sys.executable,
                 "-c",
-                _EXEC_DYING_WITH_PARENT,
+                EXEC_DYING_WITH_PARENT,
                 str(executable),
                 "--target",
                 target,
