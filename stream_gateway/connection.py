@@ -129,6 +129,7 @@ class TenantStream:
         connector: Connect,
         *,
         rand: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: Backoff = RECONNECT,
         held_backoff: Backoff = HELD_ELSEWHERE,
     ) -> None:
@@ -138,6 +139,7 @@ class TenantStream:
         self._limiter = limiter
         self._connect = connector
         self._rand = rand
+        self._sleep = sleep
         self._backoff = backoff
         self._held_backoff = held_backoff
         self._ws: ClientConnection | None = None
@@ -149,7 +151,7 @@ class TenantStream:
         attempt, policy = 0, self._backoff
         while True:
             if attempt:
-                await asyncio.sleep(policy.delay(attempt, self._rand))
+                await self._sleep(policy.delay(attempt, self._rand))
             await self._limiter.acquire()
             self._hooks.attempt(self.uid)
             self.rounds += 1
