@@ -144,6 +144,6 @@ def tenant_admin(
                 hub.hold_elsewhere(tenant.key_id, held)
             if slow is not ...:
                 hub.set_slow_consumer(tenant.key_id, slowness)
-            return Reply(200, {"held_elsewhere": held, "slow_consumer": slow})
+            return Reply(200, hub.stats())
         case _:
             return error_reply(405)
