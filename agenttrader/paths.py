@@ -180,8 +180,9 @@ MARKET_CLOCK_DOC = f"{OPS}/market_clock"
 """The latest answer of Alpaca's ``/v2/clock`` (``is_open``, ``next_open``, ``next_close``):
 the publisher's schedule when ``SYNC_SCHEDULE=market-hours``."""
 
-STREAMS_DOC = f"{OPS}/streams"
-"""The stream gateways' shared state: sessions (one per running instance) and buckets."""
+STREAMS_ROOT = f"{OPS}/streams"
+"""Where the stream gateways keep their shared state (a path, no document of its own):
+sessions (one per running instance) and buckets."""
 
 STREAM_BUCKETS = 64
 """How many buckets the eligible tenants are spread over for streaming (``crc32(uid) mod``):
@@ -189,8 +190,8 @@ the unit a gateway instance leases and hands over. Each bucket document lists th
 whose stream is live (~45 bytes an entry), so 64 serve ~1,000,000 tenants before one nears
 1 MiB; and up to 64 gateway instances share the work."""
 
-STREAM_BUCKETS_COLLECTION = f"{STREAMS_DOC}/buckets"
-STREAM_SESSIONS_COLLECTION = f"{STREAMS_DOC}/sessions"
+STREAM_BUCKETS_COLLECTION = f"{STREAMS_ROOT}/buckets"
+STREAM_SESSIONS_COLLECTION = f"{STREAMS_ROOT}/sessions"
 
 
 def stream_bucket_doc(bucket: int) -> str:
@@ -200,13 +201,13 @@ def stream_bucket_doc(bucket: int) -> str:
     return f"{STREAM_BUCKETS_COLLECTION}/{bucket}"
 
 
-_SESSION_ID = re.compile(r"^[a-z0-9]{8,64}$")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 def stream_session_doc(session_id: str) -> str:
     """A running gateway instance's lease: renewed every few seconds while it lives."""
     if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
-        raise ValueError("a stream session id is 8-64 characters of [a-z0-9]")
+        raise ValueError("a stream session id is 1-64 characters of [A-Za-z0-9_-]")
     return f"{STREAM_SESSIONS_COLLECTION}/{session_id}"
 
 
