@@ -223,6 +223,51 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class Service:
+    """A Cloud Run service that is not a function: a long-running process with its own
+    identity, deployed from a staged copy of its package (:func:`infra.source.service_files`)."""
+
+    name: str
+    """The Cloud Run service's name."""
+    package: str
+    """What ``python -m PACKAGE`` runs (its ``Procfile``)."""
+    purpose: str
+    account: str
+    """Its own service account id."""
+    min_instances: int
+    max_instances: int
+    memory: str = "1Gi"
+    cpu: str = "1"
+    concurrency: int = 10
+    """Requests one instance serves at once: only health probes reach it."""
+    health_path: str = "/healthz"
+    project_roles: tuple[str, ...] = ("roles/datastore.user",)
+    publishes: tuple[str, ...] = ()
+    subscribes: tuple[str, ...] = ()
+    opens_credentials: bool = False
+    """Decrypts sealed tenant credentials: its account needs the KEK's decrypter role
+    (granted where the KEK's users are listed)."""
+
+    @property
+    def account_id(self) -> str:
+        return self.account
+
+
+STREAM_GATEWAY = Service(
+    name="stream-gateway",
+    package="stream_gateway",
+    purpose="holds every eligible tenant's Alpaca trade-update stream (docs/DESIGN.md, Streams)",
+    account="at-stream-gateway",
+    min_instances=1,
+    max_instances=20,
+    publishes=(topology.USER_SYNC,),
+    opens_credentials=True,
+)
+SERVICES: tuple[Service, ...] = (STREAM_GATEWAY,)
+"""Services besides the functions: always-allocated CPU, at least ``min_instances`` running."""
+
 PUSH_INVOKER = "at-push-invoker"
 """Identity of every push delivery: Pub/Sub push subscriptions and the Eventarc trigger."""
 BUILD_ACCOUNT = "at-build"

@@ -16,15 +16,16 @@ from agenttrader import topology
 from infra import indexes, monitoring, resources
 from infra.apply import apply, local_problems
 from infra.model import FINGERPRINT_KEY, Plan, Result
-from infra.plan import FIREBASE, DeployConfig, build_plan, deployed
+from infra.plan import FIREBASE, PYTHON, DeployConfig, build_plan, deployed
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "acme-trading"
 REGION = "us-central1"
 NUMBER = "123456789012"
 AGENT = f"serviceAccount:service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
-SELF_IDEMPOTENT = (FIREBASE, "node")
-"""Steps without a check: they run every apply (firebase deploy, the console's build)."""
+SELF_IDEMPOTENT = (FIREBASE, "node", PYTHON)
+"""Steps without a check: they run every apply (firebase deploy, the console's build, staging
+a service's source)."""
 MUTATING_VERBS = {"create", "update", "deploy", "add-iam-policy-binding", "enable", "delete"}
 VERBS = {"create", "update", "deploy", "describe", "add-iam-policy-binding", "get-iam-policy"}
 
@@ -32,7 +33,7 @@ VERBS = {"create", "update", "deploy", "describe", "add-iam-policy-binding", "ge
 def is_mutation(argv: Sequence[str]) -> bool:
     if argv[0] == FIREBASE:
         return argv[1] == "deploy"
-    if argv[0] == "node":  # builds the console's page into the working tree
+    if argv[0] in ("node", PYTHON):  # build the console's page, stage a service's source
         return True
     return any(word in MUTATING_VERBS for word in argv if not word.startswith("-"))
 
@@ -91,6 +92,9 @@ class FakeCloud:
         if argv[0] == "node":
             assert argv[1] == "console/web/build.mjs"
             return Result(0)
+        if argv[0] == PYTHON:
+            assert argv[1:5] == ("-m", "infra", "source", "--stage=stream-gateway")
+            return Result(0)
         monitoring_group = _monitoring_group(words)
         if monitoring_group is not None:
             return self._monitoring(monitoring_group, words, opts)
@@ -123,6 +127,8 @@ class FakeCloud:
             name = words[verb_at + 2]
         if group == ("iam", "service-accounts"):
             name = name.split("@")[0]
+        if group == ("run",) and verb == "deploy":  # a service: described as a run service
+            group = ("run", "services")
         key = (" ".join(group), name)
         if group == ("logging", "sinks"):
             return self._sink(name, verb, opts)
@@ -148,6 +154,8 @@ class FakeCloud:
             k, _, v = pair.partition("=")
             labels[k] = v
         resource["labels"] = labels
+        if group == ("run", "services"):
+            resource["metadata"] = {"labels": labels}
         if "description" in opts:
             resource["description"] = opts["description"][0]
         resource["flags"] = opts
@@ -357,10 +365,12 @@ def test_first_apply_creates_everything_and_second_changes_nothing(root: Path) -
     code, out = run(plan, cloud, root)
     assert code == 0, out
     # Only checks ran, plus the steps idempotent by themselves: firebase deploy skips an
-    # unchanged ruleset and unchanged Hosting files; the console's build rewrites dist/.
+    # unchanged ruleset and unchanged Hosting files; the console's build rewrites dist/; a
+    # service's source is staged again (its deploy step is skipped: same fingerprint).
     assert cloud.mutations == [s.create for s in plan.steps if s.check is None]
     assert [s.kind for s in plan.steps if s.check is None] == [
         "firestore",
+        "service-source",
         "hosting-build",
         "hosting",
     ]

@@ -376,6 +376,12 @@ EXPECTED_ROLES = {
     "at-admin-dead-letters": {HOLD},
     "at-admin-replay-dead-letters": {HOLD, ("roles/pubsub.publisher", "topic", "user-sync")},
     "at-admin-purge-dead-letters": {HOLD},
+    # The stream gateway (a service): Firestore, and user-sync for its trade_update and
+    # reconcile syncs; it is invoked by nobody (health probes come from Cloud Run itself).
+    "at-stream-gateway": {
+        ("roles/datastore.user", "project", ""),
+        ("roles/pubsub.publisher", "topic", "user-sync"),
+    },
     "at-push-invoker": {
         ("roles/run.invoker", "service", "publish_user_syncs"),
         ("roles/run.invoker", "service", "sync_user"),
@@ -758,3 +764,32 @@ def test_request_logs_of_successful_syncs_are_not_ingested_failed_ones_are() -> 
     assert 'log_id("run.googleapis.com/requests")' in log_filter
     assert "httpRequest.status<400" in log_filter  # failed pushes (HTTP 500) stay visible
     assert f"{FINGERPRINT_KEY}=" in fields["description"]
+
+
+def test_the_stream_gateway_is_a_cloud_run_service_with_its_own_identity() -> None:
+    plan = make_plan(service_digests=(("stream-gateway", "c0ffee"),))
+    staged = plan.step("service-source", ".local/deploy/stream-gateway")
+    service = plan.step("service", "stream-gateway")
+    kinds = [s.kind for s in plan.steps]
+    assert kinds.index("service-source") + 1 == kinds.index("service")
+    assert staged.create[-1] == "--stage=stream-gateway" and staged.check is None
+    deploy = service.create
+    assert deploy[:4] == ("gcloud", "run", "deploy", "stream-gateway")
+    assert one(deploy, "source") == ".local/deploy/stream-gateway"
+    assert "--no-cpu-throttling" in deploy  # CPU always allocated
+    assert int(one(deploy, "min-instances")) >= 1
+    assert one(deploy, "service-account") == f"at-stream-gateway@{PROJECT}.iam.gserviceaccount.com"
+    assert "--no-allow-unauthenticated" in deploy and one(deploy, "ingress") == "internal"
+    for probe in ("startup-probe", "liveness-probe"):
+        assert one(deploy, probe).startswith("httpGet.path=/healthz,httpGet.port=8080")
+    env = dict(pair.split("=", 1) for pair in one(deploy, "set-env-vars").split(","))
+    assert env["GOOGLE_CLOUD_PROJECT"] == PROJECT and "SYNC_SCHEDULE" not in env
+    other = make_plan(service_digests=(("stream-gateway", "beef"),)).step(
+        "service", "stream-gateway"
+    )
+    assert isinstance(service.probe, Fingerprinted) and isinstance(other.probe, Fingerprinted)
+    assert service.probe.value != other.probe.value  # new source: redeployed
+    assert (
+        make_plan().step("service", "stream-gateway").probe
+        == make_plan().step("service", "stream-gateway").probe
+    )
