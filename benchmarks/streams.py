@@ -12,7 +12,8 @@ the push bridge), on this machine. Measured:
   one task and one websocket);
 - **idle CPU** of the instance holding them (keepalive pings), per 1,000 connections;
 - **fill → order document**: each fill's timestamp (the simulator's clock) to the commit of
-  ``users/{uid}/orders/{order_id}`` showing it (``updatedAt``, the emulator's clock: one machine);
+  ``users/{uid}/orders/{order_id}`` showing it (its update time, the emulator's clock: one
+  machine);
 - **fill → account snapshot**: to the commit of the first ``users/{uid}/data/snapshot`` whose
   positions show the fill (a Firestore listener records every snapshot write's update time):
   the coalesced ``trade_update`` sync through Pub/Sub, the push bridge and ``sync_user``;
@@ -30,6 +31,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -167,6 +169,8 @@ def fill_orders(sim_url: str, accounts: dict[str, str], rate: float) -> list[str
             json={"symbol": SYMBOL, "qty": 7, "fill_delay_ms": FILL_DELAY_MS, "partial_fills": 1},
             timeout=10,
         )
+        if reply.status_code != 200:
+            raise RuntimeError(f"order refused: HTTP {reply.status_code} {reply.text[:200]}")
         ids.append(reply.json()["id"])
     return ids
 
@@ -189,18 +193,41 @@ def run(tenants: int, rate: float) -> dict[str, Any]:
             db = firestore.Client(project=project)
             with LocalStack(
                 project, env, in_process=False, push_concurrency=64, audit_kill_switch=False
-            ):
-                return measure(db, env, sim_url, tenants, rate)
+            ) as stack:
+                return measure(db, env, sim_url, stack, tenants=tenants, rate=rate)
     finally:
         simulator.terminate()
         simulator.wait(10)
 
 
+def wait_quiet(stack: LocalStack, quiet: float = 5.0, timeout: float = 300.0) -> None:
+    """Until the push bridge has delivered nothing for ``quiet`` seconds (the reconcile syncs
+    of a thousand new streams take the pipeline a while on two cores)."""
+    assert stack.push_bridge is not None
+    last, since, started = -1, time.monotonic(), time.monotonic()
+    while time.monotonic() - started < timeout:
+        delivered = stack.push_bridge.stats.delivered
+        if delivered != last:
+            last, since = delivered, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.5)
+
+
 def measure(
-    db: firestore.Client, env: dict[str, str], sim_url: str, tenants: int, rate: float
+    db: firestore.Client,
+    env: dict[str, str],
+    sim_url: str,
+    stack: LocalStack,
+    *,
+    tenants: int,
+    rate: float,
 ) -> dict[str, Any]:
     roster.load(db)  # built empty: the gateway starts with nobody to stream
-    gateway = spawn({**env, "STREAM_CONNECTS_PER_SECOND": "200", "STREAM_CONNECT_BURST": "100"})
+    gateway = spawn(
+        {**env, "STREAM_CONNECTS_PER_SECOND": "200", "STREAM_CONNECT_BURST": "100"},
+        log_path=Path(tempfile.gettempdir()) / "agenttrader-bench-stream-gateway.log",
+    )
     try:
         time.sleep(8)
         base_rss = rss_kib(gateway.process.pid)  # running, holding its buckets, no tenant yet
@@ -210,7 +237,7 @@ def measure(
         accounts = seed(db, sim_url, tenants)
         roster.rebuild(db)
         connect_seconds = wait_streaming(gateway, tenants, timeout=300)
-        time.sleep(5)  # the reconcile syncs of the listens go through the pipeline
+        wait_quiet(stack)  # the reconcile syncs of the listens go through the pipeline
         idle_cpu_before = cpu_seconds(gateway.process.pid)
         time.sleep(IDLE_SECONDS)
         idle_cpu = cpu_seconds(gateway.process.pid) - idle_cpu_before
@@ -259,6 +286,10 @@ def measure(
         "orders_missing": missing_orders,
         "snapshots_missing": missing_snaps,
         "refused_second": sim_stream["refused_second"],
+        "connections": after["connections"],
+        "lease_losses": after["lease_losses"],
+        "watchdog_aborts": after["watchdog_aborts"],
+        "simulator_events_lost": sim_stream["events_lost"],
         "simulator_events_sent": sim_stream["events_sent"],
     }
 
@@ -282,7 +313,7 @@ def collect(
                 continue
             uid = paths.uid_of(snap.reference.path)
             filled_at: datetime = data["eventAt"]
-            order_lat[uid] = (data["updatedAt"] - filled_at).total_seconds()
+            order_lat[uid] = (snap.update_time - filled_at).total_seconds()  # its commit
             shown = writes.first_showing(uid, filled_at, Decimal(str(data.get("positionQty"))))
             if shown is not None:
                 snap_lat[uid] = (shown - filled_at).total_seconds()

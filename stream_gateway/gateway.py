@@ -120,6 +120,7 @@ class Gateway:
         self._deps = deps
         self._eligibility = eligibility
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="gateway-io")
+        self._lease_executor = ThreadPoolExecutor(2, thread_name_prefix="gateway-lease")
         db = deps.firestore
         self._leases = LeaseStore(db)
         self._orders = OrderWriter(db)
@@ -180,8 +181,15 @@ class Gateway:
             await self._shutdown()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking call (credentials, orders, states) on the data threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def _lease(self, fn: Callable[..., T], *args: Any) -> T:
+        """A call of the leases on threads of their own: a renewal never waits behind a
+        burst of credential reads or order writes."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lease_executor, functools.partial(fn, *args))
 
     def _open_vault(self) -> Vault:
         if self._vault is None:
@@ -214,7 +222,7 @@ class Gateway:
         assert self.session_id is not None
         sent = time.monotonic()
         try:
-            self._session_time, landed = await self._call(
+            self._session_time, landed = await self._lease(
                 self._leases.renew, self.session_id, self._session_time, self._info()
             )
         except SessionLost:
@@ -228,7 +236,7 @@ class Gateway:
     async def _register(self) -> None:
         session_id = leases.new_session_id()
         sent = time.monotonic()
-        self._session_time = await self._call(self._leases.register, session_id)
+        self._session_time = await self._lease(self._leases.register, session_id)
         self.session_id = session_id
         self._valid_until = sent + leases.LEASE_SECONDS - leases.MARGIN_SECONDS
         log.info("gateway session registered", fields={"session": session_id})
@@ -246,7 +254,7 @@ class Gateway:
         me = self.session_id
         if me is None or not self.valid:
             return
-        sessions, times, read_time = await self._call(self._leases.sessions)
+        sessions, times, read_time = await self._lease(self._leases.sessions)
         if read_time is None:
             return
         alive = frozenset(
@@ -259,7 +267,7 @@ class Gateway:
         due = now - self._last_bucket_scan >= leases.BUCKET_SCAN_SECONDS
         if stable and len(self.held) == share and not due:
             return
-        views, _ = await self._call(self._leases.buckets)
+        views, _ = await self._lease(self._leases.buckets)
         self._last_bucket_scan = now
         self._check_held(views)
         decided = leases.plan(me, views, sessions, read_time, rebalance=stable)
@@ -267,7 +275,7 @@ class Gateway:
             await self._release(index)
         revoked = set()
         for sid in decided.revoke:
-            if await self._call(self._leases.revoke, sid, times[sid], me):
+            if await self._lease(self._leases.revoke, sid, times[sid], me):
                 revoked.add(sid)
                 log.warning("revoked a dead gateway session", fields={"session": sid})
         for index in decided.acquire:
@@ -277,7 +285,7 @@ class Gateway:
                 continue  # its dead holder renewed before it could be revoked
             if not self.valid:
                 break
-            taken = await self._call(self._leases.acquire, view, me)
+            taken = await self._lease(self._leases.acquire, view, me)
             if taken is not None:
                 self.held[index] = Held(token=taken[1], update_time=taken[0])
                 log.info("bucket acquired", fields={"bucket": index, "token": taken[1]})
@@ -305,7 +313,7 @@ class Gateway:
                 (read_time - state.renewed_at).total_seconds() > leases.STALE_SESSION_SECONDS
             )
             if sid not in holders and sid != self.session_id and silent:
-                self._spawn(self._call(self._leases.forget, sid, times[sid]))
+                self._spawn(self._lease(self._leases.forget, sid, times[sid]))
 
     async def _release(self, index: int) -> None:
         """Hand a bucket over: its streams closed first, then the document released."""
@@ -320,7 +328,7 @@ class Gateway:
             await asyncio.wait(closing, timeout=STOP_SECONDS)
         async with held.lock:
             self.held.pop(index, None)
-            await self._call(self._leases.release, index, held.update_time)
+            await self._lease(self._leases.release, index, held.update_time)
         log.info("bucket released to another instance", fields={"bucket": index})
 
     def _drop_bucket(self, index: int) -> None:
@@ -573,7 +581,7 @@ class Gateway:
                 return
             changes, held.dirty = held.dirty, {}
             try:
-                held.update_time = await self._call(
+                held.update_time = await self._lease(
                     self._leases.write_live, index, held.update_time, changes
                 )
             except BucketLost:
@@ -595,14 +603,15 @@ class Gateway:
             await asyncio.wait(pending, timeout=STOP_SECONDS)
         for index, held in list(self.held.items()):
             with contextlib.suppress(*_FIRESTORE_ERRORS):
-                await self._call(self._leases.release, index, held.update_time)
+                await self._lease(self._leases.release, index, held.update_time)
         self.held.clear()
         if self.session_id is not None:
             with contextlib.suppress(*_FIRESTORE_ERRORS):
-                await self._call(self._leases.retire, self.session_id, self._session_time)
+                await self._lease(self._leases.retire, self.session_id, self._session_time)
         if self._background:
             await asyncio.wait(list(self._background), timeout=STOP_SECONDS)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._lease_executor.shutdown(wait=False, cancel_futures=True)
         log.info("gateway stopped: streams closed, buckets released")
 
     # --- health -----------------------------------------------------------------------------------

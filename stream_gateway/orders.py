@@ -1,7 +1,7 @@
 """A trade update stored as its order's latest state: ``users/{uid}/orders/{order_id}``.
 
-The document (docs/DESIGN.md): ``event``, ``order`` (as Alpaca sent it), ``updatedAt`` (the
-write's commit time), and ours: ``eventAt`` (the update's timestamp), ``eventNanos`` (the same,
+The document (docs/DESIGN.md): ``event``, ``order`` (as Alpaca sent it), ``updatedAt`` (when
+the gateway wrote it), and ours: ``eventAt`` (the update's timestamp), ``eventNanos`` (the same,
 in nanoseconds: what orders the updates), ``filledQty``, ``executionId``, ``price``, ``qty``,
 ``positionQty`` when the update carries them, and ``source: "stream"``.
 
@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 
 from agenttrader.errors import DependencyUnavailable
+from agenttrader.firestore_io import add_set_fields
 from agenttrader.paths import order_doc
 from stream_gateway.protocol import TradeUpdate
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 EVENT_NANOS = "eventNanos"
 FILLED_QTY = "filledQty"
-_DETAIL_FIELDS = {
+DETAIL_FIELDS = {
     "execution_id": "executionId",
     "price": "price",
     "qty": "qty",
@@ -81,20 +83,23 @@ def latest(updates: Sequence[TradeUpdate]) -> dict[str, TradeUpdate]:
     return found
 
 
-def document(update: TradeUpdate) -> dict[str, Any]:
-    """The fields written for ``update`` (``updatedAt`` is the commit time)."""
-    from google.cloud import firestore
+FIRST_EVENTS = frozenset({"new", "pending_new", "accepted"})
+"""An order's first update: its document most likely does not exist yet, so it is created
+without reading first (a lost bet costs the read after all)."""
 
+
+def document(update: TradeUpdate, now: datetime) -> dict[str, Any]:
+    """The fields written for ``update`` (``updatedAt``: when this instance wrote it)."""
     body: dict[str, Any] = {
         "event": update.event,
         "order": update.order,
-        "updatedAt": firestore.SERVER_TIMESTAMP,
+        "updatedAt": now,
         "eventAt": update.at,
         EVENT_NANOS: update.at_nanos,
         FILLED_QTY: update.filled_qty,
         "source": "stream",
     }
-    for name, field in _DETAIL_FIELDS.items():
+    for name, field in DETAIL_FIELDS.items():
         if name in update.details:
             body[field] = str(update.details[name])
     return body
@@ -111,23 +116,26 @@ class OrderWriter:
 
     def write(self, uid: str, updates: Sequence[TradeUpdate]) -> int:
         """Store the newest state of each order of ``updates``; returns how many documents
-        were written (older or equal states write nothing)."""
+        were written (older or equal states write nothing). Encoded as protobuf directly
+        (:func:`agenttrader.firestore_io.add_set_fields`: the whole document a write, its
+        precondition the update time known, or that it does not exist)."""
         pending = {order_doc(uid, oid): u for oid, u in latest(updates).items()}
+        guess = {path for path, u in pending.items() if u.event in FIRST_EVENTS}
         for _ in range(ATTEMPTS):
-            self._learn([path for path in pending if path not in self._known])
+            self._learn([p for p in pending if p not in self._known and p not in guess])
             batch = self._db.batch()
             chosen: list[tuple[str, Key]] = []
+            now = datetime.now(UTC)
             for path, update in pending.items():
                 stored, update_time = self._known.get(path, (None, None))
                 incoming = key_of(update)
                 if not newer(incoming, stored):
                     continue
-                ref = self._db.document(path)
-                if update_time is None:
-                    batch.create(ref, document(update))
-                else:
-                    option = self._db.write_option(last_update_time=update_time)
-                    batch.update(ref, document(update), option=option)
+                body = document(update, now)
+                absent = [field for field in DETAIL_FIELDS.values() if field not in body]
+                add_set_fields(
+                    batch, self._db, path, body, delete=absent, last_update_time=update_time
+                )
                 chosen.append((path, incoming))
             if not chosen:
                 return 0
@@ -136,6 +144,7 @@ class OrderWriter:
             except _RACES:
                 for path, _ in chosen:  # someone else wrote: read again, decide again
                     self._known.pop(path, None)
+                guess.clear()
                 continue
             for (path, incoming), result in zip(chosen, results, strict=True):
                 self._remember(path, incoming, result.update_time)

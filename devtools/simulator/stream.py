@@ -49,7 +49,7 @@ from devtools.simulator.tenants import SimTenant
 _LOG = logging.getLogger("devtools.simulator.stream")
 STREAM_PATH = "/stream"
 TRADE_UPDATES = "trade_updates"
-_READ_TIMEOUT_S = 0.5
+_READ_TIMEOUT_S = 2.0
 """How often a connection's thread looks up from its read (to notice the simulator stop)."""
 _SEND_TIMEOUT_S = 2.0
 _AUTH_TIMEOUT_S = 10.0

@@ -223,6 +223,9 @@ def test_an_order_never_goes_backwards_whoever_writes(
     assert theirs.write("o1", [_update("fill", 4, "3")]) == 1  # another instance, newer
     assert ours.write("o1", [_update("partial_fill", 3, "2")]) == 0  # ours is stale: re-read
     assert ours.write("o1", [_update("fill", 4, "3")]) == 0  # the same state again
+    # A first event is written without a read: when the order exists, the create loses and
+    # the writer reads and decides again.
+    assert OrderWriter(db).write("o1", [_update("new", 0, "0")]) == 0
     stored = doc(db, paths.order_doc("o1", "order-1"))
     assert stored is not None and stored["event"] == "fill" and stored["eventNanos"] == 4
 

@@ -3,6 +3,7 @@ the newest state of each order, the fields the data model names."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -49,10 +50,11 @@ def test_a_burst_keeps_the_newest_state_of_each_order() -> None:
 
 
 def test_the_document_holds_the_event_the_order_and_when() -> None:
-    body = document(update("fill", 1_700_000_000_123_456_789, "3"))
+    now = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
+    body = document(update("fill", 1_700_000_000_123_456_789, "3"), now)
     assert body["event"] == "fill"
     assert body["order"] == {"id": ORDER, "filled_qty": "3"}
-    assert "updatedAt" in body and body["source"] == "stream"
+    assert body["updatedAt"] == now and body["source"] == "stream"
     assert body["eventNanos"] == 1_700_000_000_123_456_789
     assert body["eventAt"].microsecond == 123_456
     assert body["filledQty"] == "3" and body["price"] == "1.5"
