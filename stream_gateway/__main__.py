@@ -21,6 +21,7 @@ from stream_gateway import health
 from stream_gateway.config import GatewayConfig
 from stream_gateway.eligibility import RosterEligibility
 from stream_gateway.gateway import Gateway
+from stream_gateway.syncs import publisher_client
 
 
 async def serve(gateway: Gateway, config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
@@ -47,7 +48,7 @@ def main() -> int:
         print(f"stream gateway: {err}", file=sys.stderr)
         return 2
     logs.configure(level=logging.getLevelName(settings.log_level))
-    deps = Deps(settings)
+    deps = Deps(settings, publisher=publisher_client())
     gateway = Gateway(deps, RosterEligibility(deps.firestore), config)
     try:
         asyncio.run(serve(gateway, config))

@@ -85,6 +85,8 @@ class Hooks(Protocol):
 
     def update(self, uid: str, update: TradeUpdate) -> None: ...
 
+    def ended(self, uid: str, lasted: float) -> None: ...
+
     def refused(self, uid: str, keys_version: str | None, error_class: str) -> None: ...
 
     def held_elsewhere(self, uid: str, keys_version: str | None) -> None: ...
@@ -211,10 +213,13 @@ class TenantStream:
             self._hooks.listening(self.uid, self.keys_version)
             async for frame in ws:
                 self._dispatch(frame)
+            self._hooks.ended(self.uid, time.monotonic() - started)
             return Round(Outcome.ENDED, time.monotonic() - started)
         except ConnectionClosed:
-            lasted = 0.0 if started is None else time.monotonic() - started
-            return Round(Outcome.ENDED if started else Outcome.FAILED, lasted, "ConnectionClosed")
+            if started is None:
+                return Round(Outcome.FAILED, error_class="ConnectionClosed")
+            self._hooks.ended(self.uid, time.monotonic() - started)
+            return Round(Outcome.ENDED, time.monotonic() - started, "ConnectionClosed")
         except TimeoutError:
             return Round(Outcome.FAILED, error_class="StreamTimeout")
         finally:

@@ -3,9 +3,11 @@ update does.
 
 Loops on one asyncio event loop (Firestore's blocking calls run on a thread pool):
 
-- **lease** (every ``RENEW_SECONDS``): renew the session; read the sessions; when they changed,
-  when this instance is short of its share, or every ``BUCKET_SCAN_SECONDS``, read the buckets
-  and act on :func:`stream_gateway.leases.plan` (release, revoke, acquire);
+- **renew** (every ``RENEW_SECONDS``, on threads of its own): renew the session;
+- **scan** (every ``RENEW_SECONDS`` too, apart: a slow scan never delays a renewal): read the
+  sessions; when they changed, when this instance is short of its share, or every
+  ``BUCKET_SCAN_SECONDS``, read the buckets and act on :func:`stream_gateway.leases.plan`
+  (release, revoke, acquire);
 - **watchdog** (every 0.25 s): past the session's validity (``s + LEASE - MARGIN``), abort every
   stream at once — before anyone may take the buckets over;
 - **roster**: the listener's signal (debounced) or every ``roster_refresh_seconds``: read who is
@@ -164,7 +166,8 @@ class Gateway:
         loops = [
             asyncio.create_task(coro)
             for coro in (
-                self._lease_loop(),
+                self._renew_loop(),
+                self._scan_loop(),
                 self._watchdog_loop(),
                 self._roster_loop(),
                 self._converge_loop(),
@@ -208,18 +211,21 @@ class Gateway:
 
     # --- leases ---------------------------------------------------------------------------------
 
-    async def _lease_loop(self) -> None:
+    async def _renew_loop(self) -> None:
+        """Renew every ``RENEW_SECONDS`` from the start of the previous renewal, whatever the
+        scans take (they run apart)."""
         while True:
+            started = time.monotonic()
             try:
-                await self._lease_round()
+                await self._renew()
             except _FIRESTORE_ERRORS as err:
-                log.warning(f"lease round failed ({type(err).__name__}); retrying")
-            await asyncio.sleep(leases.RENEW_SECONDS)
+                log.warning(f"lease renewal failed ({type(err).__name__}); retrying")
+            await asyncio.sleep(max(leases.RENEW_SECONDS - (time.monotonic() - started), 0.0))
 
-    async def _lease_round(self) -> None:
+    async def _renew(self) -> None:
         if self.session_id is None:
             await self._register()
-        assert self.session_id is not None
+            return
         sent = time.monotonic()
         try:
             self._session_time, landed = await self._lease(
@@ -231,7 +237,14 @@ class Gateway:
         if landed:
             self._valid_until = sent + leases.LEASE_SECONDS - leases.MARGIN_SECONDS
             self._wake.set()
-        await self._scan()
+
+    async def _scan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(leases.RENEW_SECONDS)
+            try:
+                await self._scan()
+            except _FIRESTORE_ERRORS as err:
+                log.warning(f"lease scan failed ({type(err).__name__}); retrying")
 
     async def _register(self) -> None:
         session_id = leases.new_session_id()
@@ -353,13 +366,20 @@ class Gateway:
         self._alive = frozenset()
 
     async def _watchdog_loop(self) -> None:
+        was_valid = False
         while True:
             await asyncio.sleep(WATCHDOG_SECONDS)
-            if self._streams and not self.valid:
+            valid = self.valid
+            if self._streams and not valid:
                 self.metrics.watchdog_aborts += 1
                 log.warning("lease not renewed in time: every stream cut")
                 for uid in list(self._streams):
                     self._abort(uid)
+            if valid != was_valid and self.session_id is not None:
+                log.info(
+                    "lease valid" if valid else "lease lapsed", fields={"held": len(self.held)}
+                )
+            was_valid = valid
 
     # --- who streams ----------------------------------------------------------------------------
 
@@ -409,11 +429,29 @@ class Gateway:
     def _converge(self) -> None:
         wanted = self.desired()
         for uid, running in list(self._streams.items()):
-            if wanted.get(uid, _MISSING) != running.stream.keys_version:
+            version = wanted.get(uid, _MISSING)
+            if version != running.stream.keys_version:
+                self.metrics.stopped += 1
+                log.debug(
+                    "stream not wanted here any more",
+                    uid=uid,
+                    fields={"why": self._why_not(uid, version, running.stream.keys_version)},
+                )
                 self._stop(uid)
         for uid, version in wanted.items():
             if uid not in self._streams and uid not in self._closing:
                 self._start(uid, version)
+
+    def _why_not(self, uid: str, version: object, running: str | None) -> str:
+        if not self.valid or self._stopping:
+            return "lease not valid" if not self._stopping else "stopping"
+        if bucket_of(uid) not in self.held:
+            return "bucket not held"
+        if uid not in self.eligible:
+            return "not eligible"
+        if version is _MISSING:
+            return "refused or paused"
+        return f"keys changed ({running} -> {version})"
 
     def _start(self, uid: str, version: str | None) -> None:
         stream = TenantStream(uid, version, self, self._limiter, self._connect)
@@ -455,6 +493,10 @@ class Gateway:
 
     async def credentials(self, uid: str, keys_version: str | None) -> StreamCredentials:
         return await self._call(self._credentials.get, uid, keys_version)
+
+    def ended(self, uid: str, lasted: float) -> None:
+        self.metrics.ended += 1
+        log.debug("a stream ended", uid=uid, fields={"lasted_seconds": round(lasted, 1)})
 
     def attempt(self, uid: str) -> None:
         self.metrics.attempts += 1

@@ -47,6 +47,11 @@ class Metrics:
     order_write_failures: int = 0
     syncs: Counter[str] = field(default_factory=Counter)
     sync_failures: int = 0
+    stopped: int = 0
+    """Streams closed because they are no longer wanted here (not eligible, keys changed,
+    bucket released)."""
+    ended: int = 0
+    """Connections that ended from the other side (dropped, closed by the server)."""
     lease_losses: int = 0
     watchdog_aborts: int = 0
 
@@ -63,6 +68,8 @@ class Metrics:
             "order_write_failures": self.order_write_failures,
             "syncs": dict(self.syncs),
             "sync_failures": self.sync_failures,
+            "stopped": self.stopped,
+            "ended": self.ended,
             "lease_losses": self.lease_losses,
             "watchdog_aborts": self.watchdog_aborts,
         }

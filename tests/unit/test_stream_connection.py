@@ -105,6 +105,9 @@ class Hooks:
     def update(self, uid: str, update: TradeUpdate) -> None:
         self.updates.append(update)
 
+    def ended(self, uid: str, lasted: float) -> None:
+        self.calls.append(("ended",))
+
     def refused(self, uid: str, keys_version: str | None, error_class: str) -> None:
         self.calls.append(("refused", error_class))
 
@@ -136,7 +139,7 @@ def test_a_live_stream_hands_on_updates_then_ends() -> None:
     assert ws.sent[0] == {"action": "auth", "key": KEYS.key_id, "secret": KEYS.secret_key}
     assert ws.sent[1] == {"action": "listen", "data": {"streams": ["trade_updates"]}}
     assert [u.event for u in hooks.updates] == ["fill", "fill"]
-    assert hooks.calls == [("live", "True"), ("listening",), ("live", "False")]
+    assert hooks.calls == [("live", "True"), ("listening",), ("ended",), ("live", "False")]
     assert ws.closed
 
 
