@@ -49,8 +49,8 @@ from agenttrader import paths
 from benchmarks import procstats
 from benchmarks.pipeline import start_simulator
 from devtools import emulators
+from devtools.localstack.gateways import GatewayProcess, spawn
 from devtools.localstack.stack import LocalStack
-from devtools.stream_gateways import GatewayProcess, spawn
 from publisher import roster
 
 GOAL_P95_SECONDS = 2.0

@@ -39,6 +39,7 @@ from agenttrader import logs, paths
 from agenttrader.settings import DEFAULT_PROJECT
 from devtools import emulators
 from devtools.localstack import demo
+from devtools.localstack.gateways import GatewayProcess, spawn
 from devtools.localstack.stack import LocalStack
 from devtools.localstack.trader import DemoTrader
 from devtools.localstack.view import (
@@ -55,7 +56,6 @@ from devtools.localstack.view import (
     simulator_detail,
 )
 from devtools.simulator import AlpacaSimulator
-from devtools.stream_gateways import GatewayProcess, spawn
 
 CALLABLES = (
     "onboard_user",

@@ -4,12 +4,14 @@ Trading API (the tenant's keys or OAuth token): ``POST /v2/orders``, ``DELETE
 /v2/orders/{id}``. Admin (no Alpaca auth):
 
 - ``GET /_sim/stream``: the stream counters (``refused_second``: second connections for an
-  open account; attempts per second; events sent and lost);
+  open account; attempts per second; events sent and lost); ``GET /_sim/stream/open``: the
+  accounts whose stream is open (key ids);
 - ``POST /_sim/stream/reset``: zero them;
 - ``POST /_sim/stream/drop``: cut every stream connection at once;
 - ``PUT /_sim/stream/scenario`` ``{"refuse_auth": bool, "frames": "binary|text|mixed"}``;
 - ``POST /_sim/tenants/{key_id}/orders``: an order placed as the tenant's own bot would,
   with an optional fill plan (``partial_fills``, ``fill_delay_ms``, ``fill_interval_ms``);
+  ``GET``: every order of the account, whatever its status;
 - ``PUT /_sim/tenants/{key_id}/fills``: the tenant's fill plan for its market orders;
 - ``PUT /_sim/tenants/{key_id}/stream`` ``{"held_elsewhere": bool, "slow_consumer":
   {"delay_ms", "max_backlog"} | null}``.
@@ -85,6 +87,8 @@ def stream_admin(hub: StreamHub, method: str, route: list[str], body: bytes) -> 
     match method, route:
         case "GET", []:
             return Reply(200, hub.stats())
+        case "GET", ["open"]:
+            return Reply(200, hub.open_accounts())
         case "POST", ["reset"]:
             hub.reset_stats()
             return Reply(200, hub.stats())
@@ -105,7 +109,7 @@ def stream_admin(hub: StreamHub, method: str, route: list[str], body: bytes) -> 
             if frames is not None:
                 hub.frames = frames
             return Reply(200, hub.stats())
-        case _, ([] | ["reset"] | ["drop"] | ["scenario"]):
+        case _, ([] | ["open"] | ["reset"] | ["drop"] | ["scenario"]):
             return error_reply(405)
         case _:
             return error_reply(404)
@@ -118,6 +122,8 @@ def tenant_admin(
     match method, what:
         case "POST", "orders":
             return place_order(engine, tenant, body, admin=True)
+        case "GET", "orders":
+            return Reply(200, [order_body(o) for o in tenant.orders])
         case "PUT", "fills":
             try:
                 plan = FillPlan.from_dict(_object(body), engine.plan_for(tenant))

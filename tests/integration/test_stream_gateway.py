@@ -17,9 +17,9 @@ from google.cloud import firestore
 
 from agenttrader import paths, streams
 from agenttrader.deps import Deps
+from devtools.localstack.gateways import GatewayThread, spawn
 from devtools.localstack.seed import seed_user
 from devtools.simulator import AlpacaSimulator, SimTenant
-from devtools.stream_gateways import GatewayThread, spawn
 from publisher import reconcile, roster
 from stream_gateway.orders import OrderWriter
 from stream_gateway.protocol import TradeUpdate
