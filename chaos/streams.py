@@ -194,7 +194,10 @@ def scenario(
         "all_streaming_seconds": round(all_up, 1),
         "killed_held": len(held),
         "marks": {
-            name: {"awaited": len(awaited), "back": back}
+            name: {
+                "awaited": len(awaited),
+                "back": {uid: at for uid, at in back.items() if uid in awaited},
+            }
             for name, (_, awaited, back) in watch.marks.items()
         },
         "stream": stream_stats,
@@ -214,13 +217,13 @@ class Trader(threading.Thread):
     def __init__(self, sim_url: str, accounts: dict[str, str], rng: random.Random) -> None:
         super().__init__(daemon=True)
         self._url, self._accounts, self._rng = sim_url, accounts, rng
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.placed: list[tuple[str, str]] = []
 
     def run(self) -> None:
         session = requests.Session()
         uids = sorted(self._accounts)
-        while not self._stop.wait(0.1):
+        while not self._halt.wait(0.1):
             uid = self._rng.choice(uids)
             reply = session.post(
                 f"{self._url}/_sim/tenants/{self._accounts[uid]}/orders",
@@ -231,7 +234,7 @@ class Trader(threading.Thread):
                 self.placed.append((uid, reply.json()["id"]))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
 
@@ -255,7 +258,7 @@ class Flipper(threading.Thread):
             accounts,
             rng,
         )
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._off: dict[str, float] = {}
         self._lock = threading.Lock()
         self.history: list[tuple[str, float, float]] = []
@@ -276,7 +279,7 @@ class Flipper(threading.Thread):
     def run(self) -> None:
         session = requests.Session()
         watching: dict[str, float] = {}
-        while not self._stop.wait(1.0):
+        while not self._halt.wait(1.0):
             now = time.monotonic()
             for uid, since in list(self._off.items()):
                 if now - since >= FLIP_OFF_SECONDS:
@@ -299,7 +302,7 @@ class Flipper(threading.Thread):
                     del watching[uid]
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
         for uid in list(self._off):
             self._set(uid, True)
@@ -370,8 +373,11 @@ def lost_fills(
 def report(result: dict[str, Any]) -> tuple[str, bool]:
     config = GatewayConfig()
     spread = result["tenants"] / (config.connects_per_second * (result["instances"] - 1))
-    kill_bound = LEASE_SECONDS + RENEW_SECONDS + spread + 2.0
-    drop_bound = RECONNECT.delay(1, lambda: 1.0) + spread + 2.0
+    # The lease time (a dead holder's buckets are taken once its lease ran out and a scan saw
+    # it), plus the reconnect backoff of a stream's first two attempts, plus the spread of the
+    # connections the survivors' rate limits impose.
+    backoff = RECONNECT.delay(1, lambda: 1.0) + RECONNECT.delay(2, lambda: 1.0)
+    bound = LEASE_SECONDS + RENEW_SECONDS + backoff + spread
     storm_bound = result["instances"] * (config.connects_per_second + config.connect_burst)
     rows: list[tuple[str, str, str, bool]] = []
 
@@ -400,8 +406,8 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
             stream["refused_second"] == 0,
         )
     )
-    back("kill", kill_bound)
-    back("drop", drop_bound)
+    back("kill", bound)
+    back("drop", bound)
     fills, stored, recovered = result["fills"]
     lost = fills - stored - recovered
     rows.append(
