@@ -9,7 +9,7 @@
 | ``STREAM_CONNECTS_PER_SECOND`` | connection attempts of one instance a second, at most | 100 |
 | ``STREAM_CONNECT_BURST`` | ... at once after a quiet period | 50 |
 | ``STREAM_SYNC_COALESCE_SECONDS`` | one ``trade_update`` sync per tenant per this long | 1 |
-| ``STREAM_PING_SECONDS`` | websocket keepalive ping period (and its timeout) | 20 |
+| ``STREAM_PING_SECONDS`` | websocket keepalive ping period (and its timeout) | 30 |
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class GatewayConfig:
     connects_per_second: float = 100.0
     connect_burst: int = 50
     coalesce_seconds: float = 1.0
-    ping_seconds: float = 20.0
+    ping_seconds: float = 30.0
+    """A dead connection is noticed within two periods; each ping is egress and CPU."""
     order_flush_seconds: float = 0.05
     """How long a tenant's updates gather before their order documents are written."""
     live_flush_seconds: float = 1.0
@@ -57,5 +58,5 @@ class GatewayConfig:
             connects_per_second=_number(env, "STREAM_CONNECTS_PER_SECOND", 100.0, 0.1, 10_000),
             connect_burst=int(_number(env, "STREAM_CONNECT_BURST", 50, 1, 10_000)),
             coalesce_seconds=_number(env, "STREAM_SYNC_COALESCE_SECONDS", 1.0, 0.0, 60.0),
-            ping_seconds=_number(env, "STREAM_PING_SECONDS", 20.0, 1.0, 300.0),
+            ping_seconds=_number(env, "STREAM_PING_SECONDS", 30.0, 1.0, 300.0),
         )

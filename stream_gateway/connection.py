@@ -97,7 +97,7 @@ class Hooks(Protocol):
 Connect = Callable[[str], Awaitable[ClientConnection]]
 
 
-def websocket_connect(*, ping_interval: float = 20.0, close_timeout: float = 2.0) -> Connect:
+def websocket_connect(*, ping_interval: float = 30.0, close_timeout: float = 2.0) -> Connect:
     """The websocket client: no compression, no proxy lookup, small queues (memory per idle
     connection), keepalive pings."""
 
