@@ -26,7 +26,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agenttrader import paths, pulses
-from agenttrader.alpaca import AlpacaClientFactory, AlpacaKeys, fetch_account_state
+from agenttrader.alpaca import AlpacaClientFactory, fetch_account_state
+from agenttrader.credentials import AlpacaKeys
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
