@@ -2,7 +2,9 @@
 and ``gcloud functions deploy NAME --source=. --entry-point=NAME`` find any function."""
 
 from accounts.main import (
+    connect_alpaca,
     delete_account,
+    disconnect_alpaca,
     migrate_legacy_data,
     on_alpaca_secret_written,
     onboard_user,
@@ -16,7 +18,9 @@ from signal_worker.main import generate_trading_signal
 from sync_worker.main import sync_user
 
 __all__ = [
+    "connect_alpaca",
     "delete_account",
+    "disconnect_alpaca",
     "generate_trading_signal",
     "migrate_legacy_data",
     "on_alpaca_config_written",

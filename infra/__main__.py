@@ -8,6 +8,7 @@ python -m infra indexes              the content of firestore.indexes.json
 python -m infra roles                the least-privilege table (Markdown)
 python -m infra source --list        the files `--source=.` uploads, one path per line
 python -m infra source --digest      their digest (part of every function's fingerprint)
+python -m infra next-rotation-time   when the KEK created now first rotates (RFC 3339, UTC)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from agenttrader.settings import SyncSchedule
 from infra import iam, indexes, resources, source
@@ -75,7 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     shown.add_argument(
         "--digest", action="store_true", help="their digest, as in the functions' fingerprints"
     )
+    commands.add_parser(
+        "next-rotation-time",
+        help="print when a KEK created now first rotates (apply resolves the key's flag so)",
+    )
     return parser
+
+
+def next_rotation_time(now: datetime) -> str:
+    """``now`` plus the KEK's rotation period, as ``--next-rotation-time`` takes it."""
+    first = now.astimezone(UTC) + timedelta(days=resources.KEK_ROTATION_DAYS)
+    return first.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "indexes":
         sys.stdout.write(indexes.render_text())
+        return 0
+    if args.command == "next-rotation-time":
+        print(next_rotation_time(datetime.now(UTC)))
         return 0
     if args.command == "roles":
         sys.stdout.write(iam.markdown_table())
