@@ -12,7 +12,7 @@ LOCK_ARGS ?=
 # uv works with the venv's interpreter only; it never fetches a Python of its own.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup lock run test unit lint format bench chaos clean plan deploy
+.PHONY: help setup browser lock run test unit lint format bench chaos clean plan deploy
 
 PROJECT ?=
 REGION ?=
@@ -45,7 +45,35 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-setup: $(STAMP) $(NODE_STAMP) ## Install uv.lock (hash-checked) into .venv and node_modules (idempotent)
+# The admin console's page: its own package-lock.json (Firebase JS SDK, Chart.js, esbuild), built
+# into console/web/dist, which the local stack serves and `make deploy` puts on Firebase Hosting.
+CONSOLE_WEB := console/web
+CONSOLE_STAMP := $(CONSOLE_WEB)/node_modules/.installed
+CONSOLE_DIST := $(CONSOLE_WEB)/dist/index.html
+
+$(CONSOLE_STAMP): $(CONSOLE_WEB)/package.json $(CONSOLE_WEB)/package-lock.json
+	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(CONSOLE_STAMP)
+
+$(CONSOLE_DIST): $(CONSOLE_STAMP) $(CONSOLE_WEB)/build.mjs $(wildcard $(CONSOLE_WEB)/src/*)
+	cd $(CONSOLE_WEB) && node build.mjs
+
+# Debian's chromium for the console's browser test (Playwright drives it; it never downloads a
+# browser). Where it cannot be installed, setup goes on and says so; the test then skips, saying why.
+browser: ## Install Debian's chromium for the console's browser test (as root, with apt-get)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	      || { apt-get update -qq >/dev/null 2>&1 \
+	           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+	    && echo "installed chromium (Debian) for the console's browser test" \
+	    || echo "warning: apt-get could not install chromium; the console's browser test will be skipped"; \
+	  else \
+	    echo "warning: chromium is not installed and cannot be here (needs root and apt-get);" \
+	      "the console's browser test will be skipped"; \
+	  fi; }
+
+setup: $(STAMP) $(NODE_STAMP) $(CONSOLE_DIST) browser ## Install uv.lock (hash-checked) into .venv, node_modules, chromium; build the console (idempotent)
 
 lock: | $(UV) ## Resolve uv.lock from pyproject.toml, regenerate requirements.txt (LOCK_ARGS=--upgrade)
 	$(UV) lock $(LOCK_ARGS)

@@ -9,6 +9,14 @@ from accounts.main import (
     on_alpaca_secret_written,
     onboard_user,
 )
+from console.main import (
+    admin_dead_letters,
+    admin_purge_dead_letters,
+    admin_replay_dead_letters,
+    admin_status,
+    admin_tenant,
+    admin_tenants,
+)
 from publisher.main import (
     on_alpaca_config_written,
     on_trading_status_written,
@@ -18,6 +26,12 @@ from signal_worker.main import generate_trading_signal
 from sync_worker.main import sync_user
 
 __all__ = [
+    "admin_dead_letters",
+    "admin_purge_dead_letters",
+    "admin_replay_dead_letters",
+    "admin_status",
+    "admin_tenant",
+    "admin_tenants",
     "connect_alpaca",
     "delete_account",
     "disconnect_alpaca",

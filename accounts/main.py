@@ -85,7 +85,8 @@ def migrate_legacy_data(ctx: CallContext, data: Any) -> dict[str, Any]:
 
 @functions_framework.cloud_event
 def on_alpaca_secret_written(event: CloudEvent) -> None:
-    """Validate newly written keys, mark them configured and request the first sync.
+    """Act on the keys stored now: validate new ones and request their first sync (whose
+    success marks them configured), unmark deleted ones.
 
     The event payload holds the keys: it is decoded, never logged.
     """

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from agenttrader.paths import audit_collection
+from agenttrader.paths import audit_collection, user_doc
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -72,3 +72,34 @@ def record(
         batch.set(ref, body)
     else:
         ref.set(body)
+
+
+def record_while_user_exists(
+    db: firestore.Client,
+    uid: str,
+    action: AuditAction,
+    actor: str,
+    details: dict[str, Any] | None = None,
+    *,
+    entry_id: str | None = None,
+) -> bool:
+    """Append one entry only while ``users/{uid}`` exists; ``False`` when it does not.
+
+    For triggers that may run after the tenant deleted his account: a transaction reads the
+    user document and writes the entry, so an entry is never written after the deletion
+    committed (a deletion that commits in between makes the transaction read again).
+    """
+    from google.cloud import firestore
+
+    user = db.document(user_doc(uid))
+    ref = db.collection(audit_collection(uid)).document(entry_id)
+    body = entry(action, actor, details)
+
+    @firestore.transactional
+    def attempt(transaction: firestore.Transaction) -> bool:
+        if not user.get(transaction=transaction).exists:
+            return False
+        transaction.set(ref, body)
+        return True
+
+    return bool(attempt(db.transaction()))

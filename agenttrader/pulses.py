@@ -216,6 +216,25 @@ def rollup(
     }
     if totals.complete and not data.get("completed_at"):
         history_update["completed_at"] = now
+        # One line per pulse, the source of the log-based metrics of infra/monitoring.py.
+        started = data.get("timestamp")
+        attempted = totals.success + totals.error
+        log.info(
+            "pulse complete",
+            pulse_id=pulse_id,
+            fields={
+                "published": totals.published,
+                "success": totals.success,
+                "error": totals.error,
+                "skipped": totals.skipped,
+                "error_rate": round(totals.error / attempted, 4) if attempted else 0.0,
+                "duration_seconds": (
+                    round((now - started).total_seconds(), 3)
+                    if isinstance(started, datetime)
+                    else None
+                ),
+            },
+        )
     if finalize:
         history_update["final"] = True
     db.document(pulse_doc(pulse_id)).update(history_update)

@@ -207,6 +207,10 @@ class Settings:
     alpaca_oauth_base_url: str = LIVE_ALPACA_BASE_URL
     """``ALPACA_OAUTH_BASE_URL``: the origin ``POST /oauth/token`` is sent to; on the
     allowlist."""
+    keys_debounce_seconds: float = 10.0
+    """``KEYS_DEBOUNCE_SECONDS``: the secrets trigger handles at most one new version of a
+    tenant's credentials per this many seconds; a write inside the window is handled when
+    Eventarc redelivers its event, reading the credentials as they are by then."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -268,4 +272,5 @@ class Settings:
             alpaca_oauth_client_id=_optional(env, "ALPACA_OAUTH_CLIENT_ID"),
             alpaca_oauth_client_secret=_optional(env, "ALPACA_OAUTH_CLIENT_SECRET"),
             alpaca_oauth_base_url=_oauth_base_url(env, OFFICIAL_ALPACA_BASE_URLS + extra),
+            keys_debounce_seconds=_float(env, "KEYS_DEBOUNCE_SECONDS", 10.0),
         )

@@ -17,7 +17,7 @@ from typing import Any
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.snapshot import Outcome
 from chaos.faults import Fault
-from operations.deadletters import SOURCE_DELIVERY_LIMIT, decode
+from console.deadletters import SOURCE_DELIVERY_LIMIT, decode
 from sync_worker.record import counted_outcome, inconsistencies
 
 MAX_LISTED = 12

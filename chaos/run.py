@@ -36,13 +36,13 @@ from agenttrader import paths, topology
 from chaos import faults
 from chaos.faults import Fault, FaultPlan, FaultRates, Kill
 from chaos.invariants import MAX_LISTED, Evidence, Message, TenantState, check
+from console import deadletters
+from console.hold import HoldSubscription
 from devtools import emulators
 from devtools.localstack.push_bridge import PushBridge
 from devtools.localstack.seed import seed_user
 from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
-from operations import deadletters
-from operations.hold import HoldSubscription
 
 RETRY = topology.RetryPolicy(1, 2)
 """Backoff 1-2 s: a message exhausts its 5 delivery attempts within the run."""

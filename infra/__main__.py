@@ -2,9 +2,11 @@
 
 python -m infra plan  --project P --region R [--schedule CRON] [--firestore-location L]
                       [--sync-schedule market-hours|always] [--set NAME=VALUE ...]
+                      [--alert-email ADDRESS]
 python -m infra apply (same options)
 python -m infra apis --project P     the `gcloud services enable` command to run once
 python -m infra indexes              the content of firestore.indexes.json
+python -m infra monitoring           write infra/cloud-monitoring/: metrics, alerts, dashboard
 python -m infra roles                the least-privilege table (Markdown)
 python -m infra source --list        the files `--source=.` uploads, one path per line
 python -m infra source --digest      their digest (part of every function's fingerprint)
@@ -19,10 +21,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from agenttrader.settings import SyncSchedule
-from infra import iam, indexes, resources, source
+from infra import iam, indexes, monitoring, resources, source
 from infra.apply import SubprocessRunner, apply
 from infra.model import shell
-from infra.plan import DeployConfig, PlanError, build_plan
+from infra.plan import DeployConfig, PlanError, build_plan, deployed
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -59,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
             help="location of the Firestore database (default: read from the project)",
         )
         sub.add_argument(
+            "--alert-email",
+            help="where the alert policies notify (an e-mail notification channel)",
+        )
+        sub.add_argument(
             "--set",
             dest="env",
             action="append",
@@ -70,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     apis = commands.add_parser("apis", help="print the command enabling the required APIs")
     apis.add_argument("--project", required=True)
     commands.add_parser("indexes", help="print firestore.indexes.json")
+    commands.add_parser("monitoring", help="write infra/cloud-monitoring/ from infra/monitoring.py")
     commands.add_parser("roles", help="print the least-privilege table")
     upload = commands.add_parser("source", help="print what `--source=.` uploads, or its digest")
     shown = upload.add_mutually_exclusive_group(required=True)
@@ -102,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "next-rotation-time":
         print(next_rotation_time(datetime.now(UTC)))
         return 0
+    if args.command == "monitoring":
+        for path in monitoring.write(source.REPO_ROOT, deployed()):
+            print(path.relative_to(source.REPO_ROOT))
+        return 0
     if args.command == "roles":
         sys.stdout.write(iam.markdown_table())
         return 0
@@ -119,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env=tuple(sorted(dict(args.env).items())),
         source_digest=source.digest(),
         sync_schedule=args.sync_schedule,
+        alert_email=args.alert_email,
     )
     try:
         plan = build_plan(config)

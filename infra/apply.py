@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from infra import indexes, requirements
+from infra import indexes, monitoring, requirements
 from infra.model import (
     PLACEHOLDER,
     Argv,
@@ -26,7 +26,10 @@ from infra.model import (
     Step,
     shell,
 )
-from infra.plan import FIREBASE
+from infra.plan import FIREBASE, deployed
+
+HOSTING_PUBLIC = "console/web/dist"
+"""What firebase.json's Hosting section serves: the console's built page."""
 
 RETRY_DELAY_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 300.0
@@ -96,6 +99,18 @@ def local_problems(root: Path) -> list[str]:
                 'firebase.json needs "firestore": {"rules": "firestore.rules", '
                 '"indexes": "firestore.indexes.json"}'
             )
+        hosting = config.get("hosting") if isinstance(config, dict) else None
+        if not isinstance(hosting, dict) or hosting.get("public") != HOSTING_PUBLIC:
+            problems.append(f'firebase.json needs "hosting": {{"public": "{HOSTING_PUBLIC}"}}')
+    drifted = [
+        r.path
+        for r in monitoring.resources(deployed())
+        if not (root / r.path).exists() or json.loads((root / r.path).read_text()) != r.document
+    ]
+    if drifted:
+        problems.append(
+            f"{', '.join(drifted)}: not infra/monitoring.py's rendering: python -m infra monitoring"
+        )
     index_file = root / "firestore.indexes.json"
     if not index_file.exists() or json.loads(index_file.read_text()) != indexes.render():
         problems.append(

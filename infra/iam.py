@@ -76,6 +76,16 @@ def grants() -> tuple[Grant, ...]:
                     f"publishes to `{topic}`, no other topic",
                 )
             )
+        for subscription in fn.subscribes:
+            out.append(
+                Grant(
+                    fn.account_id,
+                    "roles/pubsub.subscriber",
+                    Scope.SUBSCRIPTION,
+                    subscription,
+                    f"pulls and acknowledges `{subscription}`, no other subscription",
+                )
+            )
     out += kek_grants()
     for fn in resources.FUNCTIONS:
         for name in fn.secrets:
@@ -166,6 +176,7 @@ def kek_grants() -> list[Grant]:
 
 _ROLE_WHY = {
     "roles/datastore.user": "reads and writes Firestore",
+    "roles/datastore.viewer": "reads Firestore, writes nothing",
     "roles/aiplatform.user": "calls Gemini on Vertex AI",
     "roles/logging.logWriter": "writes the build logs",
     "roles/artifactregistry.writer": "stores the built images",

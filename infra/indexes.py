@@ -57,11 +57,20 @@ REQUIRED_INDEXES: tuple[RequiredIndex, ...] = (
     RequiredIndex(
         "status",
         ("final",),
-        "operations.status.read_failing",
-        "operations/status.py",
+        "console.status.read_failing",
+        "console/status.py",
     ),
     RequiredIndex(
         "data", ("pulseId",), "benchmarks.pipeline.run_pipeline", "benchmarks/pipeline.py"
+    ),
+    *(
+        RequiredIndex(group, (field,), "console.tenants.candidates", "console/tenants.py")
+        for group, field in (
+            ("status", "final"),
+            ("status", "enabled"),
+            ("config", "configured"),
+            ("data", "syncOutcome"),
+        )
     ),
 )
 

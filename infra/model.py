@@ -88,6 +88,10 @@ class Fingerprinted:
         if not result.ok:
             return State.MISSING
         found: Any = _json(result.stdout)
+        if isinstance(found, list):  # a `list --filter` check: the first match, if any
+            if not found:
+                return State.MISSING
+            found = found[0]
         for key in self.path:
             found = found.get(key) if isinstance(found, dict) else None
         marker = f"{FINGERPRINT_KEY}={self.value}"

@@ -11,7 +11,10 @@ Order (each step only needs what the steps before it made):
 4. Firestore rules and indexes (index builds take minutes: start them early);
 5. the functions (push targets first), then ``roles/run.invoker`` on the push/event targets;
 6. push subscriptions (their endpoint is the function URL), the agent's subscriber role;
-7. the Cloud Scheduler job, last: ticks start once everything they reach exists.
+7. the admin console's page on Firebase Hosting (built, configured for the project);
+8. Cloud Monitoring (infra/monitoring.py): the e-mail notification channel (``--alert-email``),
+   the log-based metrics, the alert policies reading them, the dashboard;
+9. the Cloud Scheduler job, last: ticks start once everything they reach exists.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 from agenttrader import topology
 from agenttrader.settings import Settings
-from infra import iam, resources
+from infra import iam, monitoring, resources
 from infra.model import (
     FINGERPRINT_KEY,
     Argv,
@@ -44,6 +47,7 @@ IAM_RETRIES = 4
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+_EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 
 # Pub/Sub's limits, so a topology edit fails here and not halfway through an apply.
 _ACK_DEADLINE = (10, 600)
@@ -68,6 +72,9 @@ class DeployConfig:
     source_digest: str = "0" * 16
     sync_schedule: str = resources.PRODUCTION_SYNC_SCHEDULE.value
     """``SYNC_SCHEDULE`` of ``publish_user_syncs`` (``--sync-schedule``)."""
+    alert_email: str | None = None
+    """Where the alert policies notify (``--alert-email``); ``None``: no notification channel,
+    the incidents show in the Cloud console only."""
 
     def settings(self) -> Settings:
         try:
@@ -76,6 +83,20 @@ class DeployConfig:
             )
         except ValueError as err:
             raise PlanError(str(err)) from err
+
+
+def deployed() -> frozenset[str]:
+    """The functions and services this deployment holds (what monitoring may watch)."""
+    return frozenset(f.name for f in resources.FUNCTIONS)
+
+
+def policy_var(policy: monitoring.AlertPolicy) -> str:
+    return f"POLICY_{policy.key.upper()}"
+
+
+ALERT_CHANNEL_VAR = "ALERT_CHANNEL"
+_NAME = "--format=value(name)"
+DASHBOARD_VAR = "DASHBOARD"
 
 
 def url_var(fn: str) -> str:
@@ -112,6 +133,14 @@ def build_plan(config: DeployConfig) -> Plan:
                 f"{fn} also: {name}={resources.environment(settings, fn)[name]}"
                 for name, fn in resources.FUNCTION_SETTINGS.items()
             ),
+            f"Alerts notify: {config.alert_email}"
+            if config.alert_email
+            else "Alerts notify: nobody (no --alert-email): incidents show in the Cloud console",
+            *(
+                f"Alert policy {policy.display_name} waits for {policy.requires}, not deployed"
+                for policy in monitoring.ALERT_POLICIES
+                if policy.requires and policy.requires not in deployed()
+            ),
         ),
     )
 
@@ -126,6 +155,8 @@ def _validate(config: DeployConfig) -> None:
     fields = config.schedule.split()
     if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
         raise PlanError(f"--schedule {config.schedule!r} is not a 5-field cron expression")
+    if config.alert_email is not None and not _EMAIL.match(config.alert_email):
+        raise PlanError(f"--alert-email {config.alert_email!r} is not an e-mail address")
     if config.firestore_location is not None and not re.match(
         r"^[a-z0-9-]+$", config.firestore_location
     ):
@@ -291,6 +322,38 @@ class _Planner:
                     " path is shown)",
                 )
             )
+        if self.config.alert_email:
+            out.append(
+                Variable(
+                    ALERT_CHANNEL_VAR,
+                    (*self.channels("list"), self.channel_filter(), _NAME),
+                    "the e-mail notification channel the alert policies notify (once created)",
+                )
+            )
+        for policy in monitoring.policies(deployed()):
+            out.append(
+                Variable(
+                    policy_var(policy),
+                    (
+                        *self.policies("list"),
+                        self.display_filter(policy.display_name),
+                        "--format=value(name)",
+                    ),
+                    f"the alert policy {policy.display_name!r} (to update it)",
+                )
+            )
+        out.append(
+            Variable(
+                DASHBOARD_VAR,
+                (
+                    *self.dashboards("list"),
+                    self.display_filter(monitoring.dashboard()["displayName"]),
+                    "--format=value(name)",
+                ),
+                "the dashboard (to update it)",
+                last_segment=True,
+            )
+        )
         for grant in iam.grants():
             if grant.scope is iam.Scope.SERVICE and not any(
                 v.name == service_var(grant.resource) for v in out
@@ -359,6 +422,10 @@ class _Planner:
         out += [self.subscription(s) for s in push_subs]
         out += [self.binding(g) for g in grants if g.scope is iam.Scope.SUBSCRIPTION]
         out.append(self.request_log_exclusion())
+        out += self.hosting()
+        if self.config.alert_email:
+            out.append(self.notification_channel(self.config.alert_email))
+        out += [self.monitoring(r) for r in monitoring.resources(deployed())]
         out.append(self.scheduler_job())
         return tuple(out)
 
@@ -769,4 +836,129 @@ class _Planner:
                 description,
             ),
             probe=Fingerprinted(("description",), fp),
+        )
+
+    # --- the admin console and Cloud Monitoring -----------------------------------------
+
+    def hosting(self) -> list[Step]:
+        """The console's page, built and configured for this project, on the project's default
+        Hosting site (``PROJECT.web.app``); firebase-tools skips unchanged files."""
+        return [
+            Step(
+                kind="hosting-build",
+                name="console/web/dist",
+                purpose="builds the admin console's page and its console-config.json",
+                create=(
+                    "node",
+                    "console/web/build.mjs",
+                    f"--project={self.project}",
+                    f"--region={self.region}",
+                ),
+            ),
+            Step(
+                kind="hosting",
+                name=f"{self.project}.web.app",
+                purpose="Firebase Hosting site of the admin console (firebase.json hosting)",
+                create=(
+                    FIREBASE,
+                    "deploy",
+                    "--only",
+                    "hosting",
+                    "--project",
+                    self.project,
+                    "--config",
+                    "firebase.json",
+                    "--non-interactive",
+                ),
+            ),
+        ]
+
+    def channels(self, verb: str) -> Argv:
+        return ("gcloud", "beta", "monitoring", "channels", verb, self.p)
+
+    def policies(self, verb: str) -> Argv:
+        return ("gcloud", "monitoring", "policies", verb, self.p)
+
+    def dashboards(self, verb: str) -> Argv:
+        return ("gcloud", "monitoring", "dashboards", verb, self.p)
+
+    @staticmethod
+    def display_filter(name: object) -> str:
+        return f'--filter=displayName="{name}"'
+
+    def channel_filter(self) -> str:
+        return self.display_filter(monitoring.CHANNEL_NAME)
+
+    def notification_channel(self, email: str) -> Step:
+        fp = fingerprint(monitoring.CHANNEL_NAME, email)
+        settings = (f"--channel-labels=email_address={email}",)
+        return Step(
+            kind="notification-channel",
+            name=monitoring.CHANNEL_NAME,
+            purpose=f"e-mails {email} when an alert policy fires",
+            check=(*self.channels("list"), self.channel_filter(), "--format=json"),
+            create=(
+                *self.channels("create"),
+                f"--display-name={monitoring.CHANNEL_NAME}",
+                "--type=email",
+                *settings,
+                f"--user-labels={FINGERPRINT_KEY}={fp}",
+            ),
+            update=(
+                *self.channels("update"),
+                f"${{{ALERT_CHANNEL_VAR}}}",
+                *settings,
+                f"--update-user-labels={FINGERPRINT_KEY}={fp}",
+            ),
+            probe=Fingerprinted(("userLabels", FINGERPRINT_KEY), fp),
+        )
+
+    def monitoring(self, resource: monitoring.Resource) -> Step:
+        fp = resource.fingerprint
+        if resource.kind == "log-metric":
+            base: Argv = ("gcloud", "logging", "metrics")
+            source = f"--config-from-file={resource.path}"
+            return Step(
+                kind="log-metric",
+                name=resource.name,
+                purpose=str(resource.document["description"]).split(f" ({FINGERPRINT_KEY}")[0],
+                check=(*base, "describe", resource.name, self.p, "--format=json"),
+                create=(*base, "create", resource.name, source, self.p),
+                update=(*base, "update", resource.name, source, self.p),
+                probe=Fingerprinted(("description",), fp),
+            )
+        if resource.kind == "alert-policy":
+            policy = next(p for p in monitoring.ALERT_POLICIES if p.display_name == resource.name)
+            channel = f"${{{ALERT_CHANNEL_VAR}}}" if self.config.alert_email else None
+            source = f"--policy-from-file={resource.path}"
+            return Step(
+                kind="alert-policy",
+                name=resource.name,
+                purpose=policy.condition.title
+                + (" (notifies the channel)" if channel else " (no notification channel)"),
+                check=(*self.policies("list"), self.display_filter(resource.name), "--format=json"),
+                create=(
+                    *self.policies("create"),
+                    source,
+                    *((f"--notification-channels={channel}",) if channel else ()),
+                ),
+                update=(
+                    *self.policies("update"),
+                    f"${{{policy_var(policy)}}}",
+                    source,
+                    f"--set-notification-channels={channel}"
+                    if channel
+                    else "--clear-notification-channels",
+                ),
+                probe=Fingerprinted(("userLabels", FINGERPRINT_KEY), fp),
+            )
+        source = f"--config-from-file={resource.path}"
+        return Step(
+            kind="dashboard",
+            name=resource.name,
+            purpose="invocations, errors, P50/P95/P99 latency, Firestore operations, pulses",
+            check=(*self.dashboards("list"), self.display_filter(resource.name), "--format=json"),
+            create=(*self.dashboards("create"), source),
+            update=(*self.dashboards("update"), f"${{{DASHBOARD_VAR}}}", source),
+            probe=Fingerprinted(("labels", FINGERPRINT_KEY), fp),
         )

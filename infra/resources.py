@@ -62,6 +62,8 @@ class Function:
     """Project-level roles of its own service account (Firestore has no narrower IAM scope)."""
     publishes: tuple[str, ...] = ()
     """Topics it publishes to: ``roles/pubsub.publisher`` on each topic, nothing wider."""
+    subscribes: tuple[str, ...] = ()
+    """Pull subscriptions it reads and acknowledges: ``roles/pubsub.subscriber`` on each."""
     event_type: str | None = None
     """``FIRESTORE``: the Eventarc event type."""
     document: str | None = None
@@ -191,6 +193,70 @@ FUNCTIONS: tuple[Function, ...] = (
         max_instances=20,
         project_roles=("roles/datastore.user", "roles/aiplatform.user"),
     ),
+    *(
+        Function(
+            name=name,
+            module="console.main",
+            trigger=Trigger.CALLABLE,
+            purpose=f"Firebase callable (admin claim), the admin console: {purpose}",
+            timeout_seconds=timeout,
+            concurrency=10,
+            max_instances=3,
+            project_roles=roles,
+            publishes=publishes,
+            subscribes=subscribes,
+        )
+        for name, purpose, timeout, roles, publishes, subscribes in (
+            (
+                "admin_status",
+                "pulses, failing tenants, dead-letter depth, alerts",
+                60,
+                ("roles/datastore.viewer",),
+                (),
+                (topology.USER_SYNC_DEAD_LETTER_HOLD,),
+            ),
+            (
+                "admin_tenants",
+                "tenants paged by state or search",
+                60,
+                ("roles/datastore.viewer",),
+                (),
+                (),
+            ),
+            (
+                "admin_tenant",
+                "one tenant and its audit trail",
+                60,
+                ("roles/datastore.viewer",),
+                (),
+                (),
+            ),
+            (
+                "admin_dead_letters",
+                "held dead letters by error class",
+                120,
+                (),
+                (),
+                (topology.USER_SYNC_DEAD_LETTER_HOLD,),
+            ),
+            (
+                "admin_replay_dead_letters",
+                "republishes dead letters (rate-limited)",
+                300,
+                (),
+                (topology.USER_SYNC,),
+                (topology.USER_SYNC_DEAD_LETTER_HOLD,),
+            ),
+            (
+                "admin_purge_dead_letters",
+                "deletes dead letters",
+                120,
+                (),
+                (),
+                (topology.USER_SYNC_DEAD_LETTER_HOLD,),
+            ),
+        )
+    ),
 )
 
 PUSH_INVOKER = "at-push-invoker"
@@ -262,7 +328,9 @@ REQUIRED_APIS: tuple[str, ...] = (
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "identitytoolkit.googleapis.com",
+    "firebasehosting.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",

@@ -1,11 +1,7 @@
 """The operator tool, ``agenttrader`` on the command line (:mod:`operations.cli`): never deployed.
 
-- :mod:`.hold`: leasing the messages of ``user-sync-dead-letter-hold`` without consuming them.
-- :mod:`.deadletters`: dead letters decoded, filtered, listed, replayed and purged.
-- :mod:`.status`: recent pulses, failing tenants, dead-letter depth and alert conditions.
-- :mod:`.render`: tables, summaries, progress and JSON for the terminal.
-
-The functions of those modules take their clients (subscriber, publisher, Firestore) and a
-clock as arguments and return frozen dataclasses; only :mod:`operations.cli` builds clients
-and prints.
+The work is done by the console package's use cases (:mod:`console.deadletters`,
+:mod:`console.status`, their JSON in :mod:`console.documents`), which the admin console's
+callables run too: one implementation, two front ends. This package only parses arguments,
+builds clients and renders for the terminal (:mod:`.render`).
 """

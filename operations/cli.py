@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -24,10 +23,11 @@ from typing import Any
 
 from agenttrader import topology
 from agenttrader.settings import DEFAULT_PROJECT
-from operations import deadletters as dlq
+from console import deadletters as dlq
+from console import documents
+from console.hold import HoldSubscription
+from console.status import DEFAULT_PULSES, read_status
 from operations import render
-from operations.hold import HoldSubscription
-from operations.status import DEFAULT_PULSES, read_status
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -37,28 +37,17 @@ EXIT_USAGE = 2
 EXIT_ALERT = 2
 EXIT_INTERRUPTED = 130
 
-_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
-
 
 class UsageError(Exception):
     """Printed as ``agenttrader: error: ...`` with exit code 2."""
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30s``, ``30m``, ``2h``, ``1d``, ``1w`` and combinations such as ``1h30m``."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not text.strip() or match is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 30m, 2h, 1d, 1h30m"
-        )
-    return timedelta(
-        **{
-            unit: int(value)
-            for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
-            if value
-        }
-    )
+    """An argparse type: :func:`console.deadletters.parse_duration`."""
+    try:
+        return dlq.parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -442,7 +431,7 @@ def _dlq_list(args: argparse.Namespace, target: Target) -> int:
     with _hold(target) as hold:
         listing = dlq.list_dead_letters(hold, filters, now=now, limit=args.limit)
     if args.json:
-        _print_json(render.listing_json(listing, now, target.subscription))
+        _print_json(documents.listing_json(listing, now, target.subscription))
     else:
         sys.stdout.write(render.render_listing(listing, now, target.subscription))
     return EXIT_OK
@@ -470,7 +459,7 @@ def _dlq_replay(args: argparse.Namespace, target: Target) -> int:
             progress.close()
     now = _now()
     if args.json:
-        _print_json(render.report_json(report, now, target.subscription))
+        _print_json(documents.report_json(report, now, target.subscription))
     else:
         sys.stdout.write(render.render_report(report, now, target.subscription, verb="replay"))
     if report.interrupted:
@@ -493,7 +482,7 @@ def _dlq_purge(args: argparse.Namespace, target: Target) -> int:
             hold, filters, now=now, confirm=confirm, limit=args.limit, dry_run=args.dry_run
         )
     if args.json:
-        _print_json(render.report_json(report, now, target.subscription))
+        _print_json(documents.report_json(report, now, target.subscription))
     else:
         sys.stdout.write(render.render_report(report, now, target.subscription, verb="purge"))
     return EXIT_USAGE if report.cancelled else EXIT_OK
@@ -526,7 +515,7 @@ def _status(args: argparse.Namespace, target: Target) -> int:
             pulses=args.pulses,
         )
     if args.json:
-        _print_json(render.status_json(status, target.project, target.subscription))
+        _print_json(documents.status_json(status, target.project, target.subscription))
     else:
         sys.stdout.write(
             render.render_status(

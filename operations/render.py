@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import TextIO
 
 from agenttrader.logs import redact
-from agenttrader.messages import format_timestamp
-from operations.deadletters import DeadLetter, Listing, Progress, Report, Status
-from operations.status import FailingTenant, PipelineStatus, PulseStatus
+from console.deadletters import DeadLetter, Listing, Progress, Report, Status
+from console.status import FailingTenant, PipelineStatus, PulseStatus
 
 ERROR_WIDTH = 60
 """Error texts are cut to this in tables (``--json`` has them whole)."""
@@ -260,126 +259,3 @@ def render_status(
     lines += ["", "ALERTS"]
     lines += [f"  ! {a.kind.value}: {a.message}" for a in status.alerts] or ["  none"]
     return _text(lines)
-
-
-# --- JSON --------------------------------------------------------------------------------------
-
-
-def _redacted_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return _redacted(value)
-    if isinstance(value, list | tuple):
-        return [_redacted_value(v) for v in value]
-    return value
-
-
-def _redacted(document: dict[str, Any]) -> dict[str, Any]:
-    return {key: _redacted_value(value) for key, value in document.items()}
-
-
-def _ts(value: datetime | None) -> str | None:
-    return None if value is None else format_timestamp(value)
-
-
-def letter_json(letter: DeadLetter, now: datetime) -> dict[str, Any]:
-    request = letter.request
-    return {
-        "message_id": letter.message_id,
-        "uid": letter.uid,
-        "source": letter.source,
-        "error_class": letter.error_class,
-        "error": letter.error,
-        "reason": letter.reason,
-        "original_reason": (
-            request.original_reason.value if request and request.original_reason else None
-        ),
-        "delivery_attempts": letter.delivery_attempts,
-        "replay_count": letter.replay_count,
-        "published_at": _ts(letter.published_at),
-        "age_seconds": round(letter.age(now).total_seconds(), 3),
-        "decodable": request is not None,
-        "decode_error": letter.decode_error,
-    }
-
-
-def listing_json(listing: Listing, now: datetime, subscription: str) -> dict[str, Any]:
-    return _redacted(
-        {
-            "subscription": subscription,
-            "scanned": listing.scanned,
-            "exhausted": listing.exhausted,
-            "dead_letters": [letter_json(letter, now) for letter in listing.letters],
-        }
-    )
-
-
-def report_json(report: Report, now: datetime, subscription: str) -> dict[str, Any]:
-    counts = {status.value: report.count(status) for status in Status if report.count(status)}
-    return _redacted(
-        {
-            "subscription": subscription,
-            "dry_run": report.dry_run,
-            "interrupted": report.interrupted,
-            "aborted": report.aborted,
-            "cancelled": report.cancelled,
-            "scanned": report.scanned,
-            "exhausted": report.exhausted,
-            "skipped": report.skipped,
-            "counts": counts,
-            "items": [
-                {
-                    **letter_json(item.letter, now),
-                    "status": item.status.value,
-                    "detail": item.detail,
-                    "new_replay_count": item.replay_count,
-                }
-                for item in report.items
-            ],
-        }
-    )
-
-
-def status_json(status: PipelineStatus, project: str, subscription: str) -> dict[str, Any]:
-    depth = status.dead_letters
-    return _redacted(
-        {
-            "project": project,
-            "now": _ts(status.now),
-            "pulses": [
-                {
-                    "pulse_id": p.pulse_id,
-                    "timestamp": _ts(p.timestamp),
-                    "published": p.published,
-                    "success": p.success,
-                    "error": p.error,
-                    "skipped": p.skipped,
-                    "complete": p.complete,
-                    "duration_seconds": p.duration_seconds,
-                    "error_rate": p.error_rate,
-                    "slow": p.slow,
-                }
-                for p in status.pulses
-            ],
-            "failing_tenants": [
-                {
-                    "uid": t.uid,
-                    "error_class": t.error_class,
-                    "error": t.error,
-                    "last_failed_at": _ts(t.last_failed_at),
-                    "consecutive_failures": t.consecutive_failures,
-                    "final": t.final,
-                }
-                for t in status.failing
-            ],
-            "failing_capped": status.failing_capped,
-            "dead_letters": {
-                "subscription": subscription,
-                "held": None if depth is None else depth.scanned,
-                "at_least": None if depth is None else not depth.exhausted,
-                "problem": status.dead_letters_problem,
-            },
-            "alerts": [{"kind": a.kind.value, "message": a.message} for a in status.alerts],
-        }
-    )

@@ -51,7 +51,7 @@ def handle_trading_change(deps: Deps, change: DocumentChange, event_id: str, act
     new = (change.new or {}).get("enabled")
     if old == new:
         return Toggle.UNCHANGED
-    audit.record(
+    recorded = audit.record_while_user_exists(
         deps.firestore,
         uid,
         audit.AuditAction.KILL_SWITCH_TOGGLED,
@@ -59,5 +59,8 @@ def handle_trading_change(deps: Deps, change: DocumentChange, event_id: str, act
         {"old": old, "new": new, "deleted": change.new is None},
         entry_id=f"trading-{event_id}"[:1500],
     )
+    if not recorded:
+        # The tenant deleted his account: the toggle was the deletion's; nothing to keep.
+        return Toggle.IGNORED
     log.info("kill-switch toggled", uid=uid, fields={"old": old, "new": new, "actor": actor})
     return Toggle.RECORDED

@@ -1,18 +1,23 @@
 """Per-instance cache of tenants' Alpaca keys, invalidated by version rather than by time.
 
-The secrets trigger stamps ``config/alpaca.configuredAt`` whenever keys are accepted; the
-roster keeps that stamp beside each eligible user and the publisher puts it in each message as
-``keys_version`` (:mod:`agenttrader.keys_version`). A worker that already holds the keys of
-that version skips the secrets read; a new version (rotated keys) misses and reads them again.
-Messages without a version (replays, manual syncs, users configured by a script) always read.
-If cached keys are refused by Alpaca (rotated since the message was published), the worker
-reads them again once.
+The roster carries each eligible user's ``config/alpaca.configuredAt`` and the publisher puts
+it in each message as ``keys_version`` (:mod:`agenttrader.keys_version`). A worker that read a
+user's keys for a message of that ``keys_version`` keeps them under it and skips the secrets
+read for the next message of the same ``keys_version``; a new one (rotated keys) misses and
+reads them again. Messages without a version (replays, manual syncs, users configured by a
+script) always read.
+
+Each entry also holds the version the keys were read at (the secrets document's update time),
+which can be newer than the message's when keys were rotated after it was published. When
+Alpaca refuses cached keys, the worker compares that version with the stored one: only keys
+replaced since are read again and tried once more; otherwise the refusal is final.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from agenttrader.alpaca import AlpacaKeys
 
@@ -20,29 +25,38 @@ DEFAULT_CAPACITY = 20_000
 """About 10 MB at most; a worker instance rarely sees more tenants than this."""
 
 
+@dataclass(frozen=True)
+class HeldKeys:
+    """Keys and the version of the secrets document they were read from."""
+
+    keys: AlpacaKeys
+    version: str | None
+
+
 class KeyCache:
-    """uid → (version, keys), least recently used evicted first; safe across threads."""
+    """uid → (message ``keys_version``, held keys), least recently used evicted first; safe
+    across threads."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[str, tuple[str, AlpacaKeys]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str, HeldKeys]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, uid: str, version: str | None) -> AlpacaKeys | None:
-        if version is None:
+    def get(self, uid: str, keys_version: str | None) -> HeldKeys | None:
+        if keys_version is None:
             return None
         with self._lock:
             entry = self._entries.get(uid)
-            if entry is None or entry[0] != version:
+            if entry is None or entry[0] != keys_version:
                 return None
             self._entries.move_to_end(uid)
             return entry[1]
 
-    def put(self, uid: str, version: str | None, keys: AlpacaKeys) -> None:
-        if version is None:
+    def put(self, uid: str, keys_version: str | None, held: HeldKeys) -> None:
+        if keys_version is None:
             return
         with self._lock:
-            self._entries[uid] = (version, keys)
+            self._entries[uid] = (keys_version, held)
             self._entries.move_to_end(uid)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)

@@ -38,6 +38,7 @@ from agenttrader.errors import (
 )
 from agenttrader.events import PubsubDelivery
 from agenttrader.firestore_io import call as _call
+from agenttrader.keys_version import stored_version
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import (
@@ -49,7 +50,8 @@ from agenttrader.paths import (
 )
 from agenttrader.pulses import RollupScheduler
 from agenttrader.snapshot import Stale, Stored, synced_body
-from sync_worker.key_cache import KeyCache
+from sync_worker import key_proof
+from sync_worker.key_cache import HeldKeys, KeyCache
 from sync_worker.record import Change, record
 
 if TYPE_CHECKING:
@@ -97,11 +99,13 @@ class _Loaded:
     snapshot: Stored
     trading: Mapping[str, Any] | None
     """``status/trading``'s data (``None``: no such document)."""
-    cached: AlpacaKeys | None
+    cached: HeldKeys | None
     """The keys of the message's version held by this instance (then ``secrets/alpaca`` is
     not read)."""
     secret: Mapping[str, Any] | None
     """``secrets/alpaca``'s data, read unless cached (``None``: cached, or no such document)."""
+    secret_version: str | None = None
+    """The version of ``secret`` (:func:`agenttrader.keys_version.stored_version`)."""
 
 
 class SyncWorker:
@@ -189,21 +193,46 @@ class SyncWorker:
     def _fetch(
         self, request: SyncRequest, loaded: _Loaded
     ) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
-        """Alpaca's account state, the client and the keys that read it. Two attempts at
-        most: cached keys Alpaca refuses were rotated since the message was published, so
-        they are dropped, read again and tried once more."""
-        secret = loaded.secret
+        """Alpaca's account state, the client and the keys that read it (see
+        :mod:`sync_worker.key_proof` for what a success or a 401/403 records). A second
+        attempt only when Alpaca refused cached keys and the stored ones are of another
+        version (rotated since the cache was filled); refused keys that are still the
+        stored ones are a rejection, without calling Alpaca again."""
+        secret, version = loaded.secret, loaded.secret_version
         if loaded.cached is not None:
             try:
-                return self._fetch_with(loaded.cached)
-            except AlpacaAuthError:
+                return self._fetch_with(request, loaded.cached)
+            except AlpacaAuthError as err:
                 self._keys.drop(request.uid)
-            secret = self._read(alpaca_secret_doc(request.uid))
-        return self._fetch_with(self._keys_from(request, secret))
+                stored = _call(self._deps.firestore.document(alpaca_secret_doc(request.uid)).get)
+                secret, version = _data(stored), stored_version(stored)
+                if version is not None and version == loaded.cached.version:
+                    self._rejected(request, loaded.cached, err)
+                    raise
+        keys = self._keys_from(request, secret, version)
+        try:
+            return self._fetch_with(request, keys)
+        except AlpacaAuthError as err:
+            self._rejected(request, keys, err)
+            raise
 
-    def _fetch_with(self, keys: AlpacaKeys) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
-        client = self._deps.alpaca.for_user(keys)
-        return fetch_account_state(client, keys), client, keys
+    def _fetch_with(
+        self, request: SyncRequest, held: HeldKeys
+    ) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
+        """One Alpaca attempt; a success proves the keys unless the message is a scheduled
+        one (only proven or script-configured users are scheduled: nothing to read)."""
+        client = self._deps.alpaca.for_user(held.keys)
+        state = fetch_account_state(client, held.keys)
+        if request.reason is not Reason.SCHEDULE and held.version is not None:
+            key_proof.prove(self._deps.firestore, request.uid, held.version)
+        return state, client, held.keys
+
+    def _rejected(self, request: SyncRequest, held: HeldKeys, error: AlpacaAuthError) -> None:
+        """Alpaca refused the keys stored now: unmark them (:func:`key_proof.reject`)."""
+        if held.version is not None:
+            key_proof.reject(
+                self._deps.firestore, request.uid, held.version, held.keys, error.error_class
+            )
 
     def _record(self, request: SyncRequest, stored: Stored, change: Change, done: Result) -> Result:
         """Write the result (see :mod:`sync_worker.record`); count it in its pulse."""
@@ -213,14 +242,16 @@ class SyncWorker:
         self._counted(request)
         return done
 
-    def _keys_from(self, request: SyncRequest, secret: Mapping[str, Any] | None) -> AlpacaKeys:
-        """The keys read from ``secret`` (``None``: none stored), validated and cached under
-        the message's version."""
+    def _keys_from(
+        self, request: SyncRequest, secret: Mapping[str, Any] | None, version: str | None
+    ) -> HeldKeys:
+        """The keys read from ``secret`` (``None``: none stored) at ``version``, validated and
+        cached under the message's version."""
         if secret is None:
             raise MissingKeys("no Alpaca keys stored")
-        keys = AlpacaKeys.from_document(secret)
-        self._keys.put(request.uid, request.keys_version, keys)
-        return keys
+        held = HeldKeys(AlpacaKeys.from_document(secret), version)
+        self._keys.put(request.uid, request.keys_version, held)
+        return held
 
     def _load(self, request: SyncRequest) -> _Loaded:
         """The current snapshot, the kill-switch and (unless cached) the keys, in one read."""
@@ -231,11 +262,13 @@ class SyncWorker:
             paths.append(alpaca_secret_doc(uid))
         refs = [db.document(p) for p in paths]
         found = {s.reference.path: s for s in _call(lambda: list(db.get_all(refs)))}
+        secret = found[paths[2]] if cached is None else None
         return _Loaded(
             snapshot=Stored.of(found[paths[0]]),
             trading=_data(found[paths[1]]),
             cached=cached,
-            secret=_data(found[paths[2]]) if cached is None else None,
+            secret=_data(secret) if secret is not None else None,
+            secret_version=stored_version(secret) if secret is not None else None,
         )
 
     def _require_user(self, uid: str) -> None:

@@ -5,8 +5,9 @@
 
 Starts, in order (:data:`STEPS`): the Firebase Auth emulator, the Pub/Sub and Firestore
 emulators, the Alpaca simulator (in this process), the pipeline's functions with the topology,
-bridges and scheduler (:class:`LocalStack`), the callables server, then the demo tenants: their
-onboarding documents, then their keys, which fire their first syncs. Each step registers what
+bridges and scheduler (:class:`LocalStack`), the callables server, the admin console's page (and
+an administrator on the Auth emulator), then the demo tenants: their onboarding documents, then
+their keys, which fire their first syncs. Each step registers what
 it started as a :class:`Component`; Ctrl-C or SIGTERM stops them in reverse order and exits 0.
 A step that fails stops what the steps before it started and exits 1. Every process log goes to
 ``.local/run-<time>-…/``.
@@ -60,7 +61,15 @@ CALLABLES = (
     "delete_account",
     "connect_alpaca",
     "disconnect_alpaca",
+    "admin_status",
+    "admin_tenants",
+    "admin_tenant",
+    "admin_dead_letters",
+    "admin_replay_dead_letters",
+    "admin_purge_dead_letters",
 )
+ADMIN_EMAIL = "admin@agenttrader.local"
+"""The Auth emulator account ``make run`` creates with the ``admin`` claim (password printed)."""
 REGION = "us-central1"
 OAUTH_REDIRECT_URI = "http://localhost:5173/alpaca/callback"
 """The redirect URI of the simulator's OAuth app for a web client under development."""
@@ -100,6 +109,7 @@ class Run:
     tenants: list[demo.DemoTenant] = field(default_factory=list)
     db: Any = None
     auth: Any = None
+    callables: Any = None
 
     @property
     def project(self) -> str:
@@ -185,6 +195,7 @@ def start_callables(run: Run) -> None:
     os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = run.auth.host_port
     functions = {name: getattr(main, name) for name in CALLABLES}
     server = CallablesServer(functions, project=run.project, region=REGION).start()
+    run.callables = server
     run.add(
         Component(
             "callables",
@@ -196,6 +207,27 @@ def start_callables(run: Run) -> None:
                 else "offline: local heuristic signals"
             ),
         )
+    )
+
+
+def start_console(run: Run) -> None:
+    """The admin console's page, talking to the Auth emulator and the callables server, and
+    an administrator to sign in with (a fresh password each run, printed here)."""
+    import secrets
+
+    from devtools.console_server import ConsoleServer, ensure_built, local_config
+
+    assert run.auth is not None and run.callables is not None
+    config = local_config(run.project, REGION, run.auth.host_port, run.callables.host_port)
+    server = ConsoleServer(ensure_built(), config).start()
+    password = secrets.token_urlsafe(12)
+    client = run.auth.client()
+    admin = client.sign_up(ADMIN_EMAIL, password)
+    client.set_custom_claims(admin.uid, {"admin": True})
+    run.add(Component("admin console", server.url, server.stop, detail=lambda: ADMIN_EMAIL))
+    run.say(f"admin console: {server.url}")
+    run.say(
+        f"  sign in as {ADMIN_EMAIL} / {password} (an Auth emulator account with the admin claim)"
     )
 
 
@@ -282,6 +314,7 @@ STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("the Alpaca simulator", start_simulator),
     ("the functions, topology, bridges and scheduler", start_stack),
     ("the callables and the Auth emulator", start_callables),
+    ("the admin console", start_console),
     ("the demo tenants", add_demo_tenants),
 )
 

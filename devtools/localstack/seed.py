@@ -3,8 +3,10 @@
 Two steps, as in production: the server-side structure of an onboarded user (what
 ``onboard_user`` writes), then, separately, the keys the tenant writes from the client to
 ``users/{uid}/secrets/alpaca``. Written after the local stack is up, the keys fire
-``on_alpaca_secret_written`` through the Eventarc bridge, which marks ``config/alpaca`` and
-requests the first sync, exactly as for a real user.
+``on_alpaca_secret_written`` through the Eventarc bridge, which requests the first sync, and
+its success marks ``config/alpaca`` configured, exactly as for a real user. ``configured:
+true`` seeded directly (with the keys, before any trigger listens) counts as it is, as one
+written by an admin script does.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, cast
 from agenttrader import paths
 from agenttrader.logs import redact
 from agenttrader.topology import USER_SYNC_DEAD_LETTER_HOLD
+from console.status import PulseStatus, pulse_status
 from devtools.localstack.demo import SCENARIO_FIELD
-from operations.status import PulseStatus, pulse_status
 
 if TYPE_CHECKING:
     from google.cloud import firestore

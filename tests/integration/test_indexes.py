@@ -18,8 +18,9 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.types import StructuredQuery
 
 from agenttrader import paths, pulses, snapshot
+from console import tenants
+from console.status import read_failing
 from infra.indexes import REQUIRED_INDEXES, covers
-from operations.status import read_failing
 from publisher.roster import eligible_uids
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,9 @@ def shape(query: StructuredQuery) -> Shape | None:
     equal = {StructuredQuery.FieldFilter.Operator.EQUAL, StructuredQuery.FieldFilter.Operator.IN}
     for f in filters:
         assert f.op in equal, "infra.indexes.covers models equality filters only: extend it"
-    assert not raw.order_by, "ordered collection-group query: extend infra.indexes.covers"
+    # Every index ends with the document path ascending: ordering by it alone needs nothing more.
+    by_path = [o.field.field_path == "__name__" and o.direction != 2 for o in raw.order_by]
+    assert all(by_path), "ordered collection-group query: extend infra.indexes.covers"
     return raw.from_[0].collection_id, frozenset(f.field.field_path for f in filters)
 
 
@@ -97,6 +100,12 @@ def test_code_queries_are_covered_by_declared_collection_group_indexes(
     # agenttrader status (the operator CLI, against production too): failing tenants.
     failing, _capped = read_failing(db)
     assert [t.uid for t in failing] == ["u-off"]
+    # The admin console's tenant filters (one page each, by document path).
+    pages = {f: tenants.list_tenants(db, f) for f in tenants.StateFilter}
+    assert [t.uid for t in pages[tenants.StateFilter.FAILING].tenants] == ["u-off"]
+    assert [t.uid for t in pages[tenants.StateFilter.KILL_SWITCH_OFF].tenants] == ["u-off"]
+    assert [t.uid for t in pages[tenants.StateFilter.HEALTHY].tenants] == ["u-on"]
+    assert pages[tenants.StateFilter.NOT_CONFIGURED].tenants == ()
     # benchmarks/pipeline.py: the snapshots one pulse wrote.
     snapshots = list(
         db.collection_group("data").where(filter=FieldFilter("pulseId", "==", "p1")).stream()

@@ -21,10 +21,10 @@ from google.protobuf import duration_pb2
 
 from agenttrader import topology
 from agenttrader.messages import Reason, SyncRequest
+from console import deadletters as dlq
+from console.hold import HoldSubscription
 from devtools.topology import apply_topology
 from operations import cli
-from operations import deadletters as dlq
-from operations.hold import HoldSubscription
 from tests.pipeline_fixtures import wait_for
 
 pytestmark = pytest.mark.integration

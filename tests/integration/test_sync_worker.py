@@ -394,6 +394,55 @@ def test_cached_keys_refused_by_alpaca_are_read_again_once(
     assert simulator.requests_for(new.key_id) == 2
 
 
+def test_cached_keys_refused_while_still_stored_cost_one_alpaca_call_and_unmark_them(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, project: str
+) -> None:
+    tenant = sim_tenant(simulator, db, "u-revoked", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    request = SyncRequest.now("u-revoked", Reason.SCHEDULE, pulse_id="p1", keys_version="1")
+    assert worker.handle(delivery(request)) is Result.SYNCED  # the keys are now cached
+    # Revoked at Alpaca, unchanged in Firestore: reading them again could not help.
+    simulator.set_scenario(tenant.key_id, Scenario(kind="bad_keys"))
+    before = simulator.requests_for(tenant.key_id)
+    later = SyncRequest.now("u-revoked", Reason.SCHEDULE, pulse_id="p2", keys_version="1")
+    assert worker.handle(delivery(later)) is Result.DEAD_LETTERED
+    assert simulator.requests_for(tenant.key_id) - before == 1
+    config = doc(db, paths.alpaca_config_doc("u-revoked"))
+    assert config is not None
+    assert (config["configured"], config["keysState"]) == (False, "rejected")
+    [entry] = [d.to_dict() for d in db.collection(paths.audit_collection("u-revoked")).stream()]
+    assert (entry["action"], entry["actor"]) == ("keys_rejected", "system")
+    assert entry["details"] == {
+        "error_class": "AlpacaAuthError",
+        "key_id_hint": f"…{tenant.key_id[-4:]}",
+    }
+    [letter] = drain_dead_letters(project, expect=1, timeout=20)
+    assert letter.attributes["error_class"] == "AlpacaAuthError"
+
+
+def test_a_success_proves_only_the_version_the_config_waits_for(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-prove", Scenario(kind="normal"), configured=False)
+    stored = db.document(paths.alpaca_secret_doc("u-prove")).get().update_time
+    config = db.document(paths.alpaca_config_doc("u-prove"))
+    # Newer keys are pending than the ones this sync will read: it must not prove them.
+    config.update({"keysState": "pending", "configuredAt": stored + timedelta(seconds=1)})
+    worker = SyncWorker(deps)
+    assert worker.handle(delivery(SyncRequest.now("u-prove", Reason.MANUAL))) is Result.SYNCED
+    assert doc(db, config.path)["configured"] is False  # type: ignore[index]
+    config.update({"configuredAt": stored})
+    assert worker.handle(delivery(SyncRequest.now("u-prove", Reason.MANUAL))) is Result.SYNCED
+    proven = doc(db, config.path)
+    assert proven is not None
+    assert (proven["configured"], proven["keysState"]) == (True, "proven")
+    # A scheduled sync reads nothing more (only configured users are scheduled).
+    schedule = SyncRequest.now("u-prove", Reason.SCHEDULE, pulse_id="p1")
+    with counted() as cold:
+        assert worker.handle(delivery(schedule)) is Result.SYNCED
+    assert cold.reads == 3  # snapshot, kill-switch, keys: not config/alpaca
+
+
 # --- what a result writes: one write for a healthy tenant, counts exact ------------------------
 
 

@@ -206,6 +206,17 @@ NOT_TENANT_CALLABLES = {
     "onboard_user": "makes a tenant",
     "delete_account": "anyone may delete what is stored about them",
     "migrate_legacy_data": "admins only",
+    **dict.fromkeys(
+        (
+            "admin_status",
+            "admin_tenants",
+            "admin_tenant",
+            "admin_dead_letters",
+            "admin_replay_dead_letters",
+            "admin_purge_dead_letters",
+        ),
+        "the admin console: admins only",
+    ),
 }
 
 

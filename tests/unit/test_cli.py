@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agenttrader.messages import Reason, SyncRequest
+from console import deadletters as dlq
+from console import documents
 from operations import cli, render
-from operations import deadletters as dlq
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 KEY_ID = "PKSECRETKEYID0000042"
@@ -198,7 +199,7 @@ def test_rendering_never_shows_secret_like_values() -> None:
     listing = dlq.Listing((leaky,), 1, True)
     outputs = [
         render.render_listing(listing, NOW, "hold"),
-        json.dumps(render.listing_json(listing, NOW, "hold")),
+        json.dumps(documents.listing_json(listing, NOW, "hold")),
         render.render_report(
             dlq.Report((dlq.Item(leaky, dlq.Status.FAILED, f"boom {KEY_ID}"),), 1, True),
             NOW,

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 
 from agenttrader import topology
-from infra import indexes, resources
+from infra import indexes, monitoring, resources
 from infra.apply import apply, local_problems
 from infra.model import FINGERPRINT_KEY, Plan, Result
-from infra.plan import FIREBASE, DeployConfig, build_plan
+from infra.plan import FIREBASE, DeployConfig, build_plan, deployed
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "acme-trading"
 REGION = "us-central1"
 NUMBER = "123456789012"
 AGENT = f"serviceAccount:service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+SELF_IDEMPOTENT = (FIREBASE, "node")
+"""Steps without a check: they run every apply (firebase deploy, the console's build)."""
 MUTATING_VERBS = {"create", "update", "deploy", "add-iam-policy-binding", "enable", "delete", "add"}
 VERBS = {
     "create",
@@ -39,6 +41,8 @@ NEXT_ROTATION = "2030-01-01T00:00:00Z"
 def is_mutation(argv: Sequence[str]) -> bool:
     if argv[0] == FIREBASE:
         return argv[1] == "deploy"
+    if argv[0] == "node":  # builds the console's page into the working tree
+        return True
     return any(word in MUTATING_VERBS for word in argv if not word.startswith("-"))
 
 
@@ -101,6 +105,12 @@ class FakeCloud:
             return Result(0, value + "\n") if value else Result(1)
         if argv[:4] == (".venv/bin/python", "-m", "infra", "next-rotation-time"):
             return Result(0, NEXT_ROTATION + "\n")
+        if argv[0] == "node":
+            assert argv[1] == "console/web/build.mjs"
+            return Result(0)
+        monitoring_group = _monitoring_group(words)
+        if monitoring_group is not None:
+            return self._monitoring(monitoring_group, words, opts)
         if argv[0] == FIREBASE:
             if argv[1] == "login:list":
                 result = [{"user": {"email": self.account}}] if self.firebase_login else None
@@ -166,6 +176,49 @@ class FakeCloud:
             self.resources[("run services", service)] = {"function": name}
         return Result(0)
 
+    def _monitoring(self, group: str, words: list[str], opts: dict[str, list[str]]) -> Result:
+        """Log metrics (by name), alert policies, dashboards and channels (by display name;
+        Google names them ``.../ID``), their content read from the file the command names."""
+        verb = words[words.index(group.rsplit(maxsplit=1)[-1]) + 1]
+        if verb in ("list", "describe"):
+            wanted = (
+                words[-1] if verb == "describe" else opts["filter"][0].split("=", 1)[1].strip('"')
+            )
+            found = [r for (g, _), r in self.resources.items() if g == group and r["key"] == wanted]
+            if verb == "describe":
+                return Result(0, json.dumps(found[0])) if found else Result(1, "", "NOT_FOUND")
+            if "value(name)" in (opts.get("format") or [""])[0]:
+                return Result(0, "".join(f"{r['name']}\n" for r in found))
+            return Result(0, json.dumps(found))
+        source = (opts.get("config-from-file") or opts.get("policy-from-file") or [""])[0]
+        document: dict[str, object] = json.loads((ROOT / source).read_text()) if source else {}
+        if group == "beta monitoring channels":
+            labels = dict(pair.split("=", 1) for pair in opts.get("user-labels", []))
+            labels.update(pair.split("=", 1) for pair in opts.get("update-user-labels", []))
+            document = {"displayName": opts.get("display-name", [""])[0], "userLabels": labels}
+        if verb == "create":
+            key = str(
+                document.get("name") if group == "logging metrics" else document["displayName"]
+            )
+            name = (
+                key if group == "logging metrics" else f"projects/{PROJECT}/x/{len(self.resources)}"
+            )
+            if (group, name) in self.resources:
+                return Result(1, "", "ALREADY_EXISTS")
+        else:
+            name = words[words.index(verb) + 1]
+            if (group, name) not in self.resources:
+                return Result(1, "", "NOT_FOUND")
+            previous = self.resources[(group, name)]
+            key = str(previous["key"])
+            if group == "beta monitoring channels":
+                document = {
+                    **previous,
+                    "userLabels": {**previous["userLabels"], **document["userLabels"]},
+                }  # type: ignore[dict-item]
+        self.resources[(group, name)] = {**document, "name": name, "key": key, "flags": opts}
+        return Result(0)
+
     def _sink(self, name: str, verb: str, opts: dict[str, list[str]]) -> Result:
         """The project's ``_Default`` log sink always exists; exclusions come and go."""
         assert name == "_Default"
@@ -197,12 +250,25 @@ class FakeCloud:
         return self.policies.get((kind, name), {}).get(role, set())
 
 
+def _monitoring_group(words: list[str]) -> str | None:
+    for group in (
+        ("logging", "metrics"),
+        ("monitoring", "policies"),
+        ("monitoring", "dashboards"),
+        ("beta", "monitoring", "channels"),
+    ):
+        if tuple(words[1 : 1 + len(group)]) == group:
+            return " ".join(group)
+    return None
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A working tree ready to deploy (requirements.txt, firebase-tools, firebase.json)."""
     for name in ("pyproject.toml", "uv.lock", "requirements.txt", "firebase.json"):
         shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / "firestore.indexes.json").write_text(indexes.render_text())
+    monitoring.write(tmp_path, deployed())
     firebase = tmp_path / FIREBASE
     firebase.parent.mkdir(parents=True)
     firebase.write_text("#!/bin/sh\n")
@@ -309,8 +375,14 @@ def test_first_apply_creates_everything_and_second_changes_nothing(root: Path) -
     cloud.calls.clear()
     code, out = run(plan, cloud, root)
     assert code == 0, out
-    # Only checks ran, plus firebase deploy, which skips an unchanged ruleset by itself.
-    assert cloud.mutations == [plan.step("firestore", "rules-and-indexes").create]
+    # Only checks ran, plus the steps idempotent by themselves: firebase deploy skips an
+    # unchanged ruleset and unchanged Hosting files; the console's build rewrites dist/.
+    assert cloud.mutations == [s.create for s in plan.steps if s.check is None]
+    assert [s.kind for s in plan.steps if s.check is None] == [
+        "firestore",
+        "hosting-build",
+        "hosting",
+    ]
     assert "0 created, 0 updated" in out
 
 
@@ -329,7 +401,7 @@ def test_a_topology_change_updates_only_what_it_touches(
     cloud.calls.clear()
     code, out = run(make_plan(), cloud, root)
     assert code == 0, out
-    updates = [c for c in cloud.mutations if c[0] != FIREBASE]
+    updates = [c for c in cloud.mutations if c[0] not in SELF_IDEMPOTENT]
     assert [c[:5] for c in updates] == [
         ("gcloud", "pubsub", "subscriptions", "update", topology.USER_SYNC_WORKER)
     ]
@@ -345,7 +417,8 @@ def test_changed_source_redeploys_the_functions_only(root: Path) -> None:
     redeployed = sorted(c[3] for c in cloud.mutations if c[1:3] == ("functions", "deploy"))
     assert redeployed == sorted(f.name for f in resources.FUNCTIONS)
     assert all(
-        c[:3] == ("gcloud", "functions", "deploy") or c[0] == FIREBASE for c in cloud.mutations
+        c[:3] == ("gcloud", "functions", "deploy") or c[0] in SELF_IDEMPOTENT
+        for c in cloud.mutations
     )
 
 

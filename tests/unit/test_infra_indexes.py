@@ -23,6 +23,7 @@ SCANNED = (
     "sync_worker",
     "signal_worker",
     "accounts",
+    "console",
     "operations",
     "devtools",
     "benchmarks",

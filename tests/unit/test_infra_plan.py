@@ -327,6 +327,7 @@ def test_callables_are_public_http_functions() -> None:
         "disconnect_alpaca",
         "generate_trading_signal",
         "migrate_legacy_data",
+        *ADMIN_CALLABLES,
     }
     for fn in callables:
         deploy = deploy_of(plan, fn.name)
@@ -336,6 +337,17 @@ def test_callables_are_public_http_functions() -> None:
 
 # --- identities and roles ------------------------------------------------------------------
 
+
+ADMIN_CALLABLES = (
+    "admin_status",
+    "admin_tenants",
+    "admin_tenant",
+    "admin_dead_letters",
+    "admin_replay_dead_letters",
+    "admin_purge_dead_letters",
+)
+HOLD = ("roles/pubsub.subscriber", "subscription", "user-sync-dead-letter-hold")
+READ_ONLY = ("roles/datastore.viewer", "project", "")
 
 EXPECTED_ROLES = {
     # account: {(role, scope, resource)}
@@ -369,6 +381,14 @@ EXPECTED_ROLES = {
         ("roles/datastore.user", "project", ""),
         ("roles/aiplatform.user", "project", ""),
     },
+    # The admin console: read-only Firestore, the hold subscription only where dead letters are
+    # read, and user-sync only for the replay.
+    "at-admin-status": {READ_ONLY, HOLD},
+    "at-admin-tenants": {READ_ONLY},
+    "at-admin-tenant": {READ_ONLY},
+    "at-admin-dead-letters": {HOLD},
+    "at-admin-replay-dead-letters": {HOLD, ("roles/pubsub.publisher", "topic", "user-sync")},
+    "at-admin-purge-dead-letters": {HOLD},
     "at-push-invoker": {
         ("roles/run.invoker", "service", "publish_user_syncs"),
         ("roles/run.invoker", "service", "sync_user"),

@@ -26,15 +26,15 @@ DEV_ONLY_DIRS = (
     "tests",
     "infra",
     "docs",
-    "console",
+    "console/web",
     "node_modules",
     ".venv",
     ".git",
     ".ci",
     ".local",
 )
-"""Top-level directories never uploaded: the tools, tests, docs, the web console (Firebase
-Hosting), and local state."""
+"""Directories never uploaded: the tools, tests, docs, the console's web page (Firebase
+Hosting; the console's callables are uploaded), and local state."""
 
 DEPLOY_FILES = {"main.py", "requirements.txt"}
 """The top-level files the Python builder reads: the entry points and the dependencies."""
@@ -87,7 +87,8 @@ def test_ignore_file_matches_gcloud_on_files_the_checkout_may_grow(tmp_path: Pat
         ".import_linter_cache/x",
         "htmlcov/index.html",
         "coverage.xml",
-        "console/index.html",
+        "console/web/index.html",
+        "console/web/dist/app.js",
         "uv.lock",
         "requirements-dev.txt",
         "requirements.in",
@@ -235,7 +236,7 @@ PRODUCTION_CHANGES = [
     ("edit", "agenttrader/settings.py"),
     *[
         ("edit", f"{package}/main.py")
-        for package in ("publisher", "sync_worker", "signal_worker", "accounts")
+        for package in ("publisher", "sync_worker", "signal_worker", "accounts", "console")
     ],
     ("new", "sync_worker/probe.py"),
     ("new", "agenttrader/data/table.json"),

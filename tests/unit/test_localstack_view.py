@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from console.status import PulseStatus
 from devtools.localstack import demo
 from devtools.localstack.view import (
     ComponentRow,
@@ -16,7 +17,6 @@ from devtools.localstack.view import (
     render_line,
     screen,
 )
-from operations.status import PulseStatus
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 KEY_ID = "PKSECRETKEYID0000042"

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from agenttrader.messages import Reason, SyncRequest
-from operations import deadletters as dlq
-from operations.hold import HoldSubscription, LeaseKeeper
+from console import deadletters as dlq
+from console.hold import HoldSubscription, LeaseKeeper
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 TOPIC = "projects/p/topics/user-sync"

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from operations import render
-from operations.deadletters import Listing
-from operations.status import (
+from console import documents
+from console.deadletters import Listing
+from console.status import (
     AlertKind,
     FailingTenant,
     PipelineStatus,
@@ -16,6 +16,7 @@ from operations.status import (
     alerts_for,
     pulse_status,
 )
+from operations import render
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 KEY_ID = "PKSECRETKEYID0000042"
@@ -131,7 +132,7 @@ def test_render_status_shows_everything_and_no_secret() -> None:
 
 
 def test_status_json() -> None:
-    document = render.status_json(status(), "demo-p", "h")
+    document = documents.status_json(status(), "demo-p", "h")
     encoded = json.dumps(document)
     assert KEY_ID not in encoded and "hunter22" not in encoded
     assert document["pulses"][0]["error_rate"] == 0.5

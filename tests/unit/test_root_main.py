@@ -11,7 +11,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY_POINT_PACKAGES = frozenset({"publisher", "sync_worker", "signal_worker", "accounts"})
+ENTRY_POINT_PACKAGES = frozenset(
+    {"publisher", "sync_worker", "signal_worker", "accounts", "console"}
+)
 
 
 def imported_modules(source: str) -> set[str]:

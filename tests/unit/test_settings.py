@@ -79,6 +79,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
         "https://paper-api.alpaca.markets/v2",
         "https://paper-api.alpaca.markets",
     ),
+    "keys_debounce_seconds": ("KEYS_DEBOUNCE_SECONDS", "2.5", 2.5),
 }
 
 _EMULATOR_DEFAULTS = {"firestore_emulator_host", "firebase_auth_emulator_host"}
@@ -163,6 +164,8 @@ def test_extra_urls_only_add_to_the_official_ones() -> None:
         ("SIGNAL_DAILY_QUOTA", "1.5"),
         ("SIGNAL_DAILY_QUOTA", "-1"),
         ("SIGNAL_DAILY_QUOTA", "1e3"),
+        ("KEYS_DEBOUNCE_SECONDS", "0"),
+        ("KEYS_DEBOUNCE_SECONDS", "later"),
     ],
 )
 def test_bad_numbers_name_the_variable(name: str, raw: str) -> None:

@@ -13,6 +13,7 @@ nothing and at worst republishes a message twice, which the worker ignores as a 
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 from agenttrader.deadletter import SOURCE_WORKER
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import validate_uid
-from operations.hold import HoldSubscription, Lease, Received, leased
+from console.hold import HoldSubscription, Lease, Received, leased
 
 SOURCE_DELIVERY_LIMIT = "delivery-limit"
 """Pub/Sub dead-lettered the message after the worker failed it on every delivery attempt."""
@@ -41,6 +42,8 @@ MAX_IN_FLIGHT = 100
 """Republishes awaiting Pub/Sub's answer at once; each is acknowledged as soon as it resolves."""
 MAX_CONSECUTIVE_FAILURES = 5
 """After this many republishes in a row failed, the replay stops: Pub/Sub is unreachable."""
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 _PUBSUB_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 _PUBSUB_SOURCE_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
 
@@ -158,6 +161,24 @@ def _uid(value: str | None) -> str | None:
         return None
 
 
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``30m``, ``2h``, ``1d``, ``1w`` and combinations such as ``1h30m`` (the ages of
+    ``--older-than`` / ``--newer-than`` and of the console's filters); ``ValueError`` otherwise."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None:
+        raise ValueError(
+            f"invalid duration {text[:40]!r}: use a number with a unit, e.g. 30s, 30m, 2h, 1d,"
+            " 1h30m"
+        )
+    return timedelta(
+        **{
+            unit: int(value)
+            for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
+            if value
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Filters:
     """Which dead letters a command acts on; an empty field does not filter."""
@@ -245,6 +266,46 @@ def dead_letter_depth(hold: HoldSubscription) -> Listing:
 
 def _oldest_first(letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
     return tuple(sorted(letters, key=lambda letter: letter.published_at))
+
+
+@dataclass(frozen=True)
+class ErrorClassGroup:
+    """The held dead letters of one error class: how many, whose, since when."""
+
+    error_class: str
+    count: int
+    uids: tuple[str, ...]
+    """Distinct tenants, sorted, at most :data:`GROUP_UIDS_SHOWN` of them."""
+    tenants: int
+    """Distinct tenants in all (a malformed body may name none)."""
+    oldest: datetime
+    newest: datetime
+
+
+GROUP_UIDS_SHOWN = 20
+"""Tenants named per error class; the count says how many there are."""
+
+
+def group_by_error_class(letters: Sequence[DeadLetter]) -> tuple[ErrorClassGroup, ...]:
+    """The letters by error class, the largest group first (then by name)."""
+    by_class: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_class.setdefault(letter.error_class, []).append(letter)
+    groups = []
+    for error_class, members in by_class.items():
+        uids = sorted({m.uid for m in members if m.uid is not None})
+        times = [m.published_at for m in members]
+        groups.append(
+            ErrorClassGroup(
+                error_class=error_class,
+                count=len(members),
+                uids=tuple(uids[:GROUP_UIDS_SHOWN]),
+                tenants=len(uids),
+                oldest=min(times),
+                newest=max(times),
+            )
+        )
+    return tuple(sorted(groups, key=lambda g: (-g.count, g.error_class)))
 
 
 # --- replay -------------------------------------------------------------------------------------

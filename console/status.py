@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +24,13 @@ from agenttrader import paths
 if TYPE_CHECKING:
     from google.cloud import firestore
 
-    from operations.deadletters import Listing
+    from console.deadletters import Listing
 
 DEFAULT_PULSES = 5
+HISTORY_HOURS = 24
+"""How far back the console's pulse chart reaches by default."""
+MAX_HISTORY = 2_000
+"""Pulses read for a chart at most (a day of one-minute ticks is 1,440)."""
 SLOW_PULSE_SECONDS = 45.0
 """A pulse still incomplete after this long (the scheduler ticks every 60 s) is an alert."""
 ERROR_RATE_THRESHOLD = 0.10
@@ -140,6 +144,24 @@ def read_pulses(db: firestore.Client, *, now: datetime, limit: int) -> tuple[Pul
         .limit(limit)
     )
     return tuple(pulse_status(doc.to_dict() or {}, doc.id, now) for doc in query.stream())
+
+
+def read_history(
+    db: firestore.Client, *, now: datetime, hours: float = HISTORY_HOURS
+) -> tuple[PulseStatus, ...]:
+    """The pulses that started in the last ``hours``, oldest first (for a chart): one query on
+    ``timestamp`` (an automatic single-field index), at most :data:`MAX_HISTORY` documents."""
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = (
+        db.collection(paths.PULSES_COLLECTION)
+        .where(filter=FieldFilter("timestamp", ">=", now - timedelta(hours=hours)))
+        .order_by("timestamp", direction=firestore.Query.DESCENDING)
+        .limit(MAX_HISTORY)
+    )
+    newest_first = [pulse_status(doc.to_dict() or {}, doc.id, now) for doc in query.stream()]
+    return tuple(reversed(newest_first))
 
 
 def pulse_status(data: dict[str, Any], pulse_id: str, now: datetime) -> PulseStatus:
