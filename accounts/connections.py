@@ -8,20 +8,28 @@ Connecting (after Alpaca's authorize page redirected the tenant's browser back w
    base-URL allowlist and may not name the other environment's official API; without it, the
    environment's official URL;
 2. the code is exchanged for an access token (:mod:`accounts.alpaca_oauth`);
-3. one batch stores the token **sealed** in ``users/{uid}/secrets/alpaca`` (``auth:
+3. one commit stores the token **sealed** in ``users/{uid}/secrets/alpaca`` (``auth:
    "oauth"``, a fresh ``keys_version``; the server writes the sealed form directly, no
-   plaintext ever rests), marks ``config/alpaca`` as for new credentials, and audits
-   ``oauth_connected`` (environment and host, never the token);
+   plaintext ever rests), marks ``config/alpaca`` pending for that version exactly as the
+   secrets trigger does for new keys (:func:`agenttrader.keys_state.pending`: configured
+   once a sync proves the token), and audits ``oauth_connected`` (environment and host, never
+   the token);
 4. a ``first_sync`` is published for that ``keys_version``.
 
+The secrets trigger sees the sealed write and leaves it alone (server-written, handled here).
+When the publish fails the call answers ``UNAVAILABLE`` and the credentials stay pending: the
+tenant connects again (a code is spent once), which stores and first-syncs a new version.
+
 Disconnecting deletes ``secrets/alpaca`` (guarded by the update time read, so keys a client
-wrote meanwhile are decided on again, not deleted unseen), unmarks ``configured`` and audits
+wrote meanwhile are decided on again, not deleted unseen), unmarks ``configured``
+(``keysState: "deleted"``, so the trigger's delete event changes nothing more) and audits
 ``oauth_disconnected`` (``keys_deleted`` when the credentials were API keys). Idempotent.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,11 +37,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from accounts.first_sync import publish_first_sync
-from agenttrader import audit, paths
+from agenttrader import audit, keys_state, paths
 from agenttrader.callable import CallableError, Status, fields_of, invalid_argument, require_string
 from agenttrader.credentials import OAuthToken, is_sealed
 from agenttrader.errors import DisallowedBaseUrl, InvalidKeys
-from agenttrader.firestore_io import call, retry_on_conflict
+from agenttrader.firestore_io import add_set_fields, call, retry_on_conflict
 from agenttrader.keys_version import version_of
 from agenttrader.logs import get_logger
 from agenttrader.settings import LIVE_ALPACA_BASE_URL, PAPER_ALPACA_BASE_URL
@@ -143,24 +151,33 @@ def connect(
     secret_path = paths.alpaca_secret_doc(uid)
     sealed = deps.vault.seal(token, uid, secret_path, version)
     host = urlsplit(request.base_url).hostname
-    batch = db.batch()
-    batch.set(db.document(secret_path), sealed)
-    # The credentials' state as the secrets trigger records it for new keys (one place to
-    # change when keys must be proven by a sync before they count).
-    batch.set(
-        db.document(paths.alpaca_config_doc(uid)),
-        {"configured": True, "configuredAt": now},
-        merge=True,
-    )
-    audit.record(
-        db,
-        uid,
-        audit.AuditAction.OAUTH_CONNECTED,
-        uid,
-        {"environment": request.environment, "base_url_host": host},
-        batch=batch,
-    )
-    call(batch.commit)
+    handled_by = f"connect_alpaca:{uuid.uuid4().hex}"
+    config_ref = db.document(paths.alpaca_config_doc(uid))
+
+    def attempt() -> None:
+        config = call(config_ref.get)
+        batch = db.batch()
+        batch.set(db.document(secret_path), sealed)
+        add_set_fields(
+            batch,
+            db,
+            config_ref.path,
+            keys_state.pending(now, now, handled_by),
+            delete=keys_state.NEW_CREDENTIALS_CLEARS,
+            last_update_time=config.update_time if config.exists else None,
+        )
+        audit.record(
+            db,
+            uid,
+            audit.AuditAction.OAUTH_CONNECTED,
+            uid,
+            {"environment": request.environment, "base_url_host": host},
+            batch=batch,
+            entry_id=handled_by,
+        )
+        call(batch.commit)
+
+    retry_on_conflict(attempt)
     publish_first_sync(deps, uid, version)
     log.info(
         "Alpaca account connected through OAuth; first sync requested",
@@ -189,7 +206,7 @@ def disconnect(deps: Deps, uid: str, *, clock: Callable[[], datetime] = _now) ->
         auth = str(stored.get("auth")) if is_sealed(stored) else "keys"
         batch = db.batch()
         batch.delete(secret_ref, option=db.write_option(last_update_time=snapshot.update_time))
-        batch.set(config_ref, {"configured": False, "keysDeletedAt": clock()}, merge=True)
+        batch.set(config_ref, keys_state.deleted(clock()), merge=True)
         action = (
             audit.AuditAction.OAUTH_DISCONNECTED
             if auth == "oauth"

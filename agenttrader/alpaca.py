@@ -32,15 +32,6 @@ from agenttrader.errors import (
 from agenttrader.logs import secret_scope
 from agenttrader.urls import allowed_host, check_base_url
 
-__all__ = [
-    "AlpacaClientFactory",
-    "AlpacaKeys",  # still imported from here by the worker and the secrets trigger
-    "alpaca_errors",
-    "fetch_account_state",
-    "fetch_clock",
-    "translate",
-]
-
 LIVE_HOST = "api.alpaca.markets"
 
 

@@ -30,6 +30,8 @@ class AuditAction(StrEnum):
     """A plaintext secrets document left from before was sealed (``credentials seal-existing``)."""
     CREDENTIALS_REWRAPPED = "credentials_rewrapped"
     """The data key was re-wrapped under the KEK's current primary (``credentials rewrap``)."""
+    CREDENTIALS_TAMPERED = "credentials_tampered"
+    """Sealed credentials did not open for this tenant and document: the sync failed closed."""
     KILL_SWITCH_TOGGLED = "kill_switch_toggled"
     ONBOARDED = "onboarded"
     LEGACY_DATA_MIGRATED = "legacy_data_migrated"
