@@ -100,6 +100,8 @@ PUBLISHER_TENANTS ?= 100000
 bench: setup ## Benchmarks: each figure beside its baseline and goal (machine must be quiet)
 	$(PY) -m benchmarks.pipeline $(BENCH_ARGS)
 	$(PY) -m benchmarks.publisher_scale --tenants $(PUBLISHER_TENANTS)
+	$(PY) -m benchmarks.sealing
+	$(PY) -m benchmarks.credentials_cpu
 	$(PY) -m benchmarks.cost
 
 plan: setup ## Print the production deployment plan (PROJECT=… REGION=…; needs no credentials)
