@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -757,33 +758,31 @@ def _credentials_run(args: argparse.Namespace, target: Target, run: Callable[...
 def _credentials_seal(args: argparse.Namespace, target: Target) -> int:
     from operations import credentials
 
-    def run(db: Any, vault: Any, *, progress: Callable[[str], None]) -> Any:
-        return credentials.seal_existing(
-            db,
-            vault,
+    return _credentials_run(
+        args,
+        target,
+        functools.partial(
+            credentials.seal_existing,
             dry_run=args.dry_run,
             limit=args.limit,
             delete_invalid=args.delete_invalid,
-            progress=progress,
-        )
-
-    return _credentials_run(args, target, run)
+        ),
+    )
 
 
 def _credentials_rewrap(args: argparse.Namespace, target: Target) -> int:
     from operations import credentials
 
-    def run(db: Any, vault: Any, *, progress: Callable[[str], None]) -> Any:
-        return credentials.rewrap(
-            db,
-            vault,
+    return _credentials_run(
+        args,
+        target,
+        functools.partial(
+            credentials.rewrap,
             dry_run=args.dry_run,
             limit=args.limit,
             wrapped_before=args.wrapped_before,
-            progress=progress,
-        )
-
-    return _credentials_run(args, target, run)
+        ),
+    )
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -160,27 +160,21 @@ def seal_existing(
     ``None`` only for a dry run."""
     if vault is None and not dry_run:
         raise ValueError("sealing needs the vault of the KEK")
-    report = Report("seal-existing", dry_run)
-    scan = _counted(report, ids or user_ids(db), progress)
-    for uid, snapshot in secrets_documents(db, scan):
+
+    def handle(uid: str, snapshot: Any) -> Outcome:
         stored = snapshot.to_dict() or {}
         if is_sealed(stored):
-            report.add(Outcome.ALREADY, uid)
-            continue
+            return Outcome.ALREADY
         try:
             keys = parse_plaintext(stored)
         except PermanentError:
-            outcome = _invalid(db, uid, snapshot, delete=delete_invalid and not dry_run)
-            report.add(outcome, uid)
-            continue
+            return _invalid(db, uid, snapshot, delete=delete_invalid and not dry_run)
         if vault is None:  # a dry run
-            report.add(Outcome.SEALED, uid)
-        else:
-            report.add(_seal(db, vault, uid, snapshot, keys), uid)
-        if _reached(report, limit, Outcome.SEALED):
-            break
-    progress(render_counts(report))
-    return report
+            return Outcome.SEALED
+        return _seal(db, vault, uid, snapshot, keys)
+
+    report = Report("seal-existing", dry_run)
+    return _walk(db, report, handle, ids=ids, done=Outcome.SEALED, limit=limit, progress=progress)
 
 
 def _seal(db: firestore.Client, vault: Vault, uid: str, snapshot: Any, keys: AlpacaKeys) -> Outcome:
@@ -239,24 +233,21 @@ def rewrap(
     only for a dry run."""
     if vault is None and not dry_run:
         raise ValueError("re-wrapping needs the vault of the KEK")
-    report = Report("rewrap", dry_run)
-    scan = _counted(report, ids or user_ids(db), progress)
-    for uid, snapshot in secrets_documents(db, scan):
+
+    def handle(uid: str, snapshot: Any) -> Outcome:
         stored = snapshot.to_dict() or {}
         if not is_sealed(stored):
-            report.add(Outcome.PLAINTEXT, uid)
-            continue
+            return Outcome.PLAINTEXT
         if wrapped_before is not None and _last_wrapped(stored) >= wrapped_before:
-            report.add(Outcome.ALREADY, uid)
-            continue
+            return Outcome.ALREADY
         if vault is None:  # a dry run
-            report.add(Outcome.REWRAPPED, uid)
-        else:
-            report.add(_rewrap(db, vault, uid, snapshot, stored), uid)
-        if _reached(report, limit, Outcome.REWRAPPED):
-            break
-    progress(render_counts(report))
-    return report
+            return Outcome.REWRAPPED
+        return _rewrap(db, vault, uid, snapshot, stored)
+
+    report = Report("rewrap", dry_run)
+    return _walk(
+        db, report, handle, ids=ids, done=Outcome.REWRAPPED, limit=limit, progress=progress
+    )
 
 
 def _last_wrapped(stored: Mapping[str, Any]) -> datetime:
@@ -288,6 +279,28 @@ def _rewrap(
 
 PROGRESS_EVERY = 500
 """A progress line per this many users scanned."""
+
+
+def _walk(
+    db: firestore.Client,
+    report: Report,
+    handle: Callable[[str, Any], Outcome],
+    *,
+    ids: Iterable[str] | None,
+    done: Outcome,
+    limit: int | None,
+    progress: Progress,
+) -> Report:
+    """``handle`` every ``secrets/alpaca`` of ``ids`` (every user without), recording each
+    outcome; stop once ``limit`` documents came to ``done``."""
+    scan = _counted(report, ids if ids is not None else user_ids(db), progress)
+    for uid, snapshot in secrets_documents(db, scan):
+        outcome = handle(uid, snapshot)
+        report.add(outcome, uid)
+        if outcome is done and _reached(report, limit, done):
+            break
+    progress(render_counts(report))
+    return report
 
 
 def _counted(report: Report, ids: Iterable[str], progress: Progress) -> Iterator[str]:

@@ -27,6 +27,7 @@ from devtools.simulator import AlpacaSimulator
 from devtools.simulator.oauth import OAuthApp
 from sync_worker.worker import Result, SyncWorker
 from tests.callable_fixtures import REPO_ROOT, FakeTokens, call, functions_framework_client
+from tests.database_scan import holding
 from tests.pipeline_fixtures import doc, drain_dead_letters, pull, seed_user
 
 pytestmark = pytest.mark.integration
@@ -185,18 +186,22 @@ def oauth(
     set_deps(pipeline_deps)
 
 
-def every_value(data: object) -> Iterator[str]:
-    """Every string and bytes value of a document, at any depth (bytes decoded leniently)."""
-    if isinstance(data, dict):
-        for value in data.values():
-            yield from every_value(value)
-    elif isinstance(data, list):
-        for value in data:
-            yield from every_value(value)
-    elif isinstance(data, bytes):
-        yield data.decode("latin-1")
-    elif isinstance(data, str):
-        yield data
+def approved(
+    db: firestore.Client, simulator: AlpacaSimulator, oauth: OAuthApp, uid: str
+) -> tuple[Any, dict[str, str]]:
+    """An onboarded tenant who approved the app at Alpaca's authorize page: their simulated
+    account and the ``connect_alpaca`` request their browser sends back."""
+    seed_user(db, uid, configured=False)
+    account = simulator.add_tenant()
+    code = simulator.authorize(oauth, REDIRECT, tenant=account.key_id)
+    request = {"code": code, "redirect_uri": REDIRECT, "environment": "paper"}
+    return account, {**request, "base_url": simulator.base_url}
+
+
+def first_sync_of(uid: str, message: dict[str, Any]) -> SyncRequest:
+    return SyncRequest(
+        uid, Reason.FIRST_SYNC, datetime.now(UTC), keys_version=message["keys_version"]
+    )
 
 
 def test_connect_stores_the_token_sealed_and_a_revoked_token_is_rejected_like_bad_keys(
@@ -207,12 +212,8 @@ def test_connect_stores_the_token_sealed_and_a_revoked_token_is_rejected_like_ba
     fake_tokens: FakeTokens,
 ) -> None:
     db = pipeline_deps.firestore
-    seed_user(db, "connected", configured=False)
-    account = simulator.add_tenant()
-    code = simulator.authorize(oauth, REDIRECT, tenant=account.key_id)
+    account, request = approved(db, simulator, oauth, "connected")
     token = fake_tokens.token_for("connected", "connected@example.com")
-    request = {"code": code, "redirect_uri": REDIRECT, "environment": "paper"}
-    request["base_url"] = simulator.base_url
 
     with functions_framework_client("connect_alpaca", REPO_ROOT / "main.py") as client:
         status, body = call(client, "/", request, token=token)
@@ -230,7 +231,7 @@ def test_connect_stores_the_token_sealed_and_a_revoked_token_is_rejected_like_ba
     [grant] = [g for g in simulator.oauth_grants() if g.tenant == account.key_id]
     secret = doc(db, paths.alpaca_secret_doc("connected"))
     assert secret is not None and secret["sealed"] is True and secret["auth"] == "oauth"
-    assert not any(grant.token in value for value in every_value(secret))
+    assert holding([("secret", secret)], [grant.token]) == []
     assert grant.revoked  # the reused code revoked the token it had been exchanged for
     assert config_state(db, "connected") == (False, "pending")
     assert audit_actions(db, "connected") == ["oauth_connected"]
@@ -243,10 +244,7 @@ def test_connect_stores_the_token_sealed_and_a_revoked_token_is_rejected_like_ba
 
     # The reused code revoked the token: the first sync is refused (401), like bad keys.
     worker = SyncWorker(fresh_instance(pipeline_deps))
-    first = SyncRequest(
-        "connected", Reason.FIRST_SYNC, datetime.now(UTC), keys_version=message["keys_version"]
-    )
-    assert deliver(worker, first) is Result.DEAD_LETTERED
+    assert deliver(worker, first_sync_of("connected", message)) is Result.DEAD_LETTERED
     assert config_state(db, "connected") == (False, "rejected")
     [letter] = drain_dead_letters(project, expect=1, timeout=20)
     assert letter.attributes["error_class"] == "AlpacaAuthError"
@@ -267,20 +265,13 @@ def test_a_connected_token_syncs_and_disconnect_removes_it(
     fake_tokens: FakeTokens,
 ) -> None:
     db = pipeline_deps.firestore
-    seed_user(db, "oauth-user", configured=False)
-    account = simulator.add_tenant()
-    code = simulator.authorize(oauth, REDIRECT, tenant=account.key_id)
+    account, connect = approved(db, simulator, oauth, "oauth-user")
     token = fake_tokens.token_for("oauth-user")
-    connect = {"code": code, "redirect_uri": REDIRECT, "environment": "paper"}
-    connect["base_url"] = simulator.base_url
     with functions_framework_client("connect_alpaca", REPO_ROOT / "main.py") as client:
         assert call(client, "/", connect, token=token)[0] == 200
     [message] = tapped(project)
     worker = SyncWorker(fresh_instance(pipeline_deps))
-    first = SyncRequest(
-        "oauth-user", Reason.FIRST_SYNC, datetime.now(UTC), keys_version=message["keys_version"]
-    )
-    assert deliver(worker, first) is Result.SYNCED
+    assert deliver(worker, first_sync_of("oauth-user", message)) is Result.SYNCED
     assert config_state(db, "oauth-user") == (True, "proven")
     snapshot = doc(db, paths.snapshot_doc("oauth-user"))
     assert snapshot is not None and snapshot["account"]["account_number"] == account.account_number

@@ -28,6 +28,7 @@ from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
 from devtools.topology import apply_topology
 from tests.callable_fixtures import REPO_ROOT, FakeTokens, call, functions_framework_client
+from tests.database_scan import every_document
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
@@ -66,22 +67,6 @@ def captured_responses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(requests.Session, "send", send)
     return seen
-
-
-def all_documents(db: firestore.Client) -> list[tuple[str, dict[str, Any]]]:
-    found: list[tuple[str, dict[str, Any]]] = []
-
-    def walk(collection: Any) -> None:
-        for ref in collection.list_documents():
-            snapshot = ref.get()
-            if snapshot.exists:
-                found.append((ref.path, snapshot.to_dict() or {}))
-            for sub in ref.collections():
-                walk(sub)
-
-    for collection in db.collections():
-        walk(collection)
-    return found
 
 
 REDIRECT = "https://app.example.com/alpaca/callback"
@@ -252,7 +237,7 @@ def test_no_credential_is_stored_logged_published_or_answered(
                 "base_url_allowed": False,
             }
         assert "evil.example" not in captured_logs.getvalue()
-        documents = all_documents(db)
+        documents = list(every_document(db))
         assert any(p.endswith("/audit/" + p.rsplit("/", 1)[-1]) for p, _ in documents)
         sealed = [d for p, d in documents if p.endswith("/secrets/alpaca")]
         assert len(sealed) == 5 and all(d["sealed"] is True for d in sealed)
