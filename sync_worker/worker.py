@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 
-from agenttrader import market_clock, topology
+from agenttrader import market_clock, pulses, topology
 from agenttrader.alpaca import AlpacaKeys, fetch_account_state
 from agenttrader.deadletter import dead_letter_attributes, publish_dead_letter
 from agenttrader.errors import (
@@ -320,10 +320,16 @@ class SyncWorker:
     ) -> None:
         """Write ``status/last_sync_error`` (and the pulse outcome once the failure is final).
 
-        Nothing is written for an unknown user (that would create a tenant out of thin air),
-        nor for a message no newer than the stored snapshot (a copy of one that succeeded).
+        Nothing is written under an unknown user (that would create a tenant out of thin air):
+        a pulse's message to a user gone since the tick is counted on the pulse document
+        instead, as an error. Nothing is written either for a message no newer than the stored
+        snapshot (a copy of one that succeeded).
         """
         if isinstance(error, UnknownUser):
+            if request.pulse_id is not None and pulses.count_gone(
+                self._deps.firestore, request.pulse_id, request.uid
+            ):
+                self._counted(request)
             return
         body = {
             "error": redact(str(error)),
