@@ -95,7 +95,7 @@ lint: setup ## ruff, mypy strict on all that ships, import-layer contracts, requ
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m infra.requirements --check
 
-PUBLISHER_TENANTS ?= 100000
+PUBLISHER_TENANTS ?= 100000,1000000
 
 bench: setup ## Benchmarks: each figure beside its baseline and goal (machine must be quiet)
 	$(PY) -m benchmarks.pipeline $(BENCH_ARGS)

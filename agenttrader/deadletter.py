@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 PUBLISH_TIMEOUT_SECONDS = 30.0
 MAX_ATTRIBUTE_CHARS = 500
+MAX_DEAD_LETTER_BYTES = 64 * 1024
+"""A dead letter keeps at most this much of its message's body: no valid ``user-sync``
+message comes near it (``MAX_MESSAGE_BYTES``), and a multi-megabyte body would only burden
+every reader of the hold subscription; ``data_truncated_from`` then says how long it was."""
 SOURCE_WORKER = "worker"
 """``source`` attribute of dead letters the worker published (Pub/Sub's own carry none)."""
 
@@ -48,10 +52,13 @@ def dead_letter_attributes(
 
 def publish_dead_letter(deps: Deps, data: bytes, attributes: dict[str, str]) -> str:
     """Publish and wait; a failure raises ``DependencyUnavailable`` so the original message is
-    redelivered rather than lost."""
+    redelivered rather than lost. A body over ``MAX_DEAD_LETTER_BYTES`` is cut to it."""
     # Any: publish() takes attributes as **kwargs beside its ordering_key/retry/timeout
     # keywords, so mypy cannot tell a dict[str, str] from those; no attribute bears their names.
-    fields: dict[str, Any] = attributes
+    fields: dict[str, Any] = dict(attributes)
+    if len(data) > MAX_DEAD_LETTER_BYTES:
+        fields["data_truncated_from"] = str(len(data))
+        data = data[:MAX_DEAD_LETTER_BYTES]
     try:
         future = deps.publisher.publish(deps.topic_path(USER_SYNC_DEAD_LETTER), data, **fields)
         return str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +31,20 @@ _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 MAX_MESSAGE_BYTES = 4096
 """Far above any valid message; larger payloads are refused before parsing."""
+
+MAX_CLOCK_SKEW = timedelta(seconds=10)
+"""How far ahead of the receiving server's clock a timestamp another machine wrote (a tick's
+publish time, a message's ``requested_at``, a stored pulse or snapshot time) is still trusted.
+Beyond it the value is bounded (:func:`requested_at_bound`) or refused, never stored as is: a
+time in the future would make every message until then look older than what it stamped."""
+
+
+def requested_at_bound(published_at: datetime, now: datetime) -> datetime:
+    """The latest ``requested_at`` a delivered message is trusted with: when Pub/Sub received
+    it (its publish time, set by Pub/Sub) or the receiving server's ``now`` if earlier, plus
+    :data:`MAX_CLOCK_SKEW`. A request cannot be made after its message was published, so only
+    a clock running ahead (an operator's machine) or a forged value exceeds it."""
+    return min(published_at, now) + MAX_CLOCK_SKEW
 
 
 @functools.lru_cache(maxsize=64)
@@ -89,6 +103,11 @@ class SyncRequest:
         _pulse_id(self.pulse_id)
         _keys_version(self.keys_version)
         _check_clock(self.check_clock)
+
+    def not_after(self, latest: datetime) -> SyncRequest:
+        """This request with ``requested_at`` no later than ``latest`` (see
+        :func:`requested_at_bound`): what the worker orders snapshots by."""
+        return self if self.requested_at <= latest else replace(self, requested_at=latest)
 
     @property
     def effective_reason(self) -> Reason:

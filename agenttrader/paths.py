@@ -115,21 +115,22 @@ def pulse_shard_doc(pulse_id: str, shard: int) -> str:
     return f"{pulse_doc(pulse_id)}/shards/{shard}"
 
 
-ROSTER_SHARDS = 32
-"""How many documents the roster is spread over: each holds one map entry per user it
-covers (~60 bytes), so the roster serves ~400,000 users before a document nears 1 MiB."""
-
 ROSTER_DOC = f"{OPS}/roster"
-"""Marks the roster complete (``built_at``): without it the next tick rebuilds it from a scan."""
+"""The roster's marker: ``shards`` (how many shard documents hold it, a power of two that only
+grows) and ``built_at``; without it the next tick rebuilds the roster from a scan."""
 
 ROSTER_COLLECTION = f"{ROSTER_DOC}/shards"
 """Who is eligible for the scheduled sync, kept by the triggers on ``config/alpaca`` and
-``status/trading`` so that a tick reads ``ROSTER_SHARDS`` documents instead of scanning."""
+``status/trading`` so that a tick reads the shard documents instead of scanning. Its
+collection id, ``shards``, is what ``firestore.indexes.json`` exempts the maps of."""
+
+ROSTER_MAX_SHARDS = 1 << 16
+"""Bound of a shard number: at ~1,000 users a shard, 65 million users."""
 
 
 def roster_shard_doc(shard: int) -> str:
-    if not 0 <= shard < ROSTER_SHARDS:
-        raise ValueError(f"roster shard {shard} out of range 0..{ROSTER_SHARDS - 1}")
+    if not 0 <= shard < ROSTER_MAX_SHARDS:
+        raise ValueError(f"roster shard {shard} out of range 0..{ROSTER_MAX_SHARDS - 1}")
     return f"{ROSTER_COLLECTION}/{shard}"
 
 

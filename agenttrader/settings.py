@@ -78,6 +78,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _fanout_batch(env: Mapping[str, str]) -> int:
+    value = _int(env, "FANOUT_MESSAGES_PER_REQUEST", 1000)
+    if not 1 <= value <= 1000:
+        raise ValueError(f"FANOUT_MESSAGES_PER_REQUEST must be 1..1000, got {value}")
+    return value
+
+
 def _check_allowlist(urls: tuple[str, ...]) -> None:
     """A malformed allowlist entry fails at start-up, not as every tenant's permanent error."""
     from agenttrader.errors import DisallowedBaseUrl
@@ -186,6 +193,11 @@ class Settings:
     pulse_rollup_delay_seconds: float = 5.0
     """How long a worker instance gathers results before it refreshes ``ops/last_pulse``
     (``PULSE_ROLLUP_DELAY_SECONDS``): at most one refresh per instance per delay."""
+    fanout_messages_per_request: int = 1000
+    """Messages per publish request of a tick's fan-out (``FANOUT_MESSAGES_PER_REQUEST``,
+    1-1000, Pub/Sub's maximum being the default): a fan-out killed half-way resumes after the
+    last request of the published prefix, so smaller requests resume closer to where it
+    stopped (the chaos suite uses a few, to kill one between its requests)."""
     sync_schedule: SyncSchedule = SyncSchedule.ALWAYS
     """When ticks publish (``SYNC_SCHEDULE``): ``always`` or ``market-hours``."""
     log_level: str = "INFO"
@@ -257,6 +269,7 @@ class Settings:
             alpaca_timeout_seconds=_float(env, "ALPACA_TIMEOUT_SECONDS", 10.0),
             signal_daily_quota=_int(env, "SIGNAL_DAILY_QUOTA", 20),
             pulse_rollup_delay_seconds=_float(env, "PULSE_ROLLUP_DELAY_SECONDS", 5.0),
+            fanout_messages_per_request=_fanout_batch(env),
             sync_schedule=_schedule(env),
             log_level=_log_level(env),
             tenant_sign_in_providers=_providers(env),

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from agenttrader.firestore_io import call
+from agenttrader.messages import MAX_CLOCK_SKEW
 from agenttrader.paths import snapshot_doc
 
 if TYPE_CHECKING:
@@ -108,11 +109,18 @@ class Stored:
         and ``status/last_sync_error`` need no write."""
         return self.outcome == Outcome.SUCCESS and self.failing is False
 
-    def staleness(self, requested_at: datetime) -> Stale | None:
-        """``DUPLICATE`` / ``SUPERSEDED`` when the stored snapshot is as new or newer."""
+    def staleness(self, requested_at: datetime, *, now: datetime) -> Stale | None:
+        """``DUPLICATE`` / ``SUPERSEDED`` when the stored snapshot is as new or newer.
+
+        A stored ``requestedAt`` more than :data:`~agenttrader.messages.MAX_CLOCK_SKEW` after
+        ``now`` is not trusted (the worker bounds what it stores, so only data written before
+        it did, or by hand, holds one): any message is newer, so such a tenant is not frozen
+        until that time."""
         stored_at = self.data.get(REQUESTED_AT_FIELD)
         if not isinstance(stored_at, datetime):
             return None  # none, a placeholder or migrated legacy data: any real sync is newer
+        if stored_at > now + MAX_CLOCK_SKEW:
+            return None
         if stored_at > requested_at:
             return Stale.SUPERSEDED
         if stored_at == requested_at:

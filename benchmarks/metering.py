@@ -83,18 +83,18 @@ def metered() -> Iterator[Meter]:
 
         return wrapped
 
-    def get_maps(original: Any) -> Any:
-        def wrapped(db: Any, names: list[str]) -> Any:
+    def batch_get(original: Any) -> Any:
+        def wrapped(db: Any, names: list[str], read_time: Any, decode: Any) -> Any:
             meter.add(reads=len(names))
-            return original(db, names)
+            return original(db, names, read_time, decode)
 
         return wrapped
 
-    from publisher import roster
+    from publisher import roster_read
 
     patch(client.Client, "get_all", get_all)
     # The roster's read goes through the client's transport, below ``get_all``.
-    patch(roster, "_get_maps", get_maps)
+    patch(roster_read, "batch_get", batch_get)
     patch(document.DocumentReference, "get", doc_get)
     patch(batch.WriteBatch, "commit", commit)
     patch(transaction.Transaction, "_commit", commit)

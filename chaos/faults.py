@@ -3,23 +3,27 @@
 A :class:`FaultPlan` is drawn from a seed, so a failing run can be repeated exactly. Alpaca
 faults are simulator scenarios set before the tick (flaky 503s, 429s that clear, persistent 5xx,
 hangs longer than the worker's timeout); the others act on the running pipeline: keys that break
-and kill-switches that flip after the tick, copies of the pulse's messages, replays racing the
-scheduled syncs, and the ``sync_user`` process killed (``SIGKILL`` to its process group) and
-restarted on the same port.
+and kill-switches that flip around the tick, copies of the pulse's messages, replays racing the
+scheduled syncs, the publisher and ``sync_user`` processes killed (``SIGKILL`` to their process
+group) and restarted on the same port, and the emulators paused (``SIGSTOP`` then ``SIGCONT``
+to the process group listening on their port).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agenttrader import paths
@@ -71,8 +75,8 @@ class FaultRates:
     timeout: float = 0.03
     bad_keys: float = 0.02
     kill_switch_flips: float = 0.04
-    """Half flipped right after the tick (before the publisher reads), half once the pulse is
-    published (racing the workers)."""
+    """Half flipped just before the tick (through their documents, as a client would), half
+    once the pulse is published (racing the workers)."""
     duplicates: float = 0.05
     """Share of the pulse's messages published a second time, same body."""
     racing_replays: float = 0.05
@@ -96,6 +100,11 @@ class FaultPlan:
     flip_late: tuple[str, ...]
     racing_replays: tuple[str, ...]
     duplicate_share: float
+
+    @property
+    def eligible_at_tick(self) -> frozenset[str]:
+        """Configured, trading enabled, not flipped before the tick."""
+        return frozenset(self.faults) - set(self.disabled) - set(self.flip_early)
 
     def with_fault(self, *faults: Fault) -> list[str]:
         return sorted(uid for uid, fault in self.faults.items() if fault in faults)
@@ -225,3 +234,86 @@ def kill_and_restart(served: ServedFunction, pause: float) -> Kill:
     restart()
     assert served.process is not None
     return Kill(served.target, process.pid, served.process.pid, time.monotonic() - started)
+
+
+# --- processes paused: an emulator that stops answering for a while --------------------------
+
+
+def listener_pid(port: int) -> int:
+    """The process listening on ``port`` on this machine (Linux: ``/proc``)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == _LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(proc.name)
+    raise LookupError(f"no process of this user listens on port {port}")
+
+
+_LISTEN = "0A"
+"""``st`` of a listening socket in ``/proc/net/tcp``."""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """One process group stopped (``SIGSTOP``) and continued (``SIGCONT``)."""
+
+    target: str
+    pgid: int
+    seconds: float
+    """How long it was stopped."""
+
+
+def pause_group_of(host_port: str, target: str, seconds: float) -> Pause:
+    """``SIGSTOP`` the process group of whatever listens on ``host_port`` (an emulator: every
+    process of it, gcloud's wrapper included), wait ``seconds``, ``SIGCONT`` it. Never this
+    process's own group."""
+    pgid = os.getpgid(listener_pid(int(host_port.rsplit(":", 1)[1])))
+    if pgid == os.getpgrp():
+        raise RuntimeError(f"{target} shares this process's group: not pausing it")
+    started = time.monotonic()
+    os.killpg(pgid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    return Pause(target, pgid, time.monotonic() - started)
+
+
+class PauseInBackground:
+    """:func:`pause_group_of` on a thread of its own, started once by :meth:`start` (safe to
+    call from a callback, any number of times); :meth:`result` waits for the end."""
+
+    def __init__(self, host_port: str, target: str, seconds: float) -> None:
+        self._args = (host_port, target, seconds)
+        self._started = threading.Event()
+        self._done: concurrent.futures.Future[Pause] = concurrent.futures.Future()
+
+    def start(self) -> None:
+        if self._started.is_set():
+            return
+        self._started.set()
+        threading.Thread(target=self._run, name="chaos-pause", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._done.set_result(pause_group_of(*self._args))
+        except BaseException as err:  # noqa: BLE001 - handed to whoever waits for the result
+            self._done.set_exception(err)
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    def result(self, timeout: float) -> Pause:
+        return self._done.result(timeout=timeout)

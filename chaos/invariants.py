@@ -79,6 +79,8 @@ class Evidence:
     pulse_id: str
     pulse_requested_at: datetime
     """``requested_at`` of the pulse's messages (the tick's publish time)."""
+    eligible_at_tick: frozenset[str]
+    """The tenants the roster listed as eligible when the tick was published."""
     tenants: dict[str, TenantState]
     """Every user document of the project, by uid."""
     last_pulse: dict[str, Any] | None
@@ -163,6 +165,18 @@ def eligible_tenants_synced_or_dead_lettered(evidence: Evidence) -> list[str]:
             f" dead letters {dead[tenant.uid]}"
         )
     return violations
+
+
+def eligible_at_tick_messaged(evidence: Evidence) -> list[str]:
+    """Every tenant eligible when the tick was published got at least one message of the
+    pulse, whatever happened to the publisher meanwhile (killed mid-fan-out, the tick
+    redelivered, the fan-out resumed)."""
+    messaged = Counter(m.uid for m in evidence.pulse_messages())
+    return [
+        f"{uid}: eligible at the tick, no message of pulse {evidence.pulse_id}"
+        for uid in sorted(evidence.eligible_at_tick)
+        if not messaged[uid]
+    ]
 
 
 def snapshots_never_go_back(evidence: Evidence) -> list[str]:
@@ -257,6 +271,10 @@ def no_message_lost(evidence: Evidence) -> list[str]:
 Invariant = Callable[[Evidence], list[str]]
 
 INVARIANTS: tuple[tuple[str, Invariant], ...] = (
+    (
+        "every tenant eligible at the tick got the pulse's message at least once",
+        eligible_at_tick_messaged,
+    ),
     (
         "every eligible tenant: fresh snapshot, or error + dead letter",
         eligible_tenants_synced_or_dead_lettered,

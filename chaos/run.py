@@ -1,15 +1,17 @@
 """The chaos suite's driver: ``python -m chaos.run --tenants 300`` (``make chaos``).
 
-One pulse over N simulated tenants through the local stack, ``sync_user`` a real
-``functions-framework`` process, with the faults of :mod:`chaos.faults` injected; then the
-transient failures are healed and their dead letters replayed with the operator's replay core;
-then :mod:`chaos.invariants` are checked. Prints a report; exits 1 if an invariant fails.
+One pulse over N simulated tenants through the local stack, the publisher and ``sync_user``
+real ``functions-framework`` processes, with the faults of :mod:`chaos.faults` injected; then
+the transient failures are healed and their dead letters replayed with the operator's replay
+core; then :mod:`chaos.invariants` are checked. Prints a report; exits 1 if an invariant fails.
 
 Sequence (all on the main thread, which must outlive the processes it restarts):
-seed → start the stack → taps and snapshot listener → tick → early kill-switch flips → pulse
-published → late flips, keys broken, copies, racing replays → kill -9 ``sync_user`` and
-restart it → retries settle → heal, replay the dead letters of transient faults → settle →
-rollups settle → gather evidence → check.
+seed → start the stack → taps and snapshot listener → early kill-switch flips → tick → kill -9
+the publisher as its first messages go out, restart it (the redelivered tick resumes the
+fan-out) → pulse published → late flips, keys broken, copies, racing replays → Firestore
+emulator paused → kill -9 ``sync_user`` and restart it → retries settle → heal, replay the
+dead letters of transient faults with the Pub/Sub emulator paused mid-replay, replay again
+what that left → settle → rollups settle → gather evidence → check.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from google.cloud import firestore, pubsub_v1
 
 from agenttrader import paths, topology
 from chaos import faults
-from chaos.faults import Fault, FaultPlan, FaultRates, Kill
+from chaos.faults import Fault, FaultPlan, FaultRates, Kill, Pause, PauseInBackground
 from chaos.invariants import MAX_LISTED, Evidence, Message, TenantState, check
 from console import deadletters
 from console.hold import HoldSubscription
@@ -51,8 +53,11 @@ KILL_PAUSE_SECONDS = 1.0
 """How long ``sync_user`` stays dead before its restart begins (the restart adds its boot)."""
 QUIET_SECONDS = 3.0
 """The accounting must balance, with no delivery, this long before the pipeline is settled."""
-IDLE_GIVE_UP_SECONDS = 20.0
-"""No delivery at all for this long while unbalanced: nothing more will come; stop waiting."""
+IDLE_GIVE_UP_SECONDS = topology.subscription(topology.USER_SYNC_WORKER).ack_deadline_seconds + 20.0
+"""No delivery at all for this long while unbalanced: nothing more will come; stop waiting.
+Longer than the worker subscription's ack deadline: a message Pub/Sub handed to a pull whose
+caller had given up (the emulator paused mid-pull) is delivered again only once that deadline
+has passed."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,18 @@ class ChaosConfig:
     settle_timeout: float = 240.0
     log_dir: Path | None = None
     """Where the functions' logs go (default: a temporary directory, named in the report)."""
+    kill_publisher: bool = True
+    """``kill -9`` the publisher as the pulse's first messages go out (then restart it)."""
+    firestore_pause: float = 20.0
+    """Seconds the Firestore emulator is stopped mid-pulse (0: not)."""
+    pubsub_pause: float = 20.0
+    """Seconds the Pub/Sub emulator is stopped mid-replay (0: not)."""
+
+    @property
+    def fanout_per_request(self) -> int:
+        """``FANOUT_MESSAGES_PER_REQUEST``: about 100 publish requests whatever the tenants
+        (at least 40), so that the publisher is likely killed between two of them."""
+        return max(1, min(1000, self.tenants // 100))
 
 
 def chaos_env(hosts: dict[str, str], project: str, simulator: AlpacaSimulator) -> dict[str, str]:
@@ -187,6 +204,33 @@ class AlpacaFaults:
     """Requests to the tenants that hang longer than the worker waits."""
 
 
+@dataclass(frozen=True)
+class PublisherKill:
+    """The publisher killed mid-fan-out, and what its pulse document says afterwards."""
+
+    kill: Kill
+    killed_at: datetime
+    out_before: int
+    """Messages of the pulse published before the kill."""
+    attempts: int
+    """Deliveries of the tick that began the fan-out (the first, killed; then the resume)."""
+    resumed_after: int | None
+    """Messages the pulse document recorded as published when the fan-out was resumed
+    (``None``: not resumed, the kill came after the fan-out)."""
+
+
+@dataclass(frozen=True)
+class Replays:
+    """The operator's replays after healing: the first one with Pub/Sub paused mid-way, then
+    a second one for what it left in the dead-letter subscription."""
+
+    first: deadletters.Report
+    again: deadletters.Report | None
+    pause: Pause | None
+    paused_after: int
+    """Republishes resolved when Pub/Sub was paused."""
+
+
 @dataclass
 class ChaosResult:
     config: ChaosConfig
@@ -197,7 +241,9 @@ class ChaosResult:
     kill: Kill
     nacked_while_down: int
     alpaca: AlpacaFaults
-    replay: deadletters.Report
+    replay: Replays
+    publisher_kill: PublisherKill | None
+    firestore_pause: Pause | None
     settled: list[str]
     timeline: Timeline
     log_dir: Path
@@ -250,6 +296,40 @@ class _Run:
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(one, self.uids))
+
+    def tick(
+        self, stack: LocalStack, tap: Tap
+    ) -> tuple[str, datetime, list[Message], PublisherKill | None]:
+        """One tick, and its pulse once published (:meth:`wait_for_pulse`). Unless configured
+        otherwise, the publisher is killed (``kill -9``) as soon as the first message of the
+        fan-out is out (nothing else is published to ``user-sync`` before), then restarted:
+        Pub/Sub redelivers the tick to the new process, which resumes the fan-out."""
+        assert stack.ticker is not None
+        tick_id = stack.ticker.tick()
+        if not self.config.kill_publisher:
+            return (*self.wait_for_pulse(tick_id, tap), None)
+        deadline = time.monotonic() + 60
+        while not tap.messages():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the pulse's first message: not within 60 s")
+            time.sleep(0.002)
+        killed_at = datetime.now(UTC)
+        killed = faults.kill_and_restart(stack.functions["publish_user_syncs"], KILL_PAUSE_SECONDS)
+        self.timeline.mark("publisher killed and back")
+        pulse_id, requested_at, pulse = self.wait_for_pulse(tick_id, tap)
+        record = self.db.document(paths.pulse_doc(pulse_id)).get().to_dict() or {}
+        return (
+            pulse_id,
+            requested_at,
+            pulse,
+            PublisherKill(
+                killed,
+                killed_at,
+                out_before=sum(1 for m in pulse if m.publish_time <= killed_at),
+                attempts=int(record.get("attempts") or 0),
+                resumed_after=record.get("resumed_published_before"),
+            ),
+        )
 
     def wait_for_pulse(self, tick_id: str, tap: Tap) -> tuple[str, datetime, list[Message]]:
         """The pulse the tick started, once the publisher published all of it."""
@@ -323,11 +403,35 @@ class _Run:
                 return f"timed out after {self.config.settle_timeout:.0f} s"
             time.sleep(0.2)
 
-    def heal_and_replay(self) -> deadletters.Report:
+    def heal_and_replay(self, pubsub_host: str) -> Replays:
         """The outage is over: every transient fault healed, then the operator's replay of
-        their dead letters (Pub/Sub's, after the delivery limit) back to ``user-sync``."""
+        their dead letters (Pub/Sub's, after the delivery limit) back to ``user-sync``, with
+        the Pub/Sub emulator paused for ``pubsub_pause`` seconds once the first republish
+        resolved; then, as an operator would, a second replay of what the first one left."""
         transient = self.plan.with_fault(*faults.TRANSIENT)
         faults.set_scenarios(self.sim, [self.key_ids[uid] for uid in transient], Scenario())
+        seconds = self.config.pubsub_pause
+        pauser = PauseInBackground(pubsub_host, "pubsub emulator", seconds) if seconds else None
+        paused_after = [0]
+
+        def progress(done: deadletters.Progress) -> None:
+            if pauser is not None and done.done >= 1 and not pauser.started:
+                paused_after[0] = done.done
+                pauser.start()
+
+        first = self._replay(transient, progress)
+        pause = None
+        if pauser is not None:
+            pauser.start()  # nothing was replayed: paused after it, still
+            pause = pauser.result(timeout=seconds + 60)
+        again = None
+        if first.count(deadletters.Status.FAILED) or first.interrupted or first.aborted:
+            again = self._replay(transient, None)
+        return Replays(first, again, pause, paused_after[0])
+
+    def _replay(
+        self, uids: Sequence[str], progress: Callable[[deadletters.Progress], None] | None
+    ) -> deadletters.Report:
         subscriber = pubsub_v1.SubscriberClient()
         try:
             hold = HoldSubscription(
@@ -339,10 +443,11 @@ class _Run:
                 self.publisher,
                 self.user_sync,
                 deadletters.Filters(
-                    uids=frozenset(transient),
+                    uids=frozenset(uids),
                     sources=frozenset({deadletters.SOURCE_DELIVERY_LIMIT}),
                 ),
                 clock=lambda: datetime.now(UTC),
+                progress=progress,
             )
         finally:
             subscriber.close()
@@ -403,6 +508,7 @@ def run_chaos(
     env: dict[str, str], project: str, sim: AlpacaSimulator, config: ChaosConfig
 ) -> ChaosResult:
     """One chaos run in ``project`` (fresh: its topics and documents are the run's alone)."""
+    env = {**env, "FANOUT_MESSAGES_PER_REQUEST": str(config.fanout_per_request)}
     os.environ.update(env)
     log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="agenttrader-chaos-"))
     run = _Run(project, sim, config)
@@ -430,10 +536,11 @@ def run_chaos(
         cleanup.callback(watch.stop)
         run.timeline.mark("stack up")
 
-        sim.reset_stats()
-        tick_id = stack.ticker.tick()
+        # Committed before the tick: the first tick builds the roster from a scan that sees them,
+        # so the killed fan-out and its resume publish to the same tenants.
         faults.flip_kill_switches(run.db, run.plan.flip_early)
-        pulse_id, requested_at, pulse = run.wait_for_pulse(tick_id, user_tap)
+        sim.reset_stats()
+        pulse_id, requested_at, pulse, publisher_kill = run.tick(stack, user_tap)
         run.timeline.mark("pulse published")
         run.inject_mid_run(pulse)
         wait_for(
@@ -441,6 +548,12 @@ def run_chaos(
             lambda: bridge.stats.delivered >= max(1, config.kill_at * len(pulse)),
             60,
         )
+        firestore_pause = None
+        if config.firestore_pause:
+            firestore_pause = faults.pause_group_of(
+                env[emulators.FIRESTORE.env_var], "firestore emulator", config.firestore_pause
+            )
+            run.timeline.mark("firestore paused and back")
         nacked_before = bridge.stats.nacked
         kill = faults.kill_and_restart(stack.functions["sync_user"], KILL_PAUSE_SECONDS)
         nacked_while_down = bridge.stats.nacked - nacked_before
@@ -451,7 +564,7 @@ def run_chaos(
             by_status=dict(sim.stats()["by_status"]),
             hung=sum(sim.requests_for(run.key_ids[u]) for u in run.plan.with_fault(Fault.TIMEOUT)),
         )
-        replay = run.heal_and_replay()
+        replay = run.heal_and_replay(env[emulators.PUBSUB.env_var])
         settled.append(run.settle(bridge, user_tap, dead_tap))
         run.timeline.mark("replay settled")
         run.wait_for_rollups()
@@ -459,6 +572,7 @@ def run_chaos(
         evidence = Evidence(
             pulse_id=pulse_id,
             pulse_requested_at=requested_at,
+            eligible_at_tick=run.plan.eligible_at_tick,
             tenants=run.tenants(),
             last_pulse=run.db.document(paths.LAST_PULSE_DOC).get().to_dict(),
             published=user_tap.messages(),
@@ -480,6 +594,8 @@ def run_chaos(
         nacked_while_down=nacked_while_down,
         alpaca=alpaca,
         replay=replay,
+        publisher_kill=publisher_kill,
+        firestore_pause=firestore_pause,
         settled=settled,
         timeline=run.timeline,
         log_dir=log_dir,
@@ -510,9 +626,28 @@ def render(result: ChaosResult) -> str:
     )
     lines.append(
         f"  keys broken after the tick: {len(plan.with_fault(Fault.BAD_KEYS))};"
-        f" kill-switch flipped: {len(plan.flip_early)} right after the tick,"
+        f" kill-switch flipped: {len(plan.flip_early)} just before the tick,"
         f" {len(plan.flip_late)} once the pulse was published"
     )
+    pk = result.publisher_kill
+    if pk is not None:
+        resumed = (
+            f"the redelivered tick resumed it after the {pk.resumed_after} recorded as published"
+            if pk.resumed_after is not None
+            else "the fan-out had finished before the kill: nothing to resume"
+        )
+        lines.append(
+            f"  publisher kill -9 mid-fan-out (pid {pk.kill.killed_pid} ->"
+            f" {pk.kill.restarted_pid}), {pk.out_before} of the pulse's messages out before it"
+            f" ({config.fanout_per_request} per publish request); {resumed}"
+            f" ({pk.attempts} deliveries of the tick began the fan-out)"
+        )
+    if result.firestore_pause is not None:
+        fp = result.firestore_pause
+        lines.append(
+            f"  Firestore emulator paused mid-pulse (SIGSTOP process group {fp.pgid})"
+            f" {fp.seconds:.1f} s"
+        )
     kinds = ev.published_by_kind()
     lines.append(
         f"  duplicated messages: {kinds['duplicate']}; racing replays: {kinds['racing_replay']}"
@@ -527,11 +662,23 @@ def render(result: ChaosResult) -> str:
         f" {len(plan.disabled)} kill-switch off"
     )
     r = result.replay
+    paused = (
+        f"Pub/Sub emulator paused {r.pause.seconds:.1f} s after {r.paused_after} republish(es)"
+        f" (SIGSTOP process group {r.pause.pgid})"
+        if r.pause is not None
+        else "no Pub/Sub pause"
+    )
+    again = (
+        f"; replayed again: replayed {r.again.count(deadletters.Status.REPLAYED)},"
+        f" failed {r.again.count(deadletters.Status.FAILED)}"
+        if r.again is not None
+        else ""
+    )
     lines.append(
-        "  after healing, operator replay of transient dead letters:"
-        f" replayed {r.count(deadletters.Status.REPLAYED)},"
-        f" refused {r.count(deadletters.Status.REFUSED)},"
-        f" failed {r.count(deadletters.Status.FAILED)}"
+        "  after healing, operator replay of transient dead letters"
+        f" ({paused}): replayed {r.first.count(deadletters.Status.REPLAYED)},"
+        f" refused {r.first.count(deadletters.Status.REFUSED)},"
+        f" failed {r.first.count(deadletters.Status.FAILED)}{again}"
     )
     lines.append(f"settling: after retries {result.settled[0]}; after replay {result.settled[-1]}")
 
@@ -611,8 +758,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=ChaosConfig.tenants)
     parser.add_argument("--seed", type=int, default=ChaosConfig.seed)
     parser.add_argument("--log-dir", type=Path, help="functions' logs (default: a temp dir)")
+    parser.add_argument(
+        "--firestore-pause", type=float, default=ChaosConfig.firestore_pause, metavar="SECONDS"
+    )
+    parser.add_argument(
+        "--pubsub-pause", type=float, default=ChaosConfig.pubsub_pause, metavar="SECONDS"
+    )
     args = parser.parse_args(argv)
-    config = ChaosConfig(tenants=args.tenants, seed=args.seed, log_dir=args.log_dir)
+    config = ChaosConfig(
+        tenants=args.tenants,
+        seed=args.seed,
+        log_dir=args.log_dir,
+        firestore_pause=args.firestore_pause,
+        pubsub_pause=args.pubsub_pause,
+    )
     started = time.monotonic()
     with _emulators() as hosts, AlpacaSimulator() as sim:
         project = f"chaos-{uuid.uuid4().hex[:8]}"

@@ -12,6 +12,15 @@ collection-scoped): each needs a ``COLLECTION_GROUP`` index, declared in
   pulses), while the composite reads exactly the matches and keeps the count aggregation at one
   read per 1,000 of them.
 
+Indexing exemptions (``INDEX_EXEMPTIONS``): fields no query filters on whose automatic
+indexes would cost. The roster's shard maps hold one entry per user (~1,000 a document):
+indexed, each entry would take two index entries per map (ascending, descending) in a
+document that changes about once a second, and Firestore's limit of 40,000 index entries per
+document would cap a shard near 10,000 users. An override on a map covers its subfields. It
+applies to the collection group (the collection id, wherever it sits) and the field path:
+every collection named ``shards`` — the pulse shards under ``ops/pulses/history/*`` hold no
+such fields.
+
 tests/integration/test_indexes.py runs the queries against the emulator and checks each one
 is covered; tests/unit/test_infra_indexes.py keeps this list in step with the source.
 """
@@ -22,6 +31,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from agenttrader.paths import ROSTER_COLLECTION
+from publisher.roster_read import MAP_FIELDS
 
 QUERY_SCOPE = "COLLECTION_GROUP"
 
@@ -81,6 +93,20 @@ EXEMPT_SOURCES: Mapping[str, str] = {
 }
 """Files calling ``collection_group(`` that need no index, and why."""
 
+
+@dataclass(frozen=True)
+class IndexExemption:
+    collection_group: str
+    field_path: str
+    why: str
+
+
+ROSTER_GROUP = ROSTER_COLLECTION.rsplit("/", 1)[-1]
+INDEX_EXEMPTIONS: tuple[IndexExemption, ...] = tuple(
+    IndexExemption(ROSTER_GROUP, field, "the roster's per-user map, read whole, never queried")
+    for field in MAP_FIELDS
+)
+
 _COLLECTION_SCOPE_DEFAULTS: tuple[dict[str, str], ...] = (
     {"order": "ASCENDING", "queryScope": "COLLECTION"},
     {"order": "DESCENDING", "queryScope": "COLLECTION"},
@@ -88,7 +114,10 @@ _COLLECTION_SCOPE_DEFAULTS: tuple[dict[str, str], ...] = (
 )
 
 
-def render(required: Iterable[RequiredIndex] = REQUIRED_INDEXES) -> dict[str, Any]:
+def render(
+    required: Iterable[RequiredIndex] = REQUIRED_INDEXES,
+    exemptions: Iterable[IndexExemption] = INDEX_EXEMPTIONS,
+) -> dict[str, Any]:
     """The content of ``firestore.indexes.json``."""
     indexes: list[dict[str, Any]] = []
     overrides: list[dict[str, Any]] = []
@@ -117,11 +146,19 @@ def render(required: Iterable[RequiredIndex] = REQUIRED_INDEXES) -> dict[str, An
                     "fields": [{"fieldPath": f, "order": "ASCENDING"} for f in index.fields],
                 }
             )
+    for exemption in exemptions:
+        overrides.append(
+            {
+                "collectionGroup": exemption.collection_group,
+                "fieldPath": exemption.field_path,
+                "indexes": [],
+            }
+        )
     return {"indexes": indexes, "fieldOverrides": overrides}
 
 
-def render_text(required: Iterable[RequiredIndex] = REQUIRED_INDEXES) -> str:
-    return json.dumps(render(required), indent=2) + "\n"
+def render_text() -> str:
+    return json.dumps(render(), indent=2) + "\n"
 
 
 def covers(spec: Mapping[str, Any], collection_group: str, fields: Iterable[str]) -> bool:

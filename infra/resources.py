@@ -87,6 +87,9 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_seconds=None,
         concurrency=1,
         max_instances=5,
+        # One tick holds the eligible users and their messages: 611 MB peak measured at
+        # 1,000,000 tenants (benchmarks/publisher_scale.py); 512 MiB serves ~800,000.
+        memory="1Gi",
         publishes=(topology.USER_SYNC,),
     ),
     Function(

@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show or rebuild the roster of users a tick publishes to",
         description=_wrap(
             "The roster (ops/roster/shards/*) says who is eligible for the scheduled sync; the"
-            " triggers on config/alpaca and status/trading keep it. `show` prints its size;"
+            " triggers on config/alpaca and status/trading keep it, ticks grow it (a shard per"
+            " ~1,000 users) and drop tombstones a day old. `show` prints its size;"
             " `rebuild` records every user's eligibility again from a scan of those documents"
             " (safe while the pipeline runs: a trigger's later verdict always wins)."
         ),
@@ -628,9 +629,11 @@ def _roster(args: argparse.Namespace, target: Target) -> int:
     summary = {
         "project": target.project,
         "built_at": built_at.isoformat() if isinstance(built_at, datetime) else None,
-        "shards": paths.ROSTER_SHARDS,
+        "shards": loaded.shards if loaded else None,
         "users": loaded.members if loaded else None,
         "eligible": len(loaded.eligible) if loaded else None,
+        "entries": loaded.entries if loaded else None,
+        "fullest_shard": loaded.fullest_shard if loaded else None,
     }
     if args.json:
         _print_json(summary)
@@ -639,7 +642,9 @@ def _roster(args: argparse.Namespace, target: Target) -> int:
     else:
         print(
             f"roster of {target.project}: {loaded.members} users, {len(loaded.eligible)} eligible,"
-            f" {paths.ROSTER_SHARDS} shards, built {summary['built_at']}"
+            f" {loaded.shards} shard{'s' if loaded.shards != 1 else ''} (fullest"
+            f" {loaded.fullest_shard} entries; {loaded.entries} entries with tombstones),"
+            f" built {summary['built_at']}"
         )
     return EXIT_OK
 

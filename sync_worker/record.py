@@ -29,12 +29,15 @@ Every write is guarded by the snapshot as it was read: its update time, or its a
 delete with an ``exists=false`` precondition, which writes nothing). Two results of the same
 tenant therefore never interleave: the later commit fails its precondition, reads the snapshot
 again and decides again (a failure in between costs a success one more round, never its write).
-Results are ordered by ``requestedAt`` as snapshots always were: a result of a message no newer
-than the stored snapshot (a duplicate, or superseded) writes nothing at all, neither snapshot
-nor failure nor skip, so a failing copy of a message that already succeeded cannot turn it into
-an error. Where the message has no pulse and the snapshot no outcome yet, the tenant's pulse is
-known to ``status/sync`` alone: it is read (first syncs, placeholders) and its write is guarded
-by its update time as well.
+Results are ordered by ``requestedAt`` as snapshots always were (the worker bounds it by the
+server's clock first, see :func:`agenttrader.messages.requested_at_bound`): a result of a
+message no newer than the stored snapshot (a duplicate, or superseded) writes nothing of its
+own, neither snapshot nor failure nor skip, so a failing copy of a message that already
+succeeded cannot turn it into an error. A superseded message of a pulse only moves the
+tenant's latest outcome, newer than the message, to its pulse (:func:`superseded_plan`), so
+that every message of a pulse counts once in it. Where the message has no pulse and the
+snapshot no outcome yet, the tenant's pulse is known to ``status/sync`` alone: it is read
+(first syncs, placeholders) and its write is guarded by its update time as well.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from agenttrader.errors import DependencyUnavailable
 from agenttrader.firestore_io import add_set_fields
 from agenttrader.firestore_io import call as firestore_call
 from agenttrader.paths import last_sync_error_doc, snapshot_doc, sync_state_doc
+from agenttrader.pulses import is_newer
 from agenttrader.snapshot import (
     FAILING_FIELD,
     OUTCOME_FIELD,
@@ -104,20 +108,43 @@ def record(
     read the snapshot again and decide again. Returns why nothing was written, if so."""
     current = stored if stored is not None else Stored.read(db, request.uid)
     for _ in range(PRECONDITION_RETRIES):
-        stale = current.staleness(request.requested_at)
+        now = datetime.now(UTC)
+        stale = current.staleness(request.requested_at, now=now)
         if stale is not None:
             return stale
         source = pulse_from(change, current, request.pulse_id)
         state = SyncState.read(db, request.uid) if source is PulseFrom.STATUS else None
-        writes = plan(change, current, request, now=datetime.now(UTC), sync_state=state)
-        batch = db.batch()
-        _add_writes(db, batch, request.uid, writes)
-        try:
-            firestore_call(batch.commit)
+        writes = plan(change, current, request, now=now, sync_state=state)
+        if _commit(db, request.uid, writes):
             return None
-        except _CONFLICTS:
-            current = Stored.read(db, request.uid)
+        current = Stored.read(db, request.uid)
     raise DependencyUnavailable("the snapshot kept changing while the sync result was written")
+
+
+def count_superseded(db: firestore.Client, request: SyncRequest, stored: Stored | None) -> bool:
+    """A pulse's message superseded by a newer snapshot still counts for its pulse: the
+    tenant's latest outcome (newer than the message) moves to it from an older pulse
+    (:func:`superseded_plan`). Guarded like :func:`record`; returns whether it was written."""
+    current = stored if stored is not None else Stored.read(db, request.uid)
+    for _ in range(PRECONDITION_RETRIES):
+        writes = superseded_plan(current, request, now=datetime.now(UTC))
+        if writes is None:
+            return False
+        if _commit(db, request.uid, writes):
+            return True
+        current = Stored.read(db, request.uid)
+    raise DependencyUnavailable("the snapshot kept changing while the sync result was written")
+
+
+def _commit(db: firestore.Client, uid: str, writes: WritePlan) -> bool:
+    """Commit ``writes`` in one batch; ``False`` when a precondition failed (decide again)."""
+    batch = db.batch()
+    _add_writes(db, batch, uid, writes)
+    try:
+        firestore_call(batch.commit)
+    except _CONFLICTS:
+        return False
+    return True
 
 
 # --- deciding what a result writes (pure) ----------------------------------------------------
@@ -256,6 +283,39 @@ def plan(
         status=status,
         status_fields=status_fields,
         status_guard=status_guard,
+    )
+
+
+def superseded_plan(stored: Stored, request: SyncRequest, *, now: datetime) -> WritePlan | None:
+    """What a message of a pulse writes when the stored snapshot is newer (``None``: nothing).
+
+    The tenant's latest outcome came from a message at least as new as this one (a success
+    stamps ``requestedAt``; a failure is recorded only for a message newer than it), so it is
+    the tenant's outcome in this pulse too: where it counts for an older pulse, or none, it
+    moves to this one (``pulseId``, and ``status/sync.pulse_id`` for an error or a skip, which
+    are counted there), and the pulse completes. An outcome counting for this pulse or a newer
+    one stays where it is. The snapshot's data and ``requestedAt`` are not touched."""
+    pulse = request.pulse_id
+    outcome = stored.outcome
+    if (
+        pulse is None
+        or outcome is None
+        or stored.staleness(request.requested_at, now=now) is not Stale.SUPERSEDED
+        or stored.pulse_id == pulse
+        or not is_newer(pulse, stored.pulse_id, now)
+    ):
+        return None
+    counted_on_status = outcome != Outcome.SUCCESS
+    return WritePlan(
+        snapshot=SnapshotWrite.MARKS,
+        snapshot_fields={PULSE_FIELD: pulse},
+        snapshot_deletes=(),
+        snapshot_guard=stored.update_time,
+        error=ErrorWrite.NONE,
+        error_body={},
+        status=StatusWrite.MERGE if counted_on_status else StatusWrite.NONE,
+        status_fields={"pulse_id": pulse} if counted_on_status else {},
+        status_guard=None,
     )
 
 

@@ -9,8 +9,10 @@ One place decides what a failure means (:meth:`SyncWorker.handle`):
   acknowledged. Credentials that fail to open are audited (``credentials_tampered``).
 Sealed credentials are opened once per instance and ``keys_version`` (:mod:`.key_cache`);
 a KEK that cannot be used now (``KmsUnavailable``) is transient: never a verdict on the keys.
-Snapshots are ordered by ``requestedAt`` with an optimistic precondition on the snapshot's
-update time: an older message never overwrites a newer snapshot, a duplicate writes nothing.
+Snapshots are ordered by ``requestedAt`` — bounded by the message's Pub/Sub publish time, so
+a clock running ahead cannot stamp the future — with an optimistic precondition on the
+snapshot's update time: an older message never overwrites a newer snapshot, a duplicate writes
+nothing, a superseded message of a pulse still counts for its pulse.
 What a result writes (one write for a healthy tenant's success) is :mod:`sync_worker.record`.
 """
 
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 
-from agenttrader import audit, market_clock, topology
+from agenttrader import audit, market_clock, pulses, topology
 from agenttrader.alpaca import fetch_account_state
 from agenttrader.credentials import Credentials, is_sealed, parse_plaintext
 from agenttrader.deadletter import dead_letter_attributes, publish_dead_letter
@@ -45,7 +47,7 @@ from agenttrader.events import PubsubDelivery
 from agenttrader.firestore_io import call as _call
 from agenttrader.keys_version import stored_version
 from agenttrader.logs import get_logger, redact
-from agenttrader.messages import Reason, SyncRequest
+from agenttrader.messages import Reason, SyncRequest, format_timestamp, requested_at_bound
 from agenttrader.paths import (
     alpaca_secret_doc,
     snapshot_doc,
@@ -57,7 +59,7 @@ from agenttrader.pulses import RollupScheduler
 from agenttrader.snapshot import Stale, Stored, synced_body
 from sync_worker import key_proof
 from sync_worker.key_cache import HeldKeys, KeyCache
-from sync_worker.record import Change, record
+from sync_worker.record import Change, count_superseded, record
 
 if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
@@ -129,15 +131,23 @@ class SyncWorker:
     def handle(self, delivery: PubsubDelivery) -> Result:
         """Sync the user named by ``delivery``; raises ``RetryableError`` to be redelivered."""
         try:
-            request = SyncRequest.from_bytes(delivery.data, delivery.attributes)
+            sent = SyncRequest.from_bytes(delivery.data, delivery.attributes)
         except ValueError as err:
             return self._dead_letter_malformed(delivery, MalformedMessage(str(err)))
+        # Snapshots are ordered by requested_at: bounded by when Pub/Sub received the message.
+        request = sent.not_after(requested_at_bound(delivery.publish_time, datetime.now(UTC)))
         labels: dict[str, Any] = {
             "uid": request.uid,
             "message_id": delivery.message_id,
             "pulse_id": request.pulse_id,
             "reason": request.reason.value,
         }
+        if request is not sent:
+            log.warning(
+                "requested_at is later than the message's publish time: bounded by it",
+                fields={"requested_at": format_timestamp(sent.requested_at)},
+                **labels,
+            )
         started = time.monotonic()
         stored: Stored | None = None  # once read, it guards the record of a failure
         try:
@@ -183,9 +193,9 @@ class SyncWorker:
     # --- the sync itself -------------------------------------------------------------------
 
     def _sync(self, request: SyncRequest, loaded: _Loaded, started: float) -> Result:
-        stale = loaded.snapshot.staleness(request.requested_at)
+        stale = loaded.snapshot.staleness(request.requested_at, now=datetime.now(UTC))
         if stale is not None:
-            return STALE_RESULTS[stale]
+            return self._stale(request, loaded.snapshot, stale)
         if loaded.trading is None:  # a tenant's kill-switch proves it exists: no extra read
             self._require_user(request.uid)
         if skips_for_kill_switch(request.effective_reason, loaded.trading):
@@ -249,9 +259,21 @@ class SyncWorker:
         """Write the result (see :mod:`sync_worker.record`); count it in its pulse."""
         stale = record(self._deps.firestore, request, stored, change)
         if stale is not None:
-            return STALE_RESULTS[stale]
+            return self._stale(request, None, stale)
         self._counted(request)
         return done
+
+    def _stale(self, request: SyncRequest, stored: Stored | None, stale: Stale) -> Result:
+        """A message no newer than the stored snapshot writes nothing of its own; a superseded
+        one of a pulse still counts for it (:func:`~sync_worker.record.count_superseded`).
+        ``stored``: the snapshot as read (``None``: read it again)."""
+        if (
+            stale is Stale.SUPERSEDED
+            and request.pulse_id is not None
+            and count_superseded(self._deps.firestore, request, stored)
+        ):
+            self._counted(request)
+        return STALE_RESULTS[stale]
 
     def _keys_from(
         self, request: SyncRequest, secret: Mapping[str, Any] | None, version: str | None
@@ -315,10 +337,16 @@ class SyncWorker:
     ) -> None:
         """Write ``status/last_sync_error`` (and the pulse outcome once the failure is final).
 
-        Nothing is written for an unknown user (that would create a tenant out of thin air),
-        nor for a message no newer than the stored snapshot (a copy of one that succeeded).
+        Nothing is written under an unknown user (that would create a tenant out of thin air):
+        a pulse's message to a user gone since the tick is counted on the pulse document
+        instead, as an error. Nothing is written either for a message no newer than the stored
+        snapshot (a copy of one that succeeded).
         """
         if isinstance(error, UnknownUser):
+            if request.pulse_id is not None and pulses.count_gone(
+                self._deps.firestore, request.pulse_id, request.uid
+            ):
+                self._counted(request)
             return
         body = {
             "error": redact(str(error)),
@@ -334,6 +362,8 @@ class SyncWorker:
         change = Change.failure(body, error.error_class, final=final)
         try:
             stale = record(self._deps.firestore, request, stored, change)
+            if stale is not None and final:
+                self._stale(request, None, stale)
         except (gexc.GoogleAPICallError, DependencyUnavailable) as err:
             # The failure itself stands; losing its record must not turn it into a retry loop.
             log.error(

@@ -53,9 +53,9 @@ def counted() -> Iterator[Ops]:
     """Firestore operations of this process, as billed, counted where every path of the
     client meets (its transport, ``FirestoreClient``), so that code calling the transport
     directly (the roster's read) counts too: a read per document a batched get asks for, per
-    document a query streams and per aggregation query (up to 1,000 index entries); a write or
-    a delete per ``Write`` of a commit."""
-    from google.cloud.firestore_v1 import query
+    document a query streams or a listing returns and per aggregation query (up to 1,000 index
+    entries); a write or a delete per ``Write`` of a commit."""
+    from google.cloud.firestore_v1 import collection, query
     from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 
     ops = Ops()
@@ -91,7 +91,9 @@ def counted() -> Iterator[Ops]:
 
         return wrapped
 
-    def stream(original: Any) -> Any:
+    def per_item(original: Any) -> Any:
+        """A read per document a query streams or a listing returns."""
+
         def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
             for item in original(self, *args, **kwargs):
                 add(reads=1)
@@ -100,10 +102,11 @@ def counted() -> Iterator[Ops]:
         return wrapped
 
     patches = [
+        (collection.CollectionReference, "list_documents", per_item),
         (FirestoreClient, "batch_get_documents", batch_get),
         (FirestoreClient, "commit", commit),
         (FirestoreClient, "run_aggregation_query", aggregation),
-        (query.Query, "stream", stream),
+        (query.Query, "stream", per_item),
     ]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for owner, name, wrapper in patches:
@@ -149,9 +152,13 @@ def bytes_sent_to(port: int) -> Iterator[list[int]]:
         socket.socket.connect = original_connect  # type: ignore[method-assign,assignment]
 
 
+LOGGING_PACKAGES = ("agenttrader", "publisher", "sync_worker", "signal_worker", "accounts")
+"""Where the backend's loggers live (``get_logger(__name__)``: one logger tree a package)."""
+
+
 @contextmanager
 def log_bytes() -> Iterator[list[int]]:
-    """Bytes of the Cloud Logging JSON lines ``agenttrader`` loggers write, at INFO."""
+    """Bytes of the Cloud Logging JSON lines the backend's loggers write, at INFO."""
     import logging
 
     from agenttrader.logs import CloudLoggingFormatter
@@ -165,17 +172,19 @@ def log_bytes() -> Iterator[list[int]]:
 
     handler = Counting()
     handler.setFormatter(CloudLoggingFormatter())
-    logger = logging.getLogger("agenttrader")
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    loggers = [logging.getLogger(name) for name in LOGGING_PACKAGES]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     try:
         yield counts
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
+        for logger, (level, propagate) in zip(loggers, saved, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def message_size(data: bytes, attributes: Mapping[str, str]) -> int:
@@ -269,9 +278,12 @@ def store_clock(db: Any, *, is_open: bool) -> None:
 
 
 def measure_roster(db: Any, uids: Sequence[str]) -> dict[str, Any]:
-    """The one-off rebuild from a scan (per tenant), then what one trigger run costs."""
+    """The one-off rebuild from a scan (per tenant), what one trigger run costs, and what a
+    tick's upkeep costs when it drops a tombstone past the horizon."""
     from agenttrader import paths
     from publisher import roster
+    from publisher.roster_layout import shard_of, shards_in
+    from publisher.roster_verdict import GONE, entry
 
     with counted() as rebuilt:
         roster.rebuild(db)
@@ -280,9 +292,19 @@ def measure_roster(db: Any, uids: Sequence[str]) -> dict[str, Any]:
         for uid in sample:
             roster.on_source_written(db, paths.trading_status_doc(uid))
     n = len(sample)
+    marker = db.document(paths.ROSTER_DOC).get()
+    gone = entry(marker.read_time - timedelta(days=2), GONE)
+    shard = shard_of("departed", shards_in(marker.to_dict()))
+    db.document(paths.roster_shard_doc(shard)).set({"members": {"departed": gone}}, merge=True)
+    loaded = roster.read(db)
+    with counted() as upkeep:
+        done = roster.maintain(db, loaded)
+    if done.dropped != 1:
+        raise RuntimeError(f"the upkeep should have dropped one tombstone: {done}")
     return {
         "rebuild_per_tenant": rebuilt.per(len(uids)),
         "refresh": {**refreshed.per(n), "log_bytes": logged[0] / n, "log_lines": logged[1] / n},
+        "upkeep_drop": asdict(upkeep),
     }
 
 
@@ -320,7 +342,7 @@ def measure_fan_out(deps: Any, recorder: RecordingPublisher, sample: int) -> dic
         "published": result.published,
         "clock_reads": clock.reads,
         "roster_reads": load.reads,
-        "tick_reads": whole.reads - clock.reads,
+        "tick_reads": whole.reads - clock.reads - load.reads,
         "tick_writes": whole.writes + whole.deletes,
         "tick_log_bytes": logged[0],
         "tick_log_lines": logged[1],
@@ -568,8 +590,8 @@ def print_measured(figures: Mapping[str, Any]) -> None:
         )
     fan = figures["fan_out"]
     print(
-        f"  open tick: {fan['clock_reads']} clock read, {fan['roster_reads']} roster reads; "
-        f"{fan['tick_reads']} reads besides the clock (roster included), "
+        f"  open tick: {fan['clock_reads']} clock read, {fan['roster_reads']} roster reads "
+        f"(the marker and {fan['roster_reads'] - 1} shards); {fan['tick_reads']} other reads, "
         f"{fan['tick_writes']} writes; {fan['tick_log_bytes']} B in "
         f"{fan['tick_log_lines']} log lines; message {fan['message_bytes']:.0f} B (data + "
         f"attributes, {fan['messages_recorded']} recorded); published {fan['published']}"
@@ -587,6 +609,12 @@ def print_measured(figures: Mapping[str, Any]) -> None:
         f"writes, {refresh['log_bytes']:.0f} B of logs; one-off rebuild per tenant "
         f"{rebuild['reads']:.2f} reads, {rebuild['writes']:.2f} writes"
     )
+    if "upkeep_drop" in ro:
+        drop = ro["upkeep_drop"]
+        print(
+            f"  roster upkeep dropping a tombstone: {drop['reads']} reads, {drop['writes']} "
+            "writes (a steady tick's upkeep: none)"
+        )
     loop = figures["single_loop"]
     print(
         f"  single loop: {loop['reads']:.2f} reads, {loop['writes']:.2f} writes per user; "

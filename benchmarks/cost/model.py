@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from publisher.roster_layout import shards_for
+
 # --- prices ----------------------------------------------------------------------------------
 
 PRICES_AS_OF = "2026-11-27"
@@ -143,8 +145,8 @@ class Workload:
     """Writes other than deletes of a healthy tenant's successful sync."""
     worker_deletes: float
     tick_reads: float
-    """Per pulse, besides the market clock: the roster, the pulse documents, finalizing the
-    previous pulse, the publisher's own rollup."""
+    """Per pulse, besides the market clock and the roster (:func:`roster_reads`): the pulse
+    documents, finalizing the previous pulse, the publisher's own rollup."""
     tick_writes: float
     rollup_reads_fixed: float
     """One rollup: pulse document and ``ops/last_pulse`` (in its transaction)."""
@@ -176,8 +178,9 @@ class Workload:
     """What the asking message adds to its sync: ``ops/market_clock``."""
     clock_ask_alpaca_bytes: float = 0.0
     """... and its ``/v2/clock`` request."""
-    roster_refresh_reads: float = 2.0
-    """One trigger run keeping the roster: both documents eligibility is decided from."""
+    roster_refresh_reads: float = 4.0
+    """One trigger run keeping the roster: ``users/{uid}``, the two documents eligibility is
+    decided from, and the marker (the shard count)."""
     roster_refresh_writes: float = 1.0
     """... and the user's shard document."""
     roster_refresh_log_bytes: float = 0.0
@@ -271,10 +274,10 @@ class LoopWorkload:
 PIPELINE_CPU_MS = 11.9
 """``sync_user`` CPU per sync: ``benchmarks.pipeline`` on this project's machine, 2026-11-27,
 over the 16,000 syncs of its N = 1,000 / 5,000 / 10,000 run (11.25 / 14.05 / 10.93 ms)."""
-PUBLISHER_WALL_MS_PER_TENANT = 0.058
-"""A whole open tick's ``fan_out`` per tenant (roster, bulk publishing, pulse documents):
-``benchmarks.publisher_scale`` at 100,000 tenants on this project's machine, 2026-11-27:
-5.83 s."""
+PUBLISHER_WALL_MS_PER_TENANT = 0.024
+"""A whole open tick's ``fan_out`` per tenant (roster, bulk publishing, upkeep, pulse
+documents): ``benchmarks.publisher_scale`` at 100,000 tenants on this project's machine,
+2026-12-06: 2.44 s (16.73 s at 1,000,000 in the same run)."""
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -346,6 +349,12 @@ def pubsub_bytes_per_sync(w: Workload, p: Prices, tenants_per_message: int = 1) 
     return (size + max(size, p.pubsub_min_request_bytes)) / tenants_per_message
 
 
+def roster_reads(tenants: int) -> int:
+    """What a tick reads of the roster: the marker and every shard (one per ~1,000 tenants,
+    a power of two: :func:`publisher.roster_layout.shards_for`)."""
+    return 1 + shards_for(tenants)
+
+
 def firestore_usd(
     p: Prices, reads: float = 0.0, writes: float = 0.0, deletes: float = 0.0
 ) -> float:
@@ -396,7 +405,7 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
     n = a.tenants
     reads = w.worker_reads_warm * a.warm_fraction + w.worker_reads_cold * (1 - a.warm_fraction)
     rollups = rollups_per_pulse(w, a)
-    tick_reads = w.tick_reads + rollups * rollup_reads(w, a)
+    tick_reads = w.tick_reads + roster_reads(n) + rollups * rollup_reads(w, a)
     tick_writes = (w.tick_writes + rollups * w.rollup_writes) / n
     instance_s = instance_seconds_per_sync(w, a)
     per_instance_second = instance_price(a, p)
@@ -418,7 +427,7 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
         ),
         Line(
             "Firestore reads: tick",
-            f"{tick_reads:.0f}/pulse ({rollups} rollups)",
+            f"{tick_reads:.0f}/pulse ({roster_reads(n)} roster, {rollups} rollups)",
             tick_reads / n * p.firestore_read,
         ),
         Line(

@@ -121,3 +121,31 @@ def test_code_queries_are_covered_by_declared_collection_group_indexes(
             f"no COLLECTION_GROUP index in firestore.indexes.json serves "
             f"{group} where {' and '.join(sorted(fields))}"
         )
+
+
+def test_the_roster_never_queries_its_shards_so_their_maps_need_no_index(
+    emulator_env: dict[str, str], project: str, recorded: list[StructuredQuery]
+) -> None:
+    """firestore.indexes.json exempts the shard maps from indexing: nothing may query them.
+    The roster's every operation runs here; none may issue a query on its collection."""
+    from publisher import roster
+    from tests.pipeline_fixtures import seed_user
+
+    db = firestore.Client(project=project)
+    for uid in ("q1", "q2"):
+        seed_user(db, uid)
+    recorded.clear()
+    roster.rebuild(db)
+    roster.refresh(db, "q1")
+    loaded = roster.load(db)
+    roster.maintain(db, loaded)
+    group = paths.ROSTER_COLLECTION.rsplit("/", 1)[-1]
+    queried = {
+        source.collection_id for query in recorded for source in StructuredQuery.pb(query).from_
+    }
+    assert queried and group not in queried
+    spec = json.loads((ROOT / "firestore.indexes.json").read_text())
+    assert {o["fieldPath"] for o in spec["fieldOverrides"] if o["collectionGroup"] == group} == {
+        "members",
+        "keys",
+    }

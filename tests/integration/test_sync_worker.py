@@ -16,11 +16,11 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from agenttrader import errors, paths
+from agenttrader import errors, paths, pulses
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
-from agenttrader.messages import Reason, SyncRequest
-from agenttrader.pulses import count_outcomes
+from agenttrader.messages import MAX_CLOCK_SKEW, Reason, SyncRequest
+from agenttrader.pulses import count_outcomes, pulse_id_for
 from agenttrader.snapshot import Outcome, Stale, Stored
 from devtools.simulator import AlpacaSimulator, Scenario
 from sync_worker.record import Change, inconsistencies, record
@@ -44,7 +44,10 @@ def db(deps: Deps) -> firestore.Client:
 
 
 def delivery(
-    request: SyncRequest | bytes, attempt: int = 1, attributes: dict[str, str] | None = None
+    request: SyncRequest | bytes,
+    attempt: int = 1,
+    attributes: dict[str, str] | None = None,
+    publish_time: datetime | None = None,
 ) -> PubsubDelivery:
     data = request if isinstance(request, bytes) else request.to_bytes()
     attrs = (
@@ -56,7 +59,7 @@ def delivery(
         message_id=f"m-{datetime.now(UTC).timestamp()}",
         data=data,
         attributes=attrs,
-        publish_time=datetime.now(UTC),
+        publish_time=publish_time or datetime.now(UTC),
         delivery_attempt=attempt,
     )
 
@@ -231,6 +234,27 @@ def test_a_message_for_an_unknown_or_deleted_user_is_dead_lettered_and_writes_no
     assert letter.attributes["reason"] == reason.value
     assert list(db.document(paths.user_doc("u-gone")).collections()) == []
     assert counts(db, "p2") == (0, 0, 0)
+
+
+def test_a_pulse_whose_user_was_deleted_since_the_tick_completes_with_one_error(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    now = datetime.now(UTC)
+    pulse = pulse_id_for("tick-gone", now)
+    pulses.begin(db, pulse, tick_message_id="tick-gone", tick_time=now, now=now, existing=None)
+    pulses.mark_published(db, pulse, published=2, ineligible=0, seconds=0.1)
+    sim_tenant(simulator, db, "u-stays", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    stays = SyncRequest.now("u-stays", Reason.SCHEDULE, pulse_id=pulse)
+    gone = SyncRequest.now("u-left", Reason.SCHEDULE, pulse_id=pulse)
+    assert worker.handle(delivery(stays)) is Result.SYNCED
+    assert worker.handle(delivery(gone)) is Result.DEAD_LETTERED
+    assert worker.handle(delivery(gone)) is Result.DEAD_LETTERED  # redelivered: counted once
+
+    totals = pulses.rollup(db, pulse)
+    assert totals is not None
+    assert (totals.success, totals.error, totals.complete) == (1, 1, True)
+    assert list(db.document(paths.user_doc("u-left")).collections()) == []
 
 
 def test_a_user_without_a_kill_switch_exists_by_its_user_document(
@@ -632,3 +656,105 @@ def test_a_placeholder_snapshot_takes_the_pulse_from_status_sync(
     snapshot = doc(db, paths.snapshot_doc("u-ph"))
     assert snapshot is not None and "placeholder" not in snapshot
     assert_consistent(db, "u-ph")
+
+
+FAR_FUTURE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def test_a_requested_at_in_the_future_is_bounded_by_the_publish_time(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-9999", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    forged = SyncRequest("u-9999", Reason.MANUAL, FAR_FUTURE)
+    published = datetime.now(UTC)
+    assert worker.handle(delivery(forged)) is Result.SYNCED
+    stored = doc(db, paths.snapshot_doc("u-9999"))
+    assert stored is not None
+    assert stored["requestedAt"] <= published + MAX_CLOCK_SKEW + timedelta(seconds=5)
+    # The next pulse's message is not superseded by it.
+    later = SyncRequest("u-9999", Reason.SCHEDULE, stored["requestedAt"] + timedelta(seconds=1))
+    assert worker.handle(delivery(later, publish_time=later.requested_at)) is Result.SYNCED
+
+
+def test_a_snapshot_stamped_in_the_future_does_not_freeze_the_tenant(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-frozen", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    assert worker.handle(delivery(SyncRequest.now("u-frozen", Reason.MANUAL))) is Result.SYNCED
+    # Stamped by a release that did not bound requested_at (or by hand).
+    db.document(paths.snapshot_doc("u-frozen")).update({"requestedAt": FAR_FUTURE})
+    scheduled = SyncRequest.now("u-frozen", Reason.SCHEDULE, pulse_id="p1")
+    assert worker.handle(delivery(scheduled)) is Result.SYNCED
+    stored = doc(db, paths.snapshot_doc("u-frozen"))
+    assert stored is not None and stored["requestedAt"] == scheduled.requested_at
+
+
+def test_a_replay_from_a_clock_an_hour_ahead_does_not_freeze_the_tenant(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-ahead", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    replay = SyncRequest(
+        "u-ahead", Reason.REPLAY, ahead, original_reason=Reason.SCHEDULE, replay_count=1
+    )
+    assert worker.handle(delivery(replay)) is Result.SYNCED
+    stored = doc(db, paths.snapshot_doc("u-ahead"))
+    assert stored is not None and stored["requestedAt"] < ahead - timedelta(minutes=59)
+    # The next tick, a minute later, syncs.
+    tick_at = datetime.now(UTC) + timedelta(minutes=1)
+    scheduled = SyncRequest("u-ahead", Reason.SCHEDULE, tick_at, pulse_id="p2")
+    assert worker.handle(delivery(scheduled, publish_time=tick_at)) is Result.SYNCED
+
+
+def test_a_superseded_message_of_a_pulse_counts_for_its_pulse(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    sim_tenant(simulator, db, "u-sup", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    before = datetime.now(UTC) - timedelta(minutes=3)
+    previous = pulse_id_for("1", before)
+    assert worker.handle(delivery(SyncRequest("u-sup", Reason.SCHEDULE, before, pulse_id=previous)))
+    tick_at = datetime.now(UTC) - timedelta(seconds=30)
+    pulse = pulse_id_for("2", tick_at)
+    # A replay (no pulse) syncs the tenant after the tick, before the pulse's message arrives:
+    # its success keeps counting for the previous pulse.
+    replay = SyncRequest.now("u-sup", Reason.REPLAY, original_reason=Reason.SCHEDULE)
+    assert worker.handle(delivery(replay)) is Result.SYNCED
+    assert counts(db, previous) == (1, 0, 0) and counts(db, pulse) == (0, 0, 0)
+    scheduled = SyncRequest("u-sup", Reason.SCHEDULE, tick_at, pulse_id=pulse)
+    assert worker.handle(delivery(scheduled)) is Result.SUPERSEDED
+    # The tenant's success, newer than the message, now counts for the message's pulse.
+    assert counts(db, pulse) == (1, 0, 0) and counts(db, previous) == (0, 0, 0)
+    snapshot = doc(db, paths.snapshot_doc("u-sup"))
+    assert snapshot is not None and snapshot["requestedAt"] == replay.requested_at
+    assert_consistent(db, "u-sup")
+    # A copy changes nothing; an older pulse's late message takes nothing from it.
+    assert worker.handle(delivery(scheduled)) is Result.SUPERSEDED
+    late = SyncRequest("u-sup", Reason.SCHEDULE, before, pulse_id=previous)
+    assert worker.handle(delivery(late)) is Result.SUPERSEDED
+    assert counts(db, pulse) == (1, 0, 0)
+
+
+def test_a_superseded_error_moves_to_the_pulse_with_its_status(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    tenant = sim_tenant(simulator, db, "u-sup-err", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    tick_at = datetime.now(UTC) - timedelta(seconds=30)
+    pulse = pulse_id_for("3", tick_at)
+    assert worker.handle(delivery(SyncRequest.now("u-sup-err", Reason.MANUAL)))
+    simulator.set_scenario(tenant.key_id, Scenario(kind="bad_keys"))
+    replay = SyncRequest.now("u-sup-err", Reason.REPLAY, original_reason=Reason.SCHEDULE)
+    assert worker.handle(delivery(replay)) is Result.DEAD_LETTERED
+    drain_dead_letters(deps.settings.project, expect=1, timeout=10)
+    # The pulse's message was requested before the stored snapshot: superseded, and the
+    # tenant's latest outcome (the replay's error) is its outcome in the pulse.
+    scheduled = SyncRequest(
+        "u-sup-err", Reason.SCHEDULE, tick_at - timedelta(minutes=5), pulse_id=pulse
+    )
+    assert worker.handle(delivery(scheduled)) is Result.SUPERSEDED
+    assert counts(db, pulse) == (0, 1, 0)
+    assert_consistent(db, "u-sup-err")

@@ -183,7 +183,7 @@ def test_the_roster_entry_goes_with_the_config_trigger(db: firestore.Client) -> 
     # What on_alpaca_config_written (and on_trading_status_written) do for the two deletes.
     verdict = roster.on_source_written(db, paths.alpaca_config_doc(UID))
 
-    assert verdict is not None and not verdict.eligible and not verdict.exists
+    assert verdict is not None and not verdict.eligible and not verdict.member
     after = roster.read(db)
     assert after is not None and set(after.eligible) == {NEIGHBOUR}
     assert after.members == 1

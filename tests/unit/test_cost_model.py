@@ -15,7 +15,7 @@ WORKLOAD = model.Workload(
     worker_reads_warm=2,
     worker_writes=1,
     worker_deletes=0,
-    tick_reads=45,
+    tick_reads=12,
     tick_writes=6,
     rollup_reads_fixed=2,
     rollup_aggregations=3,
@@ -34,7 +34,7 @@ WORKLOAD = model.Workload(
     closed_tick_log_lines=1,
     clock_ask_writes=1,
     clock_ask_alpaca_bytes=240,
-    roster_refresh_reads=2,
+    roster_refresh_reads=4,
     roster_refresh_writes=1,
     roster_refresh_log_bytes=200,
     failing_reads=2,
@@ -143,11 +143,19 @@ def test_pubsub_bills_the_push_minimum_and_the_batched_publish_size() -> None:
     assert model.pubsub_bytes_per_sync(WORKLOAD, PRICES, 10) == pytest.approx(367.2)
 
 
-UPKEEP_RUN = 2 * READ + WRITE + 0.40e-6 + 0.1 * INSTANCE_SECOND + 1700 / GIB * 0.50
+UPKEEP_RUN = 4 * READ + WRITE + 0.40e-6 + 0.1 * INSTANCE_SECOND + 1700 / GIB * 0.50
+
+
+@pytest.mark.parametrize(
+    ("tenants", "reads"),
+    [(1, 2), (100, 2), (1_000, 2), (1_001, 3), (10_000, 17), (100_000, 129), (1_000_000, 1025)],
+)
+def test_a_tick_reads_the_marker_and_a_shard_per_thousand_tenants(tenants: int, reads: int) -> None:
+    assert model.roster_reads(tenants) == reads
 
 
 def test_a_roster_trigger_run_by_hand() -> None:
-    # 2 reads, 1 write, a request, 100 ms billed, its line + envelope + request log.
+    # 4 reads, 1 write, a request, 100 ms billed, its line + envelope + request log.
     assert model.roster_upkeep_usd(WORKLOAD, ASSUMPTIONS, PRICES) == pytest.approx(UPKEEP_RUN)
 
 
@@ -180,9 +188,10 @@ def test_a_failing_attempt_and_its_recovery_by_hand() -> None:
 def test_pipeline_lines_by_hand() -> None:
     lines = model.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
     assert line(lines, "Firestore reads: worker").usd_per_sync == pytest.approx(2.1 * READ)
-    # 45 + 42 rollups x 14 reads, over 10,000 tenants; no scan, no count.
+    # 12 + the roster (the marker, 16 shards) + 42 rollups x 14 reads, over 10,000 tenants;
+    # no scan, no count.
     tick = line(lines, "Firestore reads: tick")
-    assert tick.usd_per_sync == pytest.approx((45 + 42 * 14) / N * READ)
+    assert tick.usd_per_sync == pytest.approx((12 + 17 + 42 * 14) / N * READ)
     clock = line(lines, "Firestore reads: market clock")
     assert clock.usd_per_sync == 0
     assert clock.usd_per_clock_read == pytest.approx(READ / N)
@@ -314,11 +323,13 @@ FIGURES: dict[str, Any] = {
     "sample": 100,
     "roster": {
         "rebuild_per_tenant": {"reads": 2.7, "writes": 0.3, "deletes": 0},
-        "refresh": {"reads": 2.0, "writes": 1.0, "deletes": 0.0, "log_bytes": 210.0},
+        "refresh": {"reads": 4.0, "writes": 1.0, "deletes": 0.0, "log_bytes": 210.0},
+        "upkeep_drop": {"reads": 1, "writes": 1, "deletes": 0},
     },
     "fan_out": {
         "clock_reads": 1,
-        "tick_reads": 45,
+        "roster_reads": 2,
+        "tick_reads": 12,
         "tick_writes": 6,
         "tick_log_bytes": 242,
         "tick_log_lines": 1,
@@ -349,7 +360,7 @@ def test_inputs_from_measured_figures() -> None:
         0,
     )
     assert (w.tick_reads, w.tick_writes, w.clock_reads_per_tick, w.closed_tick_reads) == (
-        45,
+        12,
         6,
         1,
         1,
@@ -360,7 +371,7 @@ def test_inputs_from_measured_figures() -> None:
     assert (w.clock_ask_writes, w.clock_ask_alpaca_bytes) == (1, 260)
     assert (w.failing_writes, w.failing_alpaca_bytes, w.failing_log_bytes) == (2, 264, 415)
     assert (w.recovery_writes, w.recovery_deletes) == (2, 1)
-    assert (w.roster_refresh_reads, w.roster_refresh_writes) == (2, 1)
+    assert (w.roster_refresh_reads, w.roster_refresh_writes) == (4, 1)
     assert (w.rebuild_reads_per_tenant, w.rebuild_writes_per_tenant) == (2.7, 0.3)
     assert (w.wall_ms, w.cpu_ms, w.publisher_wall_ms_per_tenant) == (260, 13.9, 0.29)
     assert (loop.tenants_per_minute, loop.reads_per_user, loop.writes_per_user) == (240, 2, 1)
@@ -452,3 +463,13 @@ def test_credentials_lines_by_hand() -> None:
     assert secret.monthly(model.ALWAYS) == pytest.approx(0.06 / N)
     all_warm = model.pipeline_lines(WORKLOAD, replace(ASSUMPTIONS, warm_fraction=1.0), PRICES)
     assert line(all_warm, "Cloud KMS: operations").usd_per_sync == 0
+
+
+def test_log_bytes_counts_the_lines_of_every_package_of_the_backend() -> None:
+    from agenttrader.logs import get_logger
+
+    with measure.log_bytes() as counted:
+        for name in ("agenttrader.pulses", "publisher.roster", "sync_worker.worker", "accounts.x"):
+            get_logger(name).info("a line")
+        get_logger("google.cloud.x").info("not ours")
+    assert counted[1] == 4 and counted[0] > 4 * len('{"message": "a line"}')

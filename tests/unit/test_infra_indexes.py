@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from agenttrader import paths
 from infra import indexes
 from infra.indexes import EXEMPT_SOURCES, REQUIRED_INDEXES, covers
+from publisher import roster_read
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = (
@@ -40,7 +42,10 @@ def test_every_required_index_is_covered_in_collection_group_scope() -> None:
     spec = indexes.render()
     for index in REQUIRED_INDEXES:
         assert covers(spec, index.collection_group, index.fields), index
+    exempt = {(e.collection_group, e.field_path) for e in indexes.INDEX_EXEMPTIONS}
     for override in spec["fieldOverrides"]:
+        if (override["collectionGroup"], override["fieldPath"]) in exempt:
+            continue
         scopes = {
             (i.get("queryScope"), i.get("order") or i.get("arrayConfig"))
             for i in override["indexes"]
@@ -70,6 +75,22 @@ def test_every_required_index_is_covered_in_collection_group_scope() -> None:
             ],
         },
     ]
+
+
+def test_the_roster_maps_are_exempt_from_indexing_and_nothing_queries_them() -> None:
+    spec = indexes.render()
+    exempt = [o for o in spec["fieldOverrides"] if o["indexes"] == []]
+    group = paths.ROSTER_COLLECTION.rsplit("/", 1)[-1]
+    assert sorted((o["collectionGroup"], o["fieldPath"]) for o in exempt) == sorted(
+        (group, field) for field in roster_read.MAP_FIELDS
+    )
+    # An exemption would leave a query on the field without its index.
+    for index in REQUIRED_INDEXES:
+        assert not (
+            index.collection_group == group and set(index.fields) & set(roster_read.MAP_FIELDS)
+        ), index
+    # The shard documents are where the paths module puts them, in that collection group.
+    assert paths.roster_shard_doc(7).split("/")[-2] == group
 
 
 def test_coverage_rules() -> None:

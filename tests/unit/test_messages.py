@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 
 from agenttrader.messages import (
+    MAX_CLOCK_SKEW,
     MAX_MESSAGE_BYTES,
     Reason,
     SyncRequest,
     format_timestamp,
     parse_timestamp,
+    requested_at_bound,
 )
 
 WHEN = datetime(2024, 5, 17, 13, 30, 5, 123456, tzinfo=UTC)
@@ -344,3 +346,35 @@ def test_error_messages_truncate_echoed_values() -> None:
         SyncRequest.from_bytes(_encode(_body(reason="r" * 1000)))
 
     assert len(str(info.value)) < 200
+
+
+# --- requested_at bounded by the server's clock ----------------------------------------------
+
+PUBLISHED = datetime(2026, 1, 5, 15, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("requested_at", "published_at", "now", "kept"),
+    [
+        # As sent: requested before its message was published, or a clock a little ahead.
+        (PUBLISHED - timedelta(minutes=5), PUBLISHED, PUBLISHED, True),
+        (PUBLISHED, PUBLISHED, PUBLISHED + timedelta(seconds=1), True),
+        (PUBLISHED + MAX_CLOCK_SKEW, PUBLISHED, PUBLISHED + timedelta(seconds=1), True),
+        # An operator's machine an hour ahead, a forged far future: bounded.
+        (PUBLISHED + timedelta(hours=1), PUBLISHED, PUBLISHED + timedelta(seconds=1), False),
+        (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), PUBLISHED, PUBLISHED, False),
+        # A publish time ahead of the receiving server: its own clock bounds.
+        (PUBLISHED + timedelta(minutes=30), PUBLISHED + timedelta(hours=1), PUBLISHED, False),
+    ],
+)
+def test_requested_at_is_bounded_by_publish_time_and_server_clock(
+    requested_at: datetime, published_at: datetime, now: datetime, kept: bool
+) -> None:
+    sent = SyncRequest("user-1", Reason.REPLAY, requested_at, pulse_id="p")
+    bound = requested_at_bound(published_at, now)
+    assert bound == min(published_at, now) + MAX_CLOCK_SKEW
+    bounded = sent.not_after(bound)
+    assert bounded.requested_at == (requested_at if kept else bound)
+    assert (bounded is sent) is kept
+    assert bounded.requested_at <= now + MAX_CLOCK_SKEW
+    assert (bounded.uid, bounded.reason, bounded.pulse_id) == (sent.uid, sent.reason, "p")

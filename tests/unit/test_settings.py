@@ -63,6 +63,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
     "alpaca_timeout_seconds": ("ALPACA_TIMEOUT_SECONDS", "2.5", 2.5),
     "signal_daily_quota": ("SIGNAL_DAILY_QUOTA", "7", 7),
     "pulse_rollup_delay_seconds": ("PULSE_ROLLUP_DELAY_SECONDS", "0.25", 0.25),
+    "fanout_messages_per_request": ("FANOUT_MESSAGES_PER_REQUEST", "20", 20),
     "sync_schedule": ("SYNC_SCHEDULE", "market-hours", SyncSchedule.MARKET_HOURS),
     "log_level": ("LOG_LEVEL", "debug", "DEBUG"),
     "tenant_sign_in_providers": (
@@ -164,6 +165,9 @@ def test_extra_urls_only_add_to_the_official_ones() -> None:
         ("SIGNAL_DAILY_QUOTA", "1.5"),
         ("SIGNAL_DAILY_QUOTA", "-1"),
         ("SIGNAL_DAILY_QUOTA", "1e3"),
+        ("FANOUT_MESSAGES_PER_REQUEST", "0"),
+        ("FANOUT_MESSAGES_PER_REQUEST", "1001"),
+        ("FANOUT_MESSAGES_PER_REQUEST", "ten"),
         ("KEYS_DEBOUNCE_SECONDS", "0"),
         ("KEYS_DEBOUNCE_SECONDS", "later"),
     ],

@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 import pytest
 from google.cloud.firestore_v1.transforms import Increment
 
-from agenttrader.messages import Reason, SyncRequest
+from agenttrader.messages import MAX_CLOCK_SKEW, Reason, SyncRequest
+from agenttrader.pulses import pulse_id_for
 from agenttrader.snapshot import (
     FAILING_FIELD,
     OUTCOME_FIELD,
@@ -20,6 +21,7 @@ from agenttrader.snapshot import (
     PULSE_FIELD,
     REQUESTED_AT_FIELD,
     Outcome,
+    Stale,
     Stored,
     placeholder,
 )
@@ -35,6 +37,7 @@ from sync_worker.record import (
     inconsistencies,
     plan,
     pulse_from,
+    superseded_plan,
 )
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -396,3 +399,92 @@ def data_of(snapshot: Mapping[str, Any] | None) -> dict[str, Any]:
     """A snapshot's fields other than the result's."""
     result = {OUTCOME_FIELD, PULSE_FIELD, FAILING_FIELD}
     return {k: v for k, v in (snapshot or {}).items() if k not in result}
+
+
+# --- a superseded message of a pulse ---------------------------------------------------------
+
+LONG_AGO = EARLIER - timedelta(minutes=2)
+"""A message requested before every stored snapshot of :data:`TENANTS`: superseded by them."""
+OLDER_PULSE = pulse_id_for("1", LONG_AGO)
+"""Its pulse: after ``p-stored`` (an id without a time sorts before every timed one)."""
+
+
+def superseded(pulse: str | None = OLDER_PULSE, at: datetime = LONG_AGO) -> SyncRequest:
+    return SyncRequest("u1", Reason.SCHEDULE, at, pulse_id=pulse)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "moved"),
+    [
+        ("absent", False),  # nothing stored: not superseded
+        ("placeholder", False),  # no requestedAt: any real message is newer
+        ("clean", True),
+        ("failing", True),
+        ("error", True),
+        ("skipped", True),
+    ],
+)
+def test_a_superseded_message_moves_the_latest_outcome_to_its_pulse(
+    tenant: str, moved: bool
+) -> None:
+    found = TENANTS[tenant]
+    writes = superseded_plan(found.stored(), superseded(), now=NOW)
+    assert (writes is not None) is moved
+    if writes is None:
+        return
+    docs = Documents.of(found)
+    counted_before = counted_outcome(docs.snapshot, docs.status)
+    assert counted_before is not None
+    docs.apply(writes)
+    # Counted once, in the message's pulse, with the outcome it had; nothing else changed.
+    assert counted_outcome(docs.snapshot, docs.status) == (OLDER_PULSE, counted_before[1])
+    assert inconsistencies(docs.snapshot, docs.status, docs.error) == []
+    assert data_of(docs.snapshot) == data_of(found.snapshot)
+    assert docs.error == found.error
+    assert writes.snapshot is SnapshotWrite.MARKS and writes.snapshot_guard == SNAPSHOT_READ_AT
+    assert writes.snapshot_fields == {PULSE_FIELD: OLDER_PULSE}
+
+
+FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+NEWER_STORED = {**outcome(Outcome.SUCCESS, False), PULSE_FIELD: pulse_id_for("9", EARLIER)}
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "request_"),
+    [
+        # The outcome already counts for a newer pulse (its message came first): it stays.
+        (NEWER_STORED, superseded()),
+        (NEWER_STORED, superseded(pulse_id_for("9", EARLIER))),  # the same pulse
+        (outcome(Outcome.SUCCESS, False), superseded(pulse=None)),  # no pulse to count for
+        (outcome(Outcome.SUCCESS, False), superseded(at=EARLIER)),  # a duplicate
+        (outcome(Outcome.SUCCESS, False), superseded(at=NOW)),  # newer: not superseded
+        ({**OLD_DATA, PULSE_FIELD: "p"}, superseded()),  # no outcome recorded on it yet
+        # A snapshot stamped in the future is not trusted: the message is not superseded.
+        ({**outcome(Outcome.SUCCESS, False), REQUESTED_AT_FIELD: FAR_FUTURE}, superseded()),
+    ],
+    ids=["newer-pulse", "same-pulse", "no-pulse", "duplicate", "newer", "no-outcome", "future"],
+)
+def test_a_superseded_message_leaves_other_outcomes_alone(
+    snapshot: dict[str, Any], request_: SyncRequest
+) -> None:
+    stored = Stored(exists=True, update_time=SNAPSHOT_READ_AT, data=snapshot)
+    assert superseded_plan(stored, request_, now=NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("stored_at", "requested_at", "stale"),
+    [
+        (NOW, NOW, Stale.DUPLICATE),
+        (NOW, EARLIER, Stale.SUPERSEDED),
+        (EARLIER, NOW, None),
+        (NOW + MAX_CLOCK_SKEW, NOW, Stale.SUPERSEDED),  # a clock a little ahead: trusted
+        (NOW + MAX_CLOCK_SKEW + timedelta(microseconds=1), NOW, None),
+        (FAR_FUTURE, NOW, None),  # stamped before the worker bounded it: not trusted
+        (FAR_FUTURE, FAR_FUTURE, None),
+    ],
+)
+def test_staleness_trusts_no_stored_time_beyond_the_clock_skew(
+    stored_at: datetime, requested_at: datetime, stale: Stale | None
+) -> None:
+    stored = Stored(exists=True, update_time=NOW, data={REQUESTED_AT_FIELD: stored_at})
+    assert stored.staleness(requested_at, now=NOW) is stale
