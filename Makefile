@@ -103,6 +103,8 @@ bench: setup ## Benchmarks: each figure beside its baseline and goal (machine mu
 	$(PY) -m benchmarks.publisher_scale --tenants $(PUBLISHER_TENANTS)
 	$(PY) -m benchmarks.streams --tenants $(STREAM_TENANTS)
 	$(PY) -m chaos.streams --tenants $(STREAM_TENANTS)
+	$(PY) -m benchmarks.sealing
+	$(PY) -m benchmarks.credentials_cpu
 	$(PY) -m benchmarks.cost
 
 plan: setup ## Print the production deployment plan (PROJECT=… REGION=…; needs no credentials)

@@ -2,7 +2,9 @@
 and ``gcloud functions deploy NAME --source=. --entry-point=NAME`` find any function."""
 
 from accounts.main import (
+    connect_alpaca,
     delete_account,
+    disconnect_alpaca,
     migrate_legacy_data,
     on_alpaca_secret_written,
     onboard_user,
@@ -30,7 +32,9 @@ __all__ = [
     "admin_status",
     "admin_tenant",
     "admin_tenants",
+    "connect_alpaca",
     "delete_account",
+    "disconnect_alpaca",
     "generate_trading_signal",
     "migrate_legacy_data",
     "on_alpaca_config_written",

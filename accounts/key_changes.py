@@ -1,20 +1,33 @@
-"""``on_alpaca_secret_written``: react to a tenant writing, rotating or deleting credentials.
+"""``on_alpaca_secret_written``: react to a tenant writing, rotating or deleting credentials,
+and seal what a client wrote.
 
 The event is only a signal. The trigger reads ``secrets/alpaca`` and ``config/alpaca`` as
 they are now and acts on the stored credentials, never on the event's old or new values, so a
 late, redelivered or out-of-order event cannot undo a newer change. Credentials are
-identified by their version (the secrets document's update time,
-:mod:`agenttrader.keys_version`); ``config/alpaca`` records the version last handled and what
-is known of it (:mod:`agenttrader.keys_state`). What a read comes to is :func:`decide`:
+identified by their version (:mod:`agenttrader.keys_version`: a plaintext document's update
+time, a sealed one's ``keys_version``); ``config/alpaca`` records the version last handled
+and what is known of it (:mod:`agenttrader.keys_state`). What a read comes to is
+:func:`decide`:
 
-- a version already handled: nothing (a redelivered, late or duplicated event);
-- new well-formed credentials: ``configured: false``, ``keysState: "pending"``, audited as
-  created or rotated, and a ``first_sync`` message carrying their version (synced whether or
-  not trading is enabled). The worker sets ``configured: true`` once a sync with exactly that
-  version succeeded, or ``keysState: "rejected"`` when Alpaca refuses it;
-- new credentials of the wrong form or with a base URL off the allowlist: ``keysState:
-  "invalid"``, recorded in ``status/last_sync_error`` and audited, nothing synced;
-- no document: ``configured: false``, ``keysState: "deleted"``, audited.
+- a version already handled: nothing (a redelivered, late or duplicated event, and the event
+  of the trigger's own rewrite below, which keeps the version it sealed);
+- new well-formed credentials a client wrote (plaintext): the document is **rewritten into
+  its sealed form** (:mod:`agenttrader.credentials`: no plaintext field left, the
+  credentials encrypted under a fresh data key wrapped by the KEK, bound to the tenant and the
+  document, ``keys_version`` = the plaintext's version), ``configured: false``, ``keysState:
+  "pending"``, audited as created or rotated, and a ``first_sync`` message carrying their
+  version (synced whether or not trading is enabled). The worker sets ``configured: true``
+  once a sync with exactly that version succeeded, or ``keysState: "rejected"`` when Alpaca
+  refuses it. Any client write is new credentials (a changed secret alone included: the
+  trigger may only encrypt, so it never compares with what was sealed before);
+- new credentials of the wrong form or with a base URL off the allowlist: the document is
+  deleted (no plaintext may rest, and these can never be used), ``keysState: "invalid"``,
+  recorded in ``status/last_sync_error`` and audited, nothing synced;
+- a sealed document of a version not handled here: written by the server, whose writer
+  handled it (``connect_alpaca``, ``agenttrader credentials seal-existing`` / ``rewrap``):
+  nothing;
+- no document: ``configured: false``, ``keysState: "deleted"``, audited (unless the trigger
+  deleted refused credentials itself, or the state already says so).
 
 At most one new version per tenant is handled per ``KEYS_DEBOUNCE_SECONDS``. An event inside
 the window raises :class:`KeysDebounced` (retryable): Eventarc redelivers it with backoff, and
@@ -22,11 +35,14 @@ the redelivery reads the credentials as they are by then. A client rewriting its
 loop therefore costs one first sync per window, and the last keys written are the ones
 synced; every other event of the loop ends as "already handled". A deletion is never delayed.
 
-Every config write carries a precondition on the update time read, so of two racing events
-one wins and the other reads again and finds the version handled. The config is committed
-before the first sync is published (the worker must find the version pending); when the
-publish fails, the event raises, and its redelivery, recognised by ``keysEventId``, publishes
-again. The secrets document itself is never written and its values are never logged.
+Every write carries a precondition on the update time read — the config's, and the secrets
+document's for its rewrite or deletion — so a newer client write is never overwritten, and of
+two racing events one wins and the other reads again. The sealed rewrite and the config are
+one commit, before the first sync is published (the worker must find the version pending and
+the credentials sealed); when the publish fails, the event raises, and its redelivery,
+recognised by ``keysEventId``, publishes again. A KEK that cannot be used now
+(``KmsUnavailable``) is retryable like any dependency: nothing is written, Eventarc
+redelivers. The document's values are never logged.
 """
 
 from __future__ import annotations
@@ -37,16 +53,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from agenttrader import audit
-from agenttrader.alpaca import AlpacaKeys
-from agenttrader.deadletter import PUBLISH_TIMEOUT_SECONDS
-from agenttrader.errors import DependencyUnavailable, PermanentError, RetryableError
+from accounts.first_sync import publish_first_sync
+from agenttrader import audit, keys_state
+from agenttrader.credentials import is_sealed, parse_plaintext
+from agenttrader.errors import PermanentError, RetryableError
 from agenttrader.events import DocumentChange
 from agenttrader.firestore_io import add_set_fields, retry_on_conflict
 from agenttrader.firestore_io import call as _call
 from agenttrader.keys_state import (
     CONFIGURED,
-    CONFIGURED_AT,
     KEYS_DELETED_AT,
     KEYS_EVENT_ID,
     KEYS_HANDLED_AT,
@@ -59,7 +74,7 @@ from agenttrader.keys_state import (
 )
 from agenttrader.keys_version import stored_version
 from agenttrader.logs import get_logger, redact
-from agenttrader.messages import Reason, SyncRequest
+from agenttrader.messages import Reason
 from agenttrader.paths import (
     SECRETS_ALPACA,
     alpaca_config_doc,
@@ -67,7 +82,6 @@ from agenttrader.paths import (
     last_sync_error_doc,
     owner_of,
 )
-from agenttrader.topology import USER_SYNC
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -81,14 +95,15 @@ class KeyChange(StrEnum):
     """What the trigger did."""
 
     FIRST_SYNC = "first_sync"
-    """New well-formed credentials: pending, first sync published."""
+    """New well-formed credentials: sealed, pending, first sync published."""
     REPUBLISHED = "republished"
     """This event had handled the version but may not have published: published again."""
     REJECTED = "rejected"
-    """New credentials of the wrong form or base URL: recorded, nothing synced."""
+    """New credentials of the wrong form or base URL: deleted, recorded, nothing synced."""
     DELETED = "deleted"
     UNCHANGED = "unchanged"
-    """The stored credentials were handled already (or there is nothing to unmark)."""
+    """The stored credentials were handled already (or there is nothing to unmark, or the
+    server wrote them sealed)."""
     IGNORED = "ignored"
 
 
@@ -117,7 +132,8 @@ def decide(
     ``config/alpaca``'s data (``None``: no such document)."""
     state = state_of(config)
     if version is None:
-        return Step.NOTHING if config is None or state is KeysState.DELETED else Step.DELETE
+        gone = config is None or state in (KeysState.DELETED, KeysState.INVALID)
+        return Step.NOTHING if gone else Step.DELETE
     if version == handled_version(config):
         mine = state is KeysState.PENDING and (config or {}).get(KEYS_EVENT_ID) == event_id
         return Step.REPUBLISH if mine else Step.NOTHING
@@ -141,6 +157,12 @@ def secret_owner(path: str) -> str | None:
 
 
 def _hint(data: Mapping[str, Any] | None) -> str | None:
+    """The last 4 characters of the key id, from a plaintext or a sealed document (an OAuth
+    token's are never recorded)."""
+    if is_sealed(data):
+        hint = (data or {}).get("key_id_hint")
+        keys = (data or {}).get("auth") == "keys"
+        return f"…{hint}" if keys and isinstance(hint, str) and len(hint) == 4 else None
     key_id = (data or {}).get("key_id")
     return f"…{key_id[-4:]}" if isinstance(key_id, str) and len(key_id) >= 8 else None
 
@@ -188,7 +210,7 @@ def handle_key_change(deps: Deps, change: DocumentChange, event_id: str) -> KeyC
         return KeyChange.IGNORED
     handled = retry_on_conflict(lambda: _handle(deps, uid, change, event_id))
     if handled.publish is not None:
-        _publish_first_sync(deps, uid, handled.publish)
+        publish_first_sync(deps, uid, handled.publish)
     if handled.change is KeyChange.FIRST_SYNC:
         action = handled.action.value if handled.action else None
         log.info("Alpaca keys accepted; first sync requested", uid=uid, fields={"action": action})
@@ -210,7 +232,10 @@ def _handle(deps: Deps, uid: str, change: DocumentChange, event_id: str) -> _Han
     version = stored_version(read.secret)
     now = datetime.now(UTC)
     debounce = timedelta(seconds=deps.settings.keys_debounce_seconds)
-    match decide(version, read.config_data, event_id, now, debounce):
+    step = decide(version, read.config_data, event_id, now, debounce)
+    if step in (Step.NEW, Step.WAIT) and is_sealed(read.secret.to_dict()):
+        return _Handled(KeyChange.UNCHANGED)  # sealed by the server, which handled it
+    match step:
         case Step.NOTHING:
             return _Handled(KeyChange.UNCHANGED)
         case Step.REPUBLISH:
@@ -233,7 +258,7 @@ def _write_deleted(
     db: firestore.Client, read: _Read, change: DocumentChange, *, now: datetime, audit_id: str
 ) -> None:
     batch = db.batch()
-    fields = {CONFIGURED: False, KEYS_STATE: KeysState.DELETED.value, KEYS_DELETED_AT: now}
+    fields = keys_state.deleted(now)
     add_set_fields(batch, db, read.config.reference.path, fields, last_update_time=read.guard)
     # The event's old value describes the deleted document only when the event is the delete.
     hint = _hint(change.old) if change.new is None else None
@@ -250,21 +275,20 @@ def _write_deleted(
 
 
 def _write_new(deps: Deps, read: _Read, event_id: str, now: datetime) -> _Handled:
-    """New credentials: pending (first sync to publish) when well-formed, else invalid."""
+    """New credentials a client wrote: sealed in place and pending (first sync to publish)
+    when well-formed, else deleted and invalid. One commit, guarded by both update times."""
     db, uid = deps.firestore, read.uid
     stored = read.secret.to_dict() or {}
-    handled = {
-        CONFIGURED: False,
-        CONFIGURED_AT: read.secret.update_time,
-        KEYS_HANDLED_AT: now,
-        KEYS_EVENT_ID: event_id,
-    }
+    version = stored_version(read.secret)
+    secret = read.secret.reference
+    unchanged = db.write_option(last_update_time=read.secret.update_time)
     config_path = read.config.reference.path
     batch = db.batch()
     try:
-        keys = AlpacaKeys.from_document(stored)
+        keys = parse_plaintext(stored)
         deps.alpaca.origin_for(keys)
     except PermanentError as err:
+        batch.delete(secret, option=unchanged)
         _record_invalid(
             db,
             batch,
@@ -274,7 +298,11 @@ def _write_new(deps: Deps, read: _Read, event_id: str, now: datetime) -> _Handle
             audit_id=_audit_id(event_id),
             base_url_detail=_base_url_detail(deps, stored.get("base_url")),
         )
-        fields = {**handled, KEYS_STATE: KeysState.INVALID.value, KEYS_REJECTED_AT: now}
+        fields = {
+            **keys_state.pending(read.secret.update_time, now, event_id),
+            KEYS_STATE: KeysState.INVALID.value,
+            KEYS_REJECTED_AT: now,
+        }
         add_set_fields(
             batch,
             db,
@@ -285,17 +313,33 @@ def _write_new(deps: Deps, read: _Read, event_id: str, now: datetime) -> _Handle
         )
         _call(batch.commit)
         log.warning(
-            f"Alpaca keys rejected: {redact(str(err))}", uid=uid, error_class=err.error_class
+            f"Alpaca keys rejected and deleted: {redact(str(err))}",
+            uid=uid,
+            error_class=err.error_class,
         )
         return _Handled(KeyChange.REJECTED)
+    sealed = deps.vault.seal(keys, uid, secret.path, version)
+    add_set_fields(
+        batch,
+        db,
+        secret.path,
+        sealed,
+        delete=tuple(name for name in stored if name not in sealed),
+        last_update_time=read.secret.update_time,
+    )
     action = (
         audit.AuditAction.KEYS_ROTATED
         if had_credentials(read.config_data)
         else audit.AuditAction.KEYS_CREATED
     )
-    fields = {**handled, KEYS_STATE: KeysState.PENDING.value}
-    cleared = (PROVEN_AT, KEYS_REJECTED_AT, KEYS_DELETED_AT)
-    add_set_fields(batch, db, config_path, fields, delete=cleared, last_update_time=read.guard)
+    add_set_fields(
+        batch,
+        db,
+        config_path,
+        keys_state.pending(read.secret.update_time, now, event_id),
+        delete=keys_state.NEW_CREDENTIALS_CLEARS,
+        last_update_time=read.guard,
+    )
     audit.record(
         db,
         uid,
@@ -306,7 +350,7 @@ def _write_new(deps: Deps, read: _Read, event_id: str, now: datetime) -> _Handle
         entry_id=_audit_id(event_id),
     )
     _call(batch.commit)
-    return _Handled(KeyChange.FIRST_SYNC, publish=stored_version(read.secret), action=action)
+    return _Handled(KeyChange.FIRST_SYNC, publish=version, action=action)
 
 
 def _record_invalid(
@@ -339,16 +383,3 @@ def _record_invalid(
         batch=batch,
         entry_id=audit_id,
     )
-
-
-def _publish_first_sync(deps: Deps, uid: str, version: str) -> None:
-    request = SyncRequest(uid, Reason.FIRST_SYNC, datetime.now(UTC), keys_version=version)
-    attributes: dict[str, Any] = request.attributes()  # Any: see deadletter.publish_dead_letter
-    try:
-        deps.publisher.publish(deps.topic_path(USER_SYNC), request.to_bytes(), **attributes).result(
-            timeout=PUBLISH_TIMEOUT_SECONDS
-        )
-    except Exception as err:  # noqa: BLE001 - any publish failure: let Eventarc redeliver
-        raise DependencyUnavailable(
-            f"could not publish the first sync ({type(err).__name__})"
-        ) from None

@@ -1,5 +1,6 @@
-"""The accounts entry points: ``onboard_user``, ``delete_account`` and ``migrate_legacy_data``
-(Firebase callable protocol) and ``on_alpaca_secret_written`` (Firestore ``document.v1.written`` on
+"""The accounts entry points: ``onboard_user``, ``delete_account``, ``connect_alpaca``,
+``disconnect_alpaca`` and ``migrate_legacy_data`` (Firebase callable protocol) and
+``on_alpaca_secret_written`` (Firestore ``document.v1.written`` on
 ``users/{uid}/secrets/alpaca``: a tenant's credentials written, rotated or deleted).
 
 Each only decodes or validates its input, gets the instance's dependencies and calls this
@@ -14,7 +15,7 @@ from typing import Any
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from accounts import deletion, migration, onboarding
+from accounts import alpaca_oauth, connections, deletion, migration, onboarding
 from accounts.key_changes import handle_key_change
 from agenttrader import redelivery, runtime
 from agenttrader.callable import CallContext, fields_of, https_callable
@@ -43,6 +44,35 @@ def delete_account(ctx: CallContext, data: Any) -> dict[str, Any]:
     db = runtime.deps().firestore
     done = deletion.delete_tenant(db, ctx.uid, actor=ctx.uid, reason=deletion.Reason.SELF_SERVICE)
     return deletion.account_deletion_result(done)
+
+
+@https_callable(tenant=True)
+def connect_alpaca(ctx: CallContext, data: Any) -> dict[str, Any]:
+    """Finish Alpaca OAuth (Connect): ``{code, redirect_uri, environment, base_url?}`` from the
+    tenant's browser after Alpaca's authorize redirect; the token is stored sealed."""
+    deps = runtime.deps()
+    settings = deps.settings
+    request = connections.parse_connect(data, settings.allowed_alpaca_base_urls)
+    client_id, client_secret = settings.alpaca_oauth_client_id, settings.alpaca_oauth_client_secret
+    if client_id is None or client_secret is None:
+        log.error("connect_alpaca called but ALPACA_OAUTH_CLIENT_ID / _SECRET are not set")
+        raise alpaca_oauth.MISCONFIGURED
+    client = alpaca_oauth.OAuthClient(client_id, client_secret, settings.alpaca_oauth_base_url)
+
+    def exchange(code: str, redirect_uri: str) -> str:
+        with alpaca_oauth.new_session() as session:
+            return alpaca_oauth.exchange_code(
+                session, client, code, redirect_uri, settings.alpaca_timeout_seconds
+            )
+
+    return connections.connect(deps, ctx.uid, request, exchange)
+
+
+@https_callable(tenant=True)
+def disconnect_alpaca(ctx: CallContext, data: Any) -> dict[str, Any]:
+    """Delete the tenant's Alpaca credentials (keys or OAuth) and stop syncing; no arguments."""
+    fields_of(data, allowed=())
+    return connections.disconnect(runtime.deps(), ctx.uid)
 
 
 @https_callable

@@ -1,23 +1,25 @@
-"""Alpaca access for one tenant: keys, a client built for those keys only, error translation.
+"""Alpaca access for one tenant: a client built for that tenant's credentials only, error
+translation.
 
 The client is alpaca-py's ``TradingClient`` (the real code path), with three changes that one
 tenant's sync needs: a timeout on every request, no redirects followed, and no built-in retry
 (alpaca-py sleeps 3 s and retries 429/504 three times by default; Pub/Sub owns retries here).
+API keys travel in the ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers, an OAuth
+(Connect) token as ``Authorization: Bearer``; everything else is the same for both.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 
+from agenttrader.credentials.model import AlpacaKeys, Credentials
 from agenttrader.errors import (
     AgentTraderError,
     AlpacaAuthError,
@@ -26,48 +28,11 @@ from agenttrader.errors import (
     AlpacaRequestError,
     AlpacaTimeout,
     AlpacaUnavailable,
-    InvalidKeys,
-    MissingKeys,
 )
 from agenttrader.logs import secret_scope
 from agenttrader.urls import allowed_host, check_base_url
 
-T = TypeVar("T")
-
-_KEY_ID = re.compile(r"^[A-Za-z0-9_\-]{8,128}$")
-_SECRET = re.compile(r"^[\x21-\x7e]{8,256}$")
-"""Printable ASCII without spaces: anything else could not travel in an HTTP header."""
 LIVE_HOST = "api.alpaca.markets"
-
-
-@dataclass(frozen=True)
-class AlpacaKeys:
-    """One tenant's Alpaca credentials. ``repr`` never shows the key values."""
-
-    key_id: str = field(repr=False)
-    secret_key: str = field(repr=False)
-    base_url: str
-
-    @classmethod
-    def from_document(cls, data: Mapping[str, Any] | None) -> AlpacaKeys:
-        """Validate the shape of a ``secrets/alpaca`` document (not yet the base URL's host)."""
-        if not data:
-            raise MissingKeys("no Alpaca keys stored")
-        key_id, secret, base_url = data.get("key_id"), data.get("secret_key"), data.get("base_url")
-        if key_id is None or secret is None:
-            raise MissingKeys("Alpaca keys are incomplete: key_id and secret_key are required")
-        if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
-            raise InvalidKeys("key_id must be 8-128 characters of letters, digits, '-' or '_'")
-        if not isinstance(secret, str) or not _SECRET.fullmatch(secret):
-            raise InvalidKeys("secret_key must be 8-256 printable characters without spaces")
-        if not isinstance(base_url, str) or not base_url:
-            raise InvalidKeys("base_url must be a non-empty string")
-        return cls(key_id=key_id, secret_key=secret, base_url=base_url)
-
-    @property
-    def key_id_hint(self) -> str:
-        """The last 4 characters of the key id: enough to tell keys apart in an audit entry."""
-        return f"…{self.key_id[-4:]}"
 
 
 class _GuardedSession(requests.Session):
@@ -112,24 +77,32 @@ class AlpacaClientFactory:
             pool_connections=8, pool_maxsize=pool_size, max_retries=0
         )
 
-    def origin_for(self, keys: AlpacaKeys) -> str:
+    def origin_for(self, credentials: Credentials) -> str:
         """The allowed origin the client will call (``DisallowedBaseUrl`` otherwise, naming
         the rule that failed, never the URL)."""
-        return check_base_url(keys.base_url, self._allowed)
+        return check_base_url(credentials.base_url, self._allowed)
 
     def allowed_host(self, base_url: object) -> str | None:
         """The host of ``base_url`` when it is on the allowlist (safe to record), else
         ``None``."""
         return allowed_host(base_url, self._allowed)
 
-    def for_user(self, keys: AlpacaKeys) -> TradingClient:
-        origin = self.origin_for(keys)
-        client = TradingClient(
-            api_key=keys.key_id,
-            secret_key=keys.secret_key,
-            paper=urlsplit(origin).hostname != LIVE_HOST,
-            url_override=origin,
-        )
+    def for_user(self, credentials: Credentials) -> TradingClient:
+        """A client of its own for one tenant, calling the allowed origin of its base URL
+        with its keys or (``OAuthToken``) its bearer token."""
+        origin = self.origin_for(credentials)
+        paper = urlsplit(origin).hostname != LIVE_HOST
+        if isinstance(credentials, AlpacaKeys):
+            client = TradingClient(
+                api_key=credentials.key_id,
+                secret_key=credentials.secret_key,
+                paper=paper,
+                url_override=origin,
+            )
+        else:
+            client = TradingClient(
+                oauth_token=credentials.access_token, paper=paper, url_override=origin
+            )
         # alpaca-py has no public switch for these; tests/unit/test_alpaca.py pins that they hold.
         client._retry = 0
         client._session = _GuardedSession(self._timeout, self._adapter)
@@ -164,23 +137,24 @@ def translate(exc: BaseException) -> AgentTraderError:
 
 
 @contextmanager
-def alpaca_errors(keys: AlpacaKeys) -> Iterator[None]:
-    """Translate failures of the calls inside, with the keys redacted from anything logged."""
-    with secret_scope(keys.key_id, keys.secret_key):
+def alpaca_errors(credentials: Credentials) -> Iterator[None]:
+    """Translate failures of the calls inside, with the credentials (keys or token) redacted
+    from anything logged."""
+    with secret_scope(*credentials.secrets):
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(exc) from None
 
 
-def fetch_account_state(client: TradingClient, keys: AlpacaKeys) -> dict[str, Any]:
+def fetch_account_state(client: TradingClient, credentials: Credentials) -> dict[str, Any]:
     """Account and open positions of one tenant (2 Alpaca calls), every field as Alpaca sent it.
 
     Through alpaca-py's own request path (auth headers, error mapping to ``APIError``) but
     without its model parsing: the snapshot stores the fields verbatim, and validating every
     field of every tenant's account through pydantic cost more CPU than the rest of the sync.
     """
-    with alpaca_errors(keys):
+    with alpaca_errors(credentials):
         account = client.get("/account")
         positions = client.get("/positions")
         if (
@@ -193,12 +167,12 @@ def fetch_account_state(client: TradingClient, keys: AlpacaKeys) -> dict[str, An
         return {"account": account, "positions": positions}
 
 
-def fetch_clock(client: TradingClient, keys: AlpacaKeys) -> dict[str, Any]:
+def fetch_clock(client: TradingClient, credentials: Credentials) -> dict[str, Any]:
     """Alpaca's market clock (``GET /v2/clock``, 1 call) with one tenant's client, as sent:
     ``timestamp``, ``is_open``, ``next_open``, ``next_close``. The same allowlisted client,
     timeout and error translation as :func:`fetch_account_state`; the fields are checked by
     :mod:`agenttrader.market_clock`."""
-    with alpaca_errors(keys):
+    with alpaca_errors(credentials):
         clock = client.get("/clock")
         if not isinstance(clock, dict):
             raise AlpacaRequestError("Alpaca sent a clock that does not parse (wrong shape)")

@@ -16,11 +16,14 @@ if TYPE_CHECKING:
     import google.cloud.pubsub_v1 as pubsub_v1
     from google.cloud import firestore
 
+    from agenttrader.credentials import Vault
+
 T = TypeVar("T")
 
 
 class Deps:
-    """Firestore, the Pub/Sub publisher and the Alpaca client factory for one instance.
+    """Firestore, the Pub/Sub publisher, the Alpaca client factory and the credentials vault
+    for one instance.
 
     Pass ready-made collaborators (fakes in unit tests) as keyword arguments; anything not
     passed is built from ``settings`` on first use.
@@ -33,6 +36,7 @@ class Deps:
         firestore_client: firestore.Client | None = None,
         publisher: pubsub_v1.PublisherClient | None = None,
         alpaca_factory: AlpacaClientFactory | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._lock = threading.Lock()
@@ -40,6 +44,7 @@ class Deps:
             "firestore": firestore_client,
             "publisher": publisher,
             "alpaca": alpaca_factory,
+            "vault": vault,
         }
 
     def _get(self, name: str, build: Callable[[], T]) -> T:
@@ -89,6 +94,19 @@ class Deps:
                 self.settings.allowed_alpaca_base_urls, self.settings.alpaca_timeout_seconds
             ),
         )
+
+    @property
+    def vault(self) -> Vault:
+        """Seals and opens tenant credentials under ``CREDENTIALS_KEK_URI`` (``ValueError``
+        naming it when unset outside the emulators: only the functions that handle
+        credentials ask for the vault, so only they refuse to start without it)."""
+
+        def build() -> Vault:
+            from agenttrader.credentials import Vault
+
+            return Vault.from_settings(self.settings)
+
+        return self._get("vault", build)
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.settings.project}/topics/{topic}"

@@ -80,7 +80,7 @@ _Precondition = common.Precondition.pb()
 
 
 def encode(value: Any) -> Any:
-    """A JSON-shaped Python value (and datetimes) as a raw ``google.firestore.v1.Value``."""
+    """A JSON-shaped Python value (and datetimes, bytes) as a raw ``google.firestore.v1.Value``."""
     if value is None:
         return _Value(null_value=0)
     if isinstance(value, bool):
@@ -91,6 +91,8 @@ def encode(value: Any) -> Any:
         return _Value(double_value=value)
     if isinstance(value, str):
         return _Value(string_value=value)
+    if isinstance(value, bytes):
+        return _Value(bytes_value=value)
     if isinstance(value, datetime):
         stamp = timestamp_pb2.Timestamp()
         stamp.FromDatetime(value)

@@ -17,6 +17,7 @@ before these fields existed): its ``configured`` stands as written and its versi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -62,3 +63,25 @@ def handled_version(config: Mapping[str, Any] | None) -> str | None:
     if state_of(config) is None:
         return None
     return version_of((config or {}).get(CONFIGURED_AT))
+
+
+NEW_CREDENTIALS_CLEARS = (PROVEN_AT, KEYS_REJECTED_AT, KEYS_DELETED_AT)
+"""What new credentials make obsolete on ``config/alpaca`` (deleted with :func:`pending`)."""
+
+
+def pending(version_at: datetime, now: datetime, handled_by: str) -> dict[str, Any]:
+    """``config/alpaca``'s fields for new well-formed credentials of the version stamped
+    ``version_at``, handled ``now`` by ``handled_by`` (the secrets trigger's event id, or
+    ``connect_alpaca``'s own): not configured until a sync proves them."""
+    return {
+        CONFIGURED: False,
+        CONFIGURED_AT: version_at,
+        KEYS_HANDLED_AT: now,
+        KEYS_EVENT_ID: handled_by,
+        KEYS_STATE: KeysState.PENDING.value,
+    }
+
+
+def deleted(now: datetime) -> dict[str, Any]:
+    """``config/alpaca``'s fields once the credentials are gone: not configured."""
+    return {CONFIGURED: False, KEYS_STATE: KeysState.DELETED.value, KEYS_DELETED_AT: now}

@@ -31,7 +31,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from agenttrader import topology
-from agenttrader.alpaca import AlpacaKeys, fetch_clock
+from agenttrader.alpaca import fetch_clock
+from agenttrader.credentials.model import Credentials
 from agenttrader.errors import AgentTraderError
 from agenttrader.logs import get_logger, redact
 from agenttrader.messages import SyncRequest, parse_timestamp
@@ -183,7 +184,11 @@ def pick_asker(uids: Iterable[str], pulse_id: str) -> str | None:
 
 
 def refresh_after_sync(
-    deps: Deps, client: TradingClient, keys: AlpacaKeys, request: SyncRequest, started: float
+    deps: Deps,
+    client: TradingClient,
+    credentials: Credentials,
+    request: SyncRequest,
+    started: float,
 ) -> MarketClock | None:
     """The worker's hook, after ``request`` synced successfully (``started``: when its
     handling began, ``time.monotonic()``): refresh the clock if the message asks and the call
@@ -199,7 +204,7 @@ def refresh_after_sync(
             fields={"elapsed_seconds": round(elapsed, 3)},
         )
         return None
-    return refresh(deps.firestore, client, keys, uid=request.uid, pulse_id=request.pulse_id)
+    return refresh(deps.firestore, client, credentials, uid=request.uid, pulse_id=request.pulse_id)
 
 
 def clock_call_fits(elapsed_seconds: float, alpaca_timeout_seconds: float) -> bool:
@@ -215,7 +220,7 @@ def clock_call_fits(elapsed_seconds: float, alpaca_timeout_seconds: float) -> bo
 def refresh(
     db: firestore.Client,
     client: TradingClient,
-    keys: AlpacaKeys,
+    credentials: Credentials,
     *,
     uid: str,
     pulse_id: str | None,
@@ -228,7 +233,7 @@ def refresh(
     leaves the stored clock as it was; the next tick asks again.
     """
     try:
-        body = fetch_clock(client, keys)
+        body = fetch_clock(client, credentials)
         clock = MarketClock.from_alpaca(body, now or datetime.now(UTC), pulse_id)
         db.document(MARKET_CLOCK_DOC).set(clock.to_document())
     except Exception as err:  # noqa: BLE001 - nothing may fail the sync that succeeded

@@ -294,6 +294,25 @@ class PulseTotals:
         }
 
 
+GONE_FIELD = "gone"
+"""On a pulse document: ``{uid: true}`` of users its messages found deleted since the tick. Their
+outcome cannot live under ``users/{uid}`` (nothing may recreate a deleted user), so it is kept
+here, once per user whatever the deliveries, and counted as an error."""
+
+
+def count_gone(db: firestore.Client, pulse_id: str, uid: str) -> bool:
+    """Record that ``pulse_id``'s message to ``uid`` found no such user; ``False`` when the pulse
+    document does not exist (never created here) or could not be written."""
+    try:
+        db.document(pulse_doc(pulse_id)).update({f"{GONE_FIELD}.`{uid}`": True})
+    except gexc.GoogleAPICallError as err:
+        log.warning(
+            f"outcome of a deleted user not counted ({type(err).__name__})", pulse_id=pulse_id
+        )
+        return False
+    return True
+
+
 def is_complete(published: int | None, outcomes: int) -> bool:
     """A pulse is complete once its fan-out finished (``published`` known) and every published
     message reported an outcome."""
@@ -361,13 +380,14 @@ def rollup(
     counts = count_outcomes(db, pulse_id)
     published = data.get("published_count")
     ineligible = data.get("ineligible_count")
+    gone = data.get(GONE_FIELD)
     totals = PulseTotals(
         pulse_id=pulse_id,
         timestamp=data.get("timestamp") or now,
         published=published if isinstance(published, int) else None,
         ineligible=ineligible if isinstance(ineligible, int) else 0,
         success=counts[Outcome.SUCCESS],
-        error=counts[Outcome.ERROR],
+        error=counts[Outcome.ERROR] + (len(gone) if isinstance(gone, dict) else 0),
         worker_skipped=counts[Outcome.SKIPPED],
     )
     history_update: dict[str, Any] = {

@@ -11,10 +11,9 @@ from enum import StrEnum
 
 LIVE_ALPACA_BASE_URL = "https://api.alpaca.markets"
 """Alpaca's live Trading API, also where its OAuth tokens are issued (``POST /oauth/token``)."""
-OFFICIAL_ALPACA_BASE_URLS: tuple[str, ...] = (
-    "https://paper-api.alpaca.markets",
-    LIVE_ALPACA_BASE_URL,
-)
+PAPER_ALPACA_BASE_URL = "https://paper-api.alpaca.markets"
+"""Alpaca's paper Trading API."""
+OFFICIAL_ALPACA_BASE_URLS: tuple[str, ...] = (PAPER_ALPACA_BASE_URL, LIVE_ALPACA_BASE_URL)
 """Always allowed; ``ALPACA_ALLOWED_BASE_URLS`` can only add to these."""
 
 DEFAULT_PROJECT = "demo-agenttrader"

@@ -26,8 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agenttrader.alpaca import AlpacaKeys
-from agenttrader.credentials import LocalKek, Vault, parse_plaintext
+from agenttrader.credentials import AlpacaKeys, LocalKek, Vault, parse_plaintext
 
 PAPER = "https://paper-api.alpaca.markets"
 

@@ -26,7 +26,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agenttrader import paths, pulses
-from agenttrader.alpaca import AlpacaClientFactory, AlpacaKeys, fetch_account_state
+from agenttrader.alpaca import AlpacaClientFactory, fetch_account_state
+from agenttrader.credentials import AlpacaKeys
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
@@ -246,14 +247,15 @@ def run_single_loop(project: str, sim_url: str, n: int) -> dict[str, Any]:
 
 
 def meter_worker(project: str, sim_url: str) -> dict[str, float]:
-    """Firestore reads and writes per sync, counted in-process over a sample of syncs."""
+    """Firestore reads and writes per sync, counted in-process over a sample of syncs: scheduled
+    messages, as a tick sends them, read on a worker that holds no keys yet (cold)."""
     deps = Deps(Settings.from_env())
     worker = SyncWorker(deps)
     uids = [f"bench-{i:06d}" for i in range(METER_SAMPLE)]
     now = datetime.now(UTC)
     with metered() as meter:
         for i, uid in enumerate(uids):
-            request = SyncRequest(uid, Reason.MANUAL, now)
+            request = SyncRequest(uid, Reason.SCHEDULE, now, pulse_id="meter")
             worker.handle(
                 PubsubDelivery(f"meter-{i}", request.to_bytes(), request.attributes(), now, 1)
             )

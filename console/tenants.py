@@ -68,8 +68,8 @@ class State(StrEnum):
     """A tenant's one-word state, the first that applies in this order."""
 
     NOT_ONBOARDED = "not_onboarded"
-    NOT_CONFIGURED = "not_configured"
     FAILING = "failing"
+    NOT_CONFIGURED = "not_configured"
     KILL_SWITCH_OFF = "kill_switch_off"
     NEVER_SYNCED = "never_synced"
     HEALTHY = "healthy"
@@ -165,10 +165,10 @@ def classify(found: TenantDocs) -> Tenant:
     last_sync = _datetime(snapshot.get("syncedAt")) if real_snapshot else None
     if not onboarded and not found.exists("config"):
         state = State.NOT_ONBOARDED
+    elif failing:  # before not configured: keys Alpaca refused are unmarked, and failing
+        state = State.FAILING
     elif not configured:
         state = State.NOT_CONFIGURED
-    elif failing:
-        state = State.FAILING
     elif not enabled:
         state = State.KILL_SWITCH_OFF
     elif last_sync is None:

@@ -11,6 +11,7 @@ python -m infra roles                the least-privilege table (Markdown)
 python -m infra source --list        the files `--source=.` uploads, one path per line
 python -m infra source --digest      their digest (part of every function's fingerprint)
 python -m infra source --stage stream-gateway   stage the gateway's source for its deploy
+python -m infra next-rotation-time   when the KEK created now first rotates (RFC 3339, UTC)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from agenttrader.settings import SyncSchedule
 from infra import iam, indexes, monitoring, resources, source
@@ -90,7 +92,17 @@ def _parser() -> argparse.ArgumentParser:
         help="copy a service's source (shared core, its package, requirements, Procfile) to "
         f"{source.STAGE_ROOT}/SERVICE, what `gcloud run deploy --source` uploads",
     )
+    commands.add_parser(
+        "next-rotation-time",
+        help="print when a KEK created now first rotates (apply resolves the key's flag so)",
+    )
     return parser
+
+
+def next_rotation_time(now: datetime) -> str:
+    """``now`` plus the KEK's rotation period, as ``--next-rotation-time`` takes it."""
+    first = now.astimezone(UTC) + timedelta(days=resources.KEK_ROTATION_DAYS)
+    return first.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "indexes":
         sys.stdout.write(indexes.render_text())
+        return 0
+    if args.command == "next-rotation-time":
+        print(next_rotation_time(datetime.now(UTC)))
         return 0
     if args.command == "monitoring":
         for path in monitoring.write(source.REPO_ROOT, deployed()):

@@ -31,6 +31,10 @@ class Scope(Enum):
     """The Cloud Run service of a function (``name`` is the function)."""
     SERVICE_ACCOUNT = "service-account"
     """A service account as a resource (``name`` is its account id)."""
+    CRYPTO_KEY = "crypto-key"
+    """A Cloud KMS key of the deployment's key ring (``name`` is the key)."""
+    SECRET = "secret"
+    """A Secret Manager secret (``name`` is the secret)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,18 @@ def grants() -> tuple[Grant, ...]:
                     Scope.SUBSCRIPTION,
                     subscription,
                     f"pulls and acknowledges `{subscription}`, no other subscription",
+                )
+            )
+    out += kek_grants()
+    for fn in resources.FUNCTIONS:
+        for name in fn.secrets:
+            out.append(
+                Grant(
+                    fn.account_id,
+                    "roles/secretmanager.secretAccessor",
+                    Scope.SECRET,
+                    resources.SECRETS[name],
+                    f"reads `{name}` when an instance starts, no other secret",
                 )
             )
     push_targets = [s.push_target for s in topology.SUBSCRIPTIONS if s.push_target]
@@ -145,6 +161,23 @@ def grants() -> tuple[Grant, ...]:
     return tuple(out)
 
 
+_KEK_WHY = {
+    resources.KekUse.ENCRYPT: "seals tenant credentials; cannot open them",
+    resources.KekUse.DECRYPT: "opens sealed tenant credentials to call Alpaca; cannot seal",
+}
+
+
+def kek_grants() -> list[Grant]:
+    """Who may use the credentials KEK, and for what: only its key, never the key ring or the
+    project, and never both roles for one identity."""
+    users = [(fn.account_id, fn.kek) for fn in resources.FUNCTIONS if fn.kek is not None]
+    users += list(resources.SERVICE_KEK_USERS)
+    return [
+        Grant(account, use.value, Scope.CRYPTO_KEY, resources.KEK_KEY, _KEK_WHY[use])
+        for account, use in users
+    ]
+
+
 _ROLE_WHY = {
     "roles/datastore.user": "reads and writes Firestore",
     "roles/datastore.viewer": "reads Firestore, writes nothing",
@@ -176,7 +209,7 @@ def markdown_table() -> str:
     used_as[PUBSUB_AGENT] = "Google-managed (dead-lettering, push tokens)"
     for grant in grants():
         rows.append(
-            f"| {principal_label(grant.principal)} | {used_as[grant.principal]} "
+            f"| {principal_label(grant.principal)} | {used_as.get(grant.principal, 'a service')} "
             f"| `{grant.role}` | {grant.on} | {grant.why} |"
         )
     for fn in resources.FUNCTIONS:

@@ -4,6 +4,9 @@ Order (each step only needs what the steps before it made):
 
 1. service accounts; their project roles and the service agent's token-creator role;
 2. topics, topic-level publisher roles;
+   the credentials KEK (key ring, key with a rotation period) and who may encrypt or decrypt
+   with it; the OAuth client secret in Secret Manager (its value from the operator's file,
+   never shown) and who may read it;
 3. pull subscriptions (the dead-letter hold exists before anything can dead-letter);
 4. Firestore rules and indexes (index builds take minutes: start them early);
 5. the functions (push targets first), then ``roles/run.invoker`` on the push/event targets;
@@ -80,7 +83,9 @@ class DeployConfig:
 
     def settings(self) -> Settings:
         try:
-            return resources.deploy_settings(self.project, dict(self.env), self.sync_schedule)
+            return resources.deploy_settings(
+                self.project, self.region, dict(self.env), self.sync_schedule
+            )
         except ValueError as err:
             raise PlanError(str(err)) from err
 
@@ -105,6 +110,12 @@ def url_var(fn: str) -> str:
 
 def service_var(fn: str) -> str:
     return f"{fn.upper()}_SERVICE"
+
+
+NEXT_ROTATION_VAR = "KEK_NEXT_ROTATION"
+"""The KEK's first automatic rotation (now + the rotation period), known only at apply."""
+PYTHON = ".venv/bin/python"
+"""The project's interpreter (``make setup``), relative to the repository root apply runs in."""
 
 
 def build_plan(config: DeployConfig) -> Plan:
@@ -305,6 +316,22 @@ class _Planner:
                         f"push endpoint and OIDC audience of {fn.name} (after its deploy)",
                     )
                 )
+        out.append(
+            Variable(
+                NEXT_ROTATION_VAR,
+                (PYTHON, "-m", "infra", "next-rotation-time"),
+                f"the KEK's first automatic rotation: {resources.KEK_ROTATION_DAYS} days from now",
+            )
+        )
+        if self.oauth_enabled:
+            out.append(
+                Variable(
+                    resources.SECRET_FILE_VARIABLE,
+                    ("printenv", resources.SECRET_FILE_VARIABLE),
+                    "a file holding the Alpaca OAuth client secret (first deploy only; only its"
+                    " path is shown)",
+                )
+            )
         if self.config.alert_email:
             out.append(
                 Variable(
@@ -392,6 +419,12 @@ class _Planner:
         ]
         out += [self.topic(t) for t in topology.TOPICS]
         out += [self.binding(g) for g in grants if g.scope is iam.Scope.TOPIC]
+        out += [self.key_ring(), self.kek()]
+        out += [self.binding(g) for g in grants if g.scope is iam.Scope.CRYPTO_KEY]
+        out += [self.secret(name) for name in sorted(set(resources.SECRETS.values()))]
+        if self.oauth_enabled:
+            out.append(self.secret_version(resources.SECRETS["ALPACA_OAUTH_CLIENT_SECRET"]))
+        out += [self.binding(g) for g in grants if g.scope is iam.Scope.SECRET]
         out += [self.subscription(s) for s in pull_subs]
         out.append(self.firestore_rules_and_indexes())
         out += [self.function(f) for f in functions]
@@ -452,6 +485,11 @@ class _Planner:
         elif grant.scope is iam.Scope.SUBSCRIPTION:
             target = ("gcloud", "pubsub", "subscriptions")
             resource, extra = (grant.resource, self.p), ()
+        elif grant.scope is iam.Scope.CRYPTO_KEY:
+            target = ("gcloud", "kms", "keys")
+            resource, extra = (grant.resource, *self.key_ring_of(), self.p), ()
+        elif grant.scope is iam.Scope.SECRET:
+            target, resource, extra = ("gcloud", "secrets"), (grant.resource, self.p), ()
         elif grant.scope is iam.Scope.SERVICE:
             target = ("gcloud", "run", "services")
             resource = (
@@ -480,6 +518,124 @@ class _Planner:
             ),
             probe=HasBinding(grant.role, member),
             retries=IAM_RETRIES,
+        )
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Alpaca OAuth is offered (``ALPACA_OAUTH_CLIENT_ID`` set): its client secret must
+        then have a value, and ``connect_alpaca`` reads it."""
+        return self.settings.alpaca_oauth_client_id is not None
+
+    def key_ring_of(self) -> Argv:
+        return (f"--keyring={resources.KEK_KEY_RING}", f"--location={self.region}")
+
+    def key_ring(self) -> Step:
+        location = f"--location={self.region}"
+        return Step(
+            kind="kms-key-ring",
+            name=resources.KEK_KEY_RING,
+            purpose=f"holds the credentials KEK, in {self.region} (a key ring is never deleted)",
+            check=(
+                "gcloud",
+                "kms",
+                "keyrings",
+                "describe",
+                resources.KEK_KEY_RING,
+                location,
+                self.p,
+                "--format=json",
+            ),
+            create=(
+                "gcloud",
+                "kms",
+                "keyrings",
+                "create",
+                resources.KEK_KEY_RING,
+                location,
+                self.p,
+            ),
+        )
+
+    def kek(self) -> Step:
+        """The key-encryption key: symmetric, software-protected, rotated every
+        :data:`~infra.resources.KEK_ROTATION_DAYS` days (older versions keep decrypting)."""
+        period = f"--rotation-period={resources.KEK_ROTATION_DAYS}d"
+        first = f"--next-rotation-time=${{{NEXT_ROTATION_VAR}}}"
+        fp = fingerprint(resources.KEK_KEY, period)
+        base: Argv = ("gcloud", "kms", "keys")
+        where = (*self.key_ring_of(), self.p)
+        return Step(
+            kind="kms-key",
+            name=resources.KEK_KEY,
+            purpose=f"seals tenant credentials (CREDENTIALS_KEK_URI), rotated every"
+            f" {resources.KEK_ROTATION_DAYS} days",
+            check=(*base, "describe", resources.KEK_KEY, *where, "--format=json"),
+            create=(
+                *base,
+                "create",
+                resources.KEK_KEY,
+                *where,
+                "--purpose=encryption",
+                "--protection-level=software",
+                period,
+                first,
+                f"--labels={FINGERPRINT_KEY}={fp}",
+            ),
+            update=(
+                *base,
+                "update",
+                resources.KEK_KEY,
+                *where,
+                period,
+                first,
+                f"--update-labels={FINGERPRINT_KEY}={fp}",
+            ),
+            probe=Fingerprinted(("labels", FINGERPRINT_KEY), fp),
+        )
+
+    def secret(self, name: str) -> Step:
+        return Step(
+            kind="secret",
+            name=name,
+            purpose="Secret Manager secret (the value is added by the operator, never shown)",
+            check=("gcloud", "secrets", "describe", name, self.p, "--format=json"),
+            create=(
+                "gcloud",
+                "secrets",
+                "create",
+                name,
+                self.p,
+                "--replication-policy=automatic",
+            ),
+        )
+
+    def secret_version(self, name: str) -> Step:
+        """The secret's first value, from the file the operator names; an existing version is
+        left alone (a new one is added with ``gcloud secrets versions add``, docs/DEPLOY.md)."""
+        return Step(
+            kind="secret-version",
+            name=name,
+            purpose=f"the first value of {name}, read from ${resources.SECRET_FILE_VARIABLE}",
+            check=(
+                "gcloud",
+                "secrets",
+                "versions",
+                "describe",
+                "latest",
+                f"--secret={name}",
+                self.p,
+                "--format=json",
+            ),
+            create=(
+                "gcloud",
+                "secrets",
+                "versions",
+                "add",
+                name,
+                f"--data-file=${{{resources.SECRET_FILE_VARIABLE}}}",
+                self.p,
+                "--format=none",
+            ),
         )
 
     def topic(self, name: str) -> Step:
@@ -594,6 +750,9 @@ class _Planner:
             f"--max-instances={fn.max_instances}",
             resources.env_flag(resources.environment(self.settings, fn.name)),
         ]
+        secrets = resources.secrets_flag(fn) if self.oauth_enabled else None
+        if secrets is not None:
+            args.append(secrets)
         fp = fingerprint(args, self.config.source_digest)
         deploy = (*args, f"--update-labels={FINGERPRINT_KEY}={fp}")
         return Step(

@@ -21,6 +21,15 @@ RUNTIME = "python311"
 FIRESTORE_DATABASE = "(default)"
 
 
+class KekUse(Enum):
+    """What an identity may do with the credentials KEK: exactly one of the two, never both."""
+
+    ENCRYPT = "roles/cloudkms.cryptoKeyEncrypter"
+    """Seals credentials (the secrets trigger, ``connect_alpaca``); cannot open them."""
+    DECRYPT = "roles/cloudkms.cryptoKeyDecrypter"
+    """Opens sealed credentials to call Alpaca (the worker); cannot seal."""
+
+
 class Trigger(Enum):
     """How a function is reached."""
 
@@ -59,6 +68,10 @@ class Function:
     """``FIRESTORE``: the Eventarc event type."""
     document: str | None = None
     """``FIRESTORE``: the document path pattern."""
+    kek: KekUse | None = None
+    """Its role on the credentials KEK (:data:`KEK_KEY`), if it handles credentials."""
+    secrets: tuple[str, ...] = ()
+    """Settings it reads from Secret Manager (:data:`SECRETS`), not from ``--set-env-vars``."""
 
     @property
     def account_id(self) -> str:
@@ -74,6 +87,9 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_seconds=None,
         concurrency=1,
         max_instances=5,
+        # One tick holds the eligible users and their messages: 611 MB peak measured at
+        # 1,000,000 tenants (benchmarks/publisher_scale.py); 512 MiB serves ~800,000.
+        memory="1Gi",
         publishes=(topology.USER_SYNC,),
     ),
     Function(
@@ -85,6 +101,7 @@ FUNCTIONS: tuple[Function, ...] = (
         concurrency=40,
         max_instances=100,
         publishes=(topology.USER_SYNC_DEAD_LETTER,),
+        kek=KekUse.DECRYPT,
     ),
     Function(
         name="on_alpaca_secret_written",
@@ -97,6 +114,7 @@ FUNCTIONS: tuple[Function, ...] = (
         publishes=(topology.USER_SYNC,),
         event_type=FIRESTORE_WRITTEN,
         document="users/{uid}/secrets/alpaca",
+        kek=KekUse.ENCRYPT,
     ),
     Function(
         name="on_alpaca_config_written",
@@ -136,6 +154,27 @@ FUNCTIONS: tuple[Function, ...] = (
         purpose="Firebase callable: deletes the caller's tenant data, audited for operators",
         timeout_seconds=120,
         concurrency=10,
+        max_instances=5,
+    ),
+    Function(
+        name="connect_alpaca",
+        module="accounts.main",
+        trigger=Trigger.CALLABLE,
+        purpose="Firebase callable: Alpaca OAuth code -> access token, stored sealed",
+        timeout_seconds=60,
+        concurrency=20,
+        max_instances=10,
+        publishes=(topology.USER_SYNC,),
+        kek=KekUse.ENCRYPT,
+        secrets=("ALPACA_OAUTH_CLIENT_SECRET",),
+    ),
+    Function(
+        name="disconnect_alpaca",
+        module="accounts.main",
+        trigger=Trigger.CALLABLE,
+        purpose="Firebase callable: deletes the caller's Alpaca credentials",
+        timeout_seconds=60,
+        concurrency=20,
         max_instances=5,
     ),
     Function(
@@ -279,6 +318,33 @@ BUILD_ROLES: tuple[str, ...] = (
 )
 """What Google documents for a custom Cloud Run functions build service account."""
 
+KEK_KEY_RING = "agenttrader"
+"""The Cloud KMS key ring, in the deployment's region (key rings cannot be deleted)."""
+KEK_KEY = "tenant-credentials"
+"""The key-encryption key sealing tenant credentials (``CREDENTIALS_KEK_URI``)."""
+KEK_ROTATION_DAYS = 90
+"""Cloud KMS makes a new primary version this often; older versions still decrypt what they
+wrapped, and ``agenttrader credentials rewrap`` moves data keys onto the new one."""
+SERVICE_KEK_USERS: tuple[tuple[str, KekUse], ...] = ((STREAM_GATEWAY.account, KekUse.DECRYPT),)
+"""Service accounts that are not a function's and use the KEK, with their role: the stream
+gateway opens credentials to hold tenants' trade-update streams."""
+
+SECRETS: Mapping[str, str] = {"ALPACA_OAUTH_CLIENT_SECRET": "alpaca-oauth-client-secret"}
+"""Settings held in Secret Manager, by variable: the secret's name. One secret for the app
+(never one per tenant); the operator supplies its value, no plan prints it."""
+SECRET_FILE_VARIABLE = "ALPACA_OAUTH_CLIENT_SECRET_FILE"
+"""Where apply reads the OAuth client secret's first value from (a file the operator made;
+only its path is ever shown). Needed once, and only with ``ALPACA_OAUTH_CLIENT_ID`` set."""
+
+
+def kek_uri(project: str, region: str) -> str:
+    """``CREDENTIALS_KEK_URI`` of the key the deployment creates."""
+    return (
+        f"gcp-kms://projects/{project}/locations/{region}/keyRings/{KEK_KEY_RING}"
+        f"/cryptoKeys/{KEK_KEY}"
+    )
+
+
 SCHEDULER_JOB = "sync-tick-every-minute"
 REQUEST_LOG_EXCLUSION = "agenttrader-sync-user-ok-requests"
 """Exclusion on the ``_Default`` log sink: Cloud Run request logs of successful pushes."""
@@ -300,6 +366,7 @@ REQUIRED_APIS: tuple[str, ...] = (
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    "cloudkms.googleapis.com",
     "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
     "eventarc.googleapis.com",
@@ -313,6 +380,7 @@ REQUIRED_APIS: tuple[str, ...] = (
     "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
+    "secretmanager.googleapis.com",
     "storage.googleapis.com",
 )
 
@@ -371,7 +439,19 @@ NEVER_DEPLOYED: frozenset[str] = frozenset(
 """Emulator switches: in production they would send everything to a machine that isn't there."""
 REFUSED: Mapping[str, str] = {
     "VERTEX_AI_BASE_URL": "it replaces Vertex AI with a local stand-in (tests only)",
+    "ALPACA_OAUTH_CLIENT_SECRET": (
+        f"it is a secret: the functions read it from Secret Manager"
+        f" ({SECRETS['ALPACA_OAUTH_CLIENT_SECRET']}); apply takes its first value from the file"
+        f" named by {SECRET_FILE_VARIABLE}, and no plan or command line ever shows it"
+    ),
 }
+"""Settings never deployed as environment variables (and refused as ``--set`` overrides)."""
+PLANNED: Mapping[str, str] = {
+    "GOOGLE_CLOUD_PROJECT": "is the --project being deployed to",
+    "SYNC_SCHEDULE": "is chosen with --sync-schedule",
+    "CREDENTIALS_KEK_URI": "names the key the plan creates (key ring and key in --region)",
+}
+"""Settings the plan decides itself."""
 FUNCTION_SETTINGS: Mapping[str, str] = {
     "SYNC_SCHEDULE": "publish_user_syncs",
     "RECONCILE_EVERY_TICKS": "publish_user_syncs",
@@ -390,13 +470,16 @@ def env_name(field_name: str) -> str:
 
 def deploy_settings(
     project: str,
+    region: str,
     overrides: Mapping[str, str],
     sync_schedule: str = PRODUCTION_SYNC_SCHEDULE.value,
 ) -> Settings:
-    """The functions' settings: Settings' defaults, ``overrides`` (variable names) on top, and
-    ``sync_schedule`` (``--sync-schedule``) as ``SYNC_SCHEDULE``.
+    """The functions' settings: Settings' defaults, ``overrides`` (variable names) on top,
+    ``sync_schedule`` (``--sync-schedule``) as ``SYNC_SCHEDULE`` and the planned KEK as
+    ``CREDENTIALS_KEK_URI``.
 
-    Refuses the emulator switches and the test-only overrides, and unknown names.
+    Refuses the emulator switches, the secrets and test-only overrides, what the plan decides
+    (:data:`PLANNED`), and unknown names.
     """
     known = {env_name(f.name) for f in dataclasses.fields(Settings)}
     for name in overrides:
@@ -404,13 +487,16 @@ def deploy_settings(
             raise ValueError(f"{name} is an emulator switch and is never deployed")
         if name in REFUSED:
             raise ValueError(f"{name} is not deployed: {REFUSED[name]}")
-        if name == "GOOGLE_CLOUD_PROJECT":
-            raise ValueError("GOOGLE_CLOUD_PROJECT is the --project being deployed to")
-        if name == "SYNC_SCHEDULE":
-            raise ValueError("SYNC_SCHEDULE is chosen with --sync-schedule")
+        if name in PLANNED:
+            raise ValueError(f"{name} {PLANNED[name]}")
         if name not in known:
             raise ValueError(f"{name} is not a setting (known: {', '.join(sorted(known))})")
-    env = {**overrides, "SYNC_SCHEDULE": sync_schedule, "GOOGLE_CLOUD_PROJECT": project}
+    env = {
+        **overrides,
+        "SYNC_SCHEDULE": sync_schedule,
+        "GOOGLE_CLOUD_PROJECT": project,
+        "CREDENTIALS_KEK_URI": kek_uri(project, region),
+    }
     return Settings.from_env(env)
 
 
@@ -440,6 +526,16 @@ def environment(settings: Settings, function: str | None = None) -> dict[str, st
         if value is not None:
             env[name] = value
     return env
+
+
+def secrets_flag(function: Function) -> str | None:
+    """``--set-secrets`` of a function reading settings from Secret Manager (latest version,
+    resolved when an instance starts), else ``None``."""
+    if not function.secrets:
+        return None
+    return "--set-secrets=" + ",".join(
+        f"{name}={SECRETS[name]}:latest" for name in function.secrets
+    )
 
 
 def env_flag(env: Mapping[str, str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -67,6 +68,17 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
 
 _positive_int = _whole_number(1)
 _count = _whole_number(0)
+
+
+def _timestamp(text: str) -> datetime:
+    """An RFC 3339 time; without a zone, UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (RFC 3339, e.g. 2027-03-06T06:00:00Z)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _rate(text: str) -> float:
@@ -349,7 +361,85 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune_parser.add_argument("--json", action="store_true", help="machine-readable summary")
     prune_parser.set_defaults(handler=_tenants_prune)
+
+    _add_credentials_commands(commands, common)
     return parser
+
+
+def _add_credentials_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``agenttrader credentials seal-existing | rewrap``."""
+    credentials_parser = commands.add_parser(
+        "credentials",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="seal plaintext credentials left from before; re-wrap after a KEK rotation",
+        description=_wrap(
+            "Tenants' users/{uid}/secrets/alpaca documents and the key-encryption key (KEK)"
+            " sealing them: CREDENTIALS_KEK_URI names it (unset with FIRESTORE_EMULATOR_HOST:"
+            " the local development KEK). Every change is audited in the tenant's audit trail"
+            " and guarded by the document's update time, so a tenant writing new keys meanwhile"
+            " wins. Both commands are idempotent: run again to resume."
+        ),
+    )
+    credentials_commands = credentials_parser.add_subparsers(
+        dest="credentials_command", metavar="ACTION", required=True
+    )
+    seal_parser = credentials_commands.add_parser(
+        "seal-existing",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="seal every plaintext secrets document left from before sealing",
+        description=_wrap(
+            "Seal each plaintext users/{uid}/secrets/alpaca (one KEK operation each), keeping"
+            " the credentials' version: tenants stay configured as they were. Plaintext that is"
+            " not well-formed credentials cannot be sealed: it is listed, and deleted with"
+            " --delete-invalid. Needs roles/cloudkms.cryptoKeyEncrypter on the KEK."
+        ),
+        epilog="examples:\n  agenttrader credentials seal-existing --dry-run\n"
+        "  agenttrader credentials seal-existing --limit 1000",
+    )
+    seal_parser.add_argument(
+        "--dry-run", action="store_true", help="count what would be sealed; change nothing"
+    )
+    seal_parser.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="seal at most N documents"
+    )
+    seal_parser.add_argument(
+        "--delete-invalid",
+        action="store_true",
+        help="delete plaintext that is not well-formed credentials (never usable)",
+    )
+    seal_parser.add_argument("--json", action="store_true", help="machine-readable summary")
+    seal_parser.set_defaults(handler=_credentials_seal)
+    rewrap_parser = credentials_commands.add_parser(
+        "rewrap",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="re-wrap every sealed document's data key under the KEK's current primary version",
+        description=_wrap(
+            "After a KEK rotation, re-wrap each sealed document's data key under the new"
+            " primary version (two KEK operations each; the credentials are never decrypted),"
+            " so the old key versions can be disabled. --wrapped-before (the rotation's time)"
+            " skips what was sealed or re-wrapped since. Needs"
+            " roles/cloudkms.cryptoKeyEncrypterDecrypter on the KEK."
+        ),
+        epilog="examples:\n  agenttrader credentials rewrap --dry-run\n"
+        "  agenttrader credentials rewrap --wrapped-before 2027-03-06T06:00:00Z",
+    )
+    rewrap_parser.add_argument(
+        "--dry-run", action="store_true", help="count what would be re-wrapped; change nothing"
+    )
+    rewrap_parser.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="re-wrap at most N documents"
+    )
+    rewrap_parser.add_argument(
+        "--wrapped-before",
+        type=_timestamp,
+        metavar="TIME",
+        help="only data keys wrapped before TIME (RFC 3339, e.g. the rotation's time)",
+    )
+    rewrap_parser.add_argument("--json", action="store_true", help="machine-readable summary")
+    rewrap_parser.set_defaults(handler=_credentials_rewrap)
 
 
 # --- targets and clients ------------------------------------------------------------------------
@@ -627,6 +717,77 @@ def _tenants_prune(args: argparse.Namespace, target: Target) -> int:
     else:
         print(tenants.render(report, target.project), end="")
     return EXIT_OK
+
+
+def _vault(project: str) -> Any:
+    """The vault of the KEK the environment names (``CREDENTIALS_KEK_URI``); contacts
+    nothing yet."""
+    import dataclasses
+
+    from agenttrader.credentials import Vault
+    from agenttrader.settings import Settings
+
+    try:
+        return Vault.from_settings(dataclasses.replace(Settings.from_env(), project=project))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _credentials_run(args: argparse.Namespace, target: Target, run: Callable[..., Any]) -> int:
+    from google.cloud import firestore
+
+    from agenttrader.errors import KmsUnavailable
+    from operations import credentials
+
+    vault = None if args.dry_run else _vault(target.project)
+    db = firestore.Client(project=target.project)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        report = run(db, vault, progress=progress)
+    except KmsUnavailable as err:
+        print(
+            f"agenttrader: error: {err}; nothing more was changed, run again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if args.json:
+        _print_json({"project": target.project, **report.as_json()})
+    else:
+        print(credentials.render(report, target.project), end="")
+    return EXIT_OK
+
+
+def _credentials_seal(args: argparse.Namespace, target: Target) -> int:
+    from operations import credentials
+
+    return _credentials_run(
+        args,
+        target,
+        functools.partial(
+            credentials.seal_existing,
+            dry_run=args.dry_run,
+            limit=args.limit,
+            delete_invalid=args.delete_invalid,
+        ),
+    )
+
+
+def _credentials_rewrap(args: argparse.Namespace, target: Target) -> int:
+    from operations import credentials
+
+    return _credentials_run(
+        args,
+        target,
+        functools.partial(
+            credentials.rewrap,
+            dry_run=args.dry_run,
+            limit=args.limit,
+            wrapped_before=args.wrapped_before,
+        ),
+    )
 
 
 # --- entry point --------------------------------------------------------------------------------

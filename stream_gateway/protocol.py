@@ -20,8 +20,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from agenttrader.alpaca import AlpacaKeys
-from agenttrader.credentials import Credentials, OAuthToken
+from agenttrader.credentials import AlpacaKeys, Credentials, OAuthToken
 from agenttrader.paths import validate_order_id
 
 STREAM_PATH = "/stream"

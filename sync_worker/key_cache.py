@@ -1,4 +1,6 @@
-"""Per-instance cache of tenants' Alpaca keys, invalidated by version rather than by time.
+"""Per-instance cache of tenants' Alpaca credentials (keys or an OAuth token, opened from
+their sealed form), invalidated by version rather than by time: a worker instance asks the
+KEK once per tenant and ``keys_version``, not once per sync.
 
 The roster carries each eligible user's ``config/alpaca.configuredAt`` and the publisher puts
 it in each message as ``keys_version`` (:mod:`agenttrader.keys_version`). A worker that read a
@@ -19,7 +21,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from agenttrader.alpaca import AlpacaKeys
+from agenttrader.credentials import Credentials
 
 DEFAULT_CAPACITY = 20_000
 """About 10 MB at most; a worker instance rarely sees more tenants than this."""
@@ -27,9 +29,9 @@ DEFAULT_CAPACITY = 20_000
 
 @dataclass(frozen=True)
 class HeldKeys:
-    """Keys and the version of the secrets document they were read from."""
+    """Credentials and the version of the secrets document they were read from."""
 
-    keys: AlpacaKeys
+    credentials: Credentials
     version: str | None
 
 

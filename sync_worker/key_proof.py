@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agenttrader import audit
+from agenttrader.credentials import AlpacaKeys, Credentials
 from agenttrader.firestore_io import add_set_fields, retry_on_conflict
 from agenttrader.firestore_io import call as _call
 from agenttrader.keys_state import (
@@ -38,7 +39,6 @@ from agenttrader.paths import alpaca_config_doc
 if TYPE_CHECKING:
     from google.cloud import firestore
 
-    from agenttrader.alpaca import AlpacaKeys
 
 log = get_logger(__name__)
 
@@ -76,7 +76,7 @@ def prove(db: firestore.Client, uid: str, version: str) -> bool:
 
 
 def reject(
-    db: firestore.Client, uid: str, version: str, keys: AlpacaKeys, error_class: str
+    db: firestore.Client, uid: str, version: str, credentials: Credentials, error_class: str
 ) -> bool:
     """Record that Alpaca refused the stored credentials of ``version``; ``True`` if that
     changed the config."""
@@ -87,7 +87,7 @@ def reject(
             uid,
             audit.AuditAction.KEYS_REJECTED,
             audit.SYSTEM_ACTOR,
-            {"error_class": error_class, "key_id_hint": keys.key_id_hint},
+            {"error_class": error_class, **hint_detail(credentials)},
             batch=batch,
             entry_id=f"keys-rejected-{version}",
         )
@@ -101,6 +101,14 @@ def reject(
             error_class=error_class,
         )
     return rejected
+
+
+def hint_detail(credentials: Credentials) -> dict[str, str]:
+    """What an audit entry may say of refused credentials: a key id's last 4 characters, or
+    that it was an OAuth token (never any part of it)."""
+    if isinstance(credentials, AlpacaKeys):
+        return {"key_id_hint": credentials.key_id_hint}
+    return {"auth": "oauth"}
 
 
 def _update_config(

@@ -3,9 +3,12 @@
 One place decides what a failure means (:meth:`SyncWorker.handle`):
 - ``RetryableError`` (429, 5xx, timeouts, Firestore hiccups) is raised, so Pub/Sub redelivers
   with backoff and dead-letters after the delivery limit; the error is recorded meanwhile.
-- ``PermanentError`` (bad or missing keys, 401/403, disallowed base URL, unknown user,
-  malformed message) is recorded and published to ``user-sync-dead-letter``; the message is
-  acknowledged.
+- ``PermanentError`` (bad or missing keys, 401/403 — a revoked OAuth token included —,
+  disallowed base URL, unknown user, malformed message, sealed credentials that do not open
+  for this tenant) is recorded and published to ``user-sync-dead-letter``; the message is
+  acknowledged. Credentials that fail to open are audited (``credentials_tampered``).
+Sealed credentials are opened once per instance and ``keys_version`` (:mod:`.key_cache`);
+a KEK that cannot be used now (``KmsUnavailable``) is transient: never a verdict on the keys.
 Snapshots are ordered by ``requestedAt`` — bounded by the message's Pub/Sub publish time, so
 a clock running ahead cannot stamp the future — with an optimistic precondition on the
 snapshot's update time: an older message never overwrites a newer snapshot, a duplicate writes
@@ -25,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 
-from agenttrader import market_clock, topology
-from agenttrader.alpaca import AlpacaKeys, fetch_account_state
+from agenttrader import audit, market_clock, pulses, topology
+from agenttrader.alpaca import fetch_account_state
+from agenttrader.credentials import Credentials, is_sealed, parse_plaintext
 from agenttrader.deadletter import dead_letter_attributes, publish_dead_letter
 from agenttrader.errors import (
     AgentTraderError,
     AlpacaAuthError,
+    CredentialsTampered,
     DependencyUnavailable,
     MalformedMessage,
     MissingKeys,
@@ -153,6 +158,8 @@ class SyncWorker:
             result = self._sync(request, loaded, started)
         except PermanentError as err:
             self._record_failure(request, delivery, err, final=True, stored=stored)
+            if isinstance(err, CredentialsTampered):
+                self._audit_tampered(request, delivery)
             publish_dead_letter(
                 self._deps,
                 delivery.data,
@@ -204,7 +211,7 @@ class SyncWorker:
 
     def _fetch(
         self, request: SyncRequest, loaded: _Loaded
-    ) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
+    ) -> tuple[dict[str, Any], TradingClient, Credentials]:
         """Alpaca's account state, the client and the keys that read it (see
         :mod:`sync_worker.key_proof` for what a success or a 401/403 records). A second
         attempt only when Alpaca refused cached keys and the stored ones are of another
@@ -230,20 +237,24 @@ class SyncWorker:
 
     def _fetch_with(
         self, request: SyncRequest, held: HeldKeys
-    ) -> tuple[dict[str, Any], TradingClient, AlpacaKeys]:
+    ) -> tuple[dict[str, Any], TradingClient, Credentials]:
         """One Alpaca attempt; a success proves the keys unless the message is a scheduled
         one (only proven or script-configured users are scheduled: nothing to read)."""
-        client = self._deps.alpaca.for_user(held.keys)
-        state = fetch_account_state(client, held.keys)
+        client = self._deps.alpaca.for_user(held.credentials)
+        state = fetch_account_state(client, held.credentials)
         if request.reason is not Reason.SCHEDULE and held.version is not None:
             key_proof.prove(self._deps.firestore, request.uid, held.version)
-        return state, client, held.keys
+        return state, client, held.credentials
 
     def _rejected(self, request: SyncRequest, held: HeldKeys, error: AlpacaAuthError) -> None:
         """Alpaca refused the keys stored now: unmark them (:func:`key_proof.reject`)."""
         if held.version is not None:
             key_proof.reject(
-                self._deps.firestore, request.uid, held.version, held.keys, error.error_class
+                self._deps.firestore,
+                request.uid,
+                held.version,
+                held.credentials,
+                error.error_class,
             )
 
     def _record(self, request: SyncRequest, stored: Stored, change: Change, done: Result) -> Result:
@@ -269,11 +280,17 @@ class SyncWorker:
     def _keys_from(
         self, request: SyncRequest, secret: Mapping[str, Any] | None, version: str | None
     ) -> HeldKeys:
-        """The keys read from ``secret`` (``None``: none stored) at ``version``, validated and
-        cached under the message's version."""
+        """The credentials read from ``secret`` (``None``: none stored) at ``version``: opened
+        when sealed (``CredentialsTampered`` when they do not open for this tenant,
+        ``KmsUnavailable`` when the KEK cannot be asked now), validated when plaintext (left
+        from before sealing); cached under the message's version."""
         if secret is None:
             raise MissingKeys("no Alpaca keys stored")
-        held = HeldKeys(AlpacaKeys.from_document(secret), version)
+        if is_sealed(secret):
+            credentials = self._deps.vault.open(secret, request.uid, alpaca_secret_doc(request.uid))
+        else:
+            credentials = parse_plaintext(secret)
+        held = HeldKeys(credentials, version)
         self._keys.put(request.uid, request.keys_version, held)
         return held
 
@@ -322,10 +339,16 @@ class SyncWorker:
     ) -> None:
         """Write ``status/last_sync_error`` (and the pulse outcome once the failure is final).
 
-        Nothing is written for an unknown user (that would create a tenant out of thin air),
-        nor for a message no newer than the stored snapshot (a copy of one that succeeded).
+        Nothing is written under an unknown user (that would create a tenant out of thin air):
+        a pulse's message to a user gone since the tick is counted on the pulse document
+        instead, as an error. Nothing is written either for a message no newer than the stored
+        snapshot (a copy of one that succeeded).
         """
         if isinstance(error, UnknownUser):
+            if request.pulse_id is not None and pulses.count_gone(
+                self._deps.firestore, request.pulse_id, request.uid
+            ):
+                self._counted(request)
             return
         body = {
             "error": redact(str(error)),
@@ -360,6 +383,25 @@ class SyncWorker:
             return
         if final:
             self._counted(request)
+
+    def _audit_tampered(self, request: SyncRequest, delivery: PubsubDelivery) -> None:
+        """Sealed credentials that do not open here (copied from another tenant, altered, or
+        sealed under another KEK): one audit entry per message, however often delivered."""
+        try:
+            audit.record(
+                self._deps.firestore,
+                request.uid,
+                audit.AuditAction.CREDENTIALS_TAMPERED,
+                audit.SYSTEM_ACTOR,
+                {"message_id": delivery.message_id, "reason": request.reason.value},
+                entry_id=f"tampered-{delivery.message_id}"[:1500],
+            )
+        except (gexc.GoogleAPICallError, DependencyUnavailable) as err:
+            log.error(
+                f"could not audit credentials that do not open ({type(err).__name__})",
+                uid=request.uid,
+                message_id=delivery.message_id,
+            )
 
     def _dead_letter_malformed(self, delivery: PubsubDelivery, error: MalformedMessage) -> Result:
         uid = delivery.attributes.get("uid")

@@ -47,7 +47,13 @@ REGION = "us-central1"
 
 def entry_points() -> dict[str, Callable[..., Any]]:
     """The callables by name (imported late: they are the code under test)."""
-    from accounts.main import delete_account, migrate_legacy_data, onboard_user
+    from accounts.main import (
+        connect_alpaca,
+        delete_account,
+        disconnect_alpaca,
+        migrate_legacy_data,
+        onboard_user,
+    )
     from signal_worker.main import generate_trading_signal
 
     return {
@@ -55,6 +61,8 @@ def entry_points() -> dict[str, Callable[..., Any]]:
         "generate_trading_signal": generate_trading_signal,
         "migrate_legacy_data": migrate_legacy_data,
         "delete_account": delete_account,
+        "connect_alpaca": connect_alpaca,
+        "disconnect_alpaca": disconnect_alpaca,
     }
 
 

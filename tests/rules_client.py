@@ -7,9 +7,9 @@ Two kinds of caller, as ``@firebase/rules-unit-testing`` models them:
 * a **client**: an emulator ID token (``id_token``), unsigned as the emulator accepts it, or no
   ``Authorization`` header at all for an unauthenticated client.
 
-Documents are given and returned as plain Python values (``str``, ``bool``, ``int``,
-``float``, ``None``, ``datetime``, ``dict``, ``list``); ``encode_fields`` maps them to the REST
-API's typed ``Value`` JSON.
+Documents are given and returned as plain Python values (``str``, ``bytes``, ``bool``,
+``int``, ``float``, ``None``, ``datetime``, ``dict``, ``list``); ``encode_fields`` maps them to
+the REST API's typed ``Value`` JSON.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def encode_value(value: Any) -> dict[str, Any]:
         return {"doubleValue": value}
     if isinstance(value, str):
         return {"stringValue": value}
+    if isinstance(value, bytes):
+        return {"bytesValue": base64.b64encode(value).decode()}
     if isinstance(value, datetime):
         return {"timestampValue": value.astimezone(UTC).isoformat().replace("+00:00", "Z")}
     if isinstance(value, dict):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, overload
 from agenttrader.callable.errors import INTERNAL_MESSAGE, CallableError, Status, invalid_argument
 from agenttrader.errors import RetryableError
 from agenttrader.logs import get_logger
+from agenttrader.paths import validate_uid
 
 if TYPE_CHECKING:
     import flask
@@ -80,6 +81,13 @@ class CallContext:
         uid = claims.get("uid") or claims.get("sub")
         if not isinstance(uid, str) or not uid:
             raise CallableError(Status.UNAUTHENTICATED, "the ID token names no user")
+        try:
+            validate_uid(uid)
+        except ValueError:
+            # Firebase allows uids (custom tokens) no Firestore document can be named by.
+            raise CallableError(
+                Status.PERMISSION_DENIED, "this account's user id cannot hold tenant data"
+            ) from None
         email = claims.get("email")
         return cls(uid=uid, email=email if isinstance(email, str) else None, claims=dict(claims))
 

@@ -11,10 +11,10 @@ when a ciphertext does not open for its tenant and document, ``KmsUnavailable`` 
 never a verdict on the credentials) when the KEK cannot be used now.
 """
 
-from agenttrader.alpaca import AlpacaKeys
 from agenttrader.credentials.kek import CloudKmsKek, KekCounts, MeteredKek, kek_for
 from agenttrader.credentials.local_kek import LocalKek
 from agenttrader.credentials.model import (
+    AlpacaKeys,
     AuthKind,
     Credentials,
     OAuthToken,

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agenttrader.alpaca import AlpacaKeys
-from agenttrader.credentials.model import AuthKind, Credentials, OAuthToken, auth_of
+from agenttrader.credentials.model import AlpacaKeys, AuthKind, Credentials, OAuthToken, auth_of
 from agenttrader.errors import CredentialsTampered
 
 PLAINTEXT_FIELDS: tuple[str, ...] = ("key_id", "secret_key")

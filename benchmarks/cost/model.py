@@ -50,6 +50,15 @@ class Prices:
     """Cloud Logging ingestion (30-day retention included)."""
     egress_gib: float = 0.12
     """Premium Tier internet egress from North America (Cloud Run → Alpaca)."""
+    kms_operation: float = 0.03 / 10_000
+    """Cloud KMS cryptographic operation (encrypt, decrypt) on a SOFTWARE key (prices
+    effective 2025-03-17; this and the three below checked 2026-12-06)."""
+    kms_key_version_month: float = 0.06
+    """Cloud KMS active (enabled or disabled) SOFTWARE symmetric key version; destroyed ones
+    are free."""
+    secret_version_month: float = 0.06
+    """Secret Manager active secret version, per location (automatic replication: one)."""
+    secret_access: float = 0.03 / 10_000
 
 
 NAM5 = Prices("Firestore nam5 (US multi-region)", 0.06e-5, 0.18e-5, 0.02e-5)
@@ -231,6 +240,20 @@ class Assumptions:
     to 100 ms."""
     failure_episodes_per_tenant_month: float = 0.0
     """Failing attempts followed by a recovery (Pub/Sub's retry) per tenant-month."""
+    kms_decrypts_per_cold_sync: float = 1.0
+    """KEK operations of a sync whose credentials the instance has not opened yet: one
+    (unwrapping the data key; ``benchmarks.sealing`` counts it). A warm sync asks none."""
+    credential_writes_per_tenant_month: float = 1.0
+    """Credentials sealed per tenant-month (key writes, rotations, OAuth connections): one
+    KEK operation each."""
+    kek_rotation_days: float = 90.0
+    """The KEK's rotation period (``infra/resources.py``); each rotation is followed by
+    ``agenttrader credentials rewrap`` (two KEK operations per tenant)."""
+    kek_active_versions: int = 2
+    """KEK versions billed: the primary and the one before it, destroyed once every data key
+    was re-wrapped (versions kept instead add $0.06 a month each)."""
+    oauth_secret_versions: int = 1
+    """The app's OAuth client secret in Secret Manager (one for the whole deployment)."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +501,35 @@ def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
             "Cloud Scheduler",
             f"1 job / {n:,} tenants",
             usd_per_month=p.scheduler_job_month / n,
+        ),
+        *credentials_lines(a, p),
+    ]
+
+
+def credentials_lines(a: Assumptions, p: Prices) -> list[Line]:
+    """What sealing credentials costs: KEK operations (a cold sync opens its tenant's
+    credentials once, each key write seals once, each rotation re-wraps every data key), the
+    KEK's active versions and the OAuth client secret, the last two shared by every tenant."""
+    cold = 1 - a.warm_fraction
+    rewraps = 2 * DAYS_A_MONTH / a.kek_rotation_days
+    per_month = a.credential_writes_per_tenant_month + rewraps
+    return [
+        Line(
+            "Cloud KMS: operations",
+            f"{cold * a.kms_decrypts_per_cold_sync * 1000:.0f}/1,000 syncs"
+            f" + {per_month:.2f} seal/rewrap a month",
+            cold * a.kms_decrypts_per_cold_sync * p.kms_operation,
+            usd_per_month=per_month * p.kms_operation,
+        ),
+        Line(
+            "Cloud KMS: key versions",
+            f"{a.kek_active_versions} active / {a.tenants:,} tenants",
+            usd_per_month=a.kek_active_versions * p.kms_key_version_month / a.tenants,
+        ),
+        Line(
+            "Secret Manager: OAuth client secret",
+            f"{a.oauth_secret_versions} version / {a.tenants:,} tenants",
+            usd_per_month=a.oauth_secret_versions * p.secret_version_month / a.tenants,
         ),
     ]
 

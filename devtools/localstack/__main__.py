@@ -62,6 +62,8 @@ CALLABLES = (
     "generate_trading_signal",
     "migrate_legacy_data",
     "delete_account",
+    "connect_alpaca",
+    "disconnect_alpaca",
     "admin_status",
     "admin_tenants",
     "admin_tenant",
@@ -72,6 +74,8 @@ CALLABLES = (
 ADMIN_EMAIL = "admin@agenttrader.local"
 """The Auth emulator account ``make run`` creates with the ``admin`` claim (password printed)."""
 REGION = "us-central1"
+OAUTH_REDIRECT_URI = "http://localhost:5173/alpaca/callback"
+"""The redirect URI of the simulator's OAuth app for a web client under development."""
 REFRESH_SECONDS = 1.5
 """Redraw period of the full-screen view."""
 LINE_SECONDS = 5.0
@@ -233,9 +237,24 @@ def start_console(run: Run) -> None:
 def start_simulator(run: Run) -> None:
     sim = AlpacaSimulator(port=run.args.simulator_port).start()
     run.simulator = sim
-    run.env["ALPACA_ALLOWED_BASE_URLS"] = sim.base_url
+    app = sim.add_oauth_app([OAUTH_REDIRECT_URI])
+    alpaca = {
+        "ALPACA_ALLOWED_BASE_URLS": sim.base_url,
+        "ALPACA_OAUTH_CLIENT_ID": app.client_id,
+        "ALPACA_OAUTH_CLIENT_SECRET": app.client_secret,
+        "ALPACA_OAUTH_BASE_URL": sim.base_url,
+    }
+    run.env.update(alpaca)
+    os.environ.update(alpaca)  # connect_alpaca runs in this process, with the callables
     run.add(
         Component("Alpaca simulator", sim.base_url, sim.stop, detail=lambda: simulator_detail(sim))
+    )
+    run.add(
+        Component(
+            "Alpaca OAuth app",
+            f"{sim.base_url}/oauth/authorize?response_type=code&client_id={app.client_id}"
+            f"&redirect_uri={OAUTH_REDIRECT_URI}",
+        )
     )
 
 

@@ -3,8 +3,10 @@ change to a function as the binary-mode CloudEvent Eventarc sends (protobuf
 ``DocumentEventData`` with old and new values).
 
 Changes present when the listener starts are not delivered (Eventarc fires on writes, not on
-existing documents). Non-2xx answers are retried with backoff, as Eventarc does with retries on.
-The bridge holds document values in memory to supply ``old_value``; it never logs them.
+existing documents). Events are delivered ``concurrency`` at a time, in no guaranteed order,
+and a non-2xx answer is retried with backoff without holding up the others, as Eventarc does
+(with retries on) in front of a function serving concurrent requests. The bridge holds
+document values in memory to supply ``old_value``; it never logs them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from devtools.eventarc import encode_document_event, firestore_event_headers
 log = get_logger(__name__)
 
 MAX_ATTEMPTS = 8
+CONCURRENCY = 8
+"""Events in flight at once: the deployed triggers serve 10 concurrent requests per instance."""
 
 
 class EventarcBridge:
@@ -41,6 +45,7 @@ class EventarcBridge:
         event_type: str = FIRESTORE_WRITTEN,
         narrow: Any = None,
         backoff_seconds: float = 0.5,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self._project = project
         self._db = db
@@ -59,8 +64,12 @@ class EventarcBridge:
         self._queue: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue()
         self._primed = threading.Event()
         self._watch: Any = None
-        self._sender = threading.Thread(target=self._send_loop, name="eventarc-bridge", daemon=True)
+        self._senders = [
+            threading.Thread(target=self._send_loop, name=f"eventarc-bridge-{n}", daemon=True)
+            for n in range(concurrency)
+        ]
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
         self.delivered = 0
         self.failed = 0
 
@@ -85,35 +94,43 @@ class EventarcBridge:
         session = requests.Session()
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            path, old, new = item
-            now = datetime.now(UTC)
-            body = encode_document_event(self._project, path, old, new, now)
-            headers = firestore_event_headers(
-                self._project,
-                path,
-                uuid.uuid4().hex,
-                now,
-                event_type=self._event_type,
-                auth=self._auth,
-            )
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                try:
-                    response = session.post(self.endpoint, data=body, headers=headers, timeout=60)
-                    if 200 <= response.status_code < 300:
-                        self.delivered += 1
-                        break
-                except requests.RequestException:
-                    pass
-                if self._stopping.wait(self._backoff * 2 ** (attempt - 1)):
+            try:
+                if item is None:
                     return
-            else:
-                self.failed += 1
-                log.error("Firestore event not delivered after retries", document=path)
+                self._deliver(session, *item)
+            finally:
+                self._queue.task_done()
+
+    def _deliver(self, session: requests.Session, path: str, old: Any, new: Any) -> None:
+        """POST one event until it is accepted (or the attempts run out, or the bridge stops)."""
+        now = datetime.now(UTC)
+        body = encode_document_event(self._project, path, old, new, now)
+        headers = firestore_event_headers(
+            self._project,
+            path,
+            uuid.uuid4().hex,
+            now,
+            event_type=self._event_type,
+            auth=self._auth,
+        )
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                response = session.post(self.endpoint, data=body, headers=headers, timeout=60)
+                if 200 <= response.status_code < 300:
+                    with self._lock:
+                        self.delivered += 1
+                    return
+            except requests.RequestException:
+                pass
+            if self._stopping.wait(self._backoff * 2 ** (attempt - 1)):
+                return
+        with self._lock:
+            self.failed += 1
+        log.error("Firestore event not delivered after retries", document=path)
 
     def start(self, timeout: float = 30.0) -> EventarcBridge:
-        self._sender.start()
+        for sender in self._senders:
+            sender.start()
         query = self._db.collection_group(self._group)
         if self._narrow is not None:
             query = query.where(filter=self._narrow)
@@ -123,11 +140,15 @@ class EventarcBridge:
         return self
 
     def idle(self) -> bool:
-        return self._queue.empty()
+        """Nothing queued and nothing being delivered."""
+        with self._queue.mutex:
+            return self._queue.unfinished_tasks == 0
 
     def stop(self) -> None:
         self._stopping.set()
         if self._watch is not None:
             self._watch.unsubscribe()
-        self._queue.put(None)
-        self._sender.join(timeout=5)
+        for _ in self._senders:
+            self._queue.put(None)
+        for sender in self._senders:
+            sender.join(timeout=5)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from devtools.simulator.clock import REGULAR, ClockSetting
 from devtools.simulator.oauth import Grant, OAuthApp, OAuthServer
@@ -669,3 +669,27 @@ class AlpacaSimulator:
     ) -> int:
         """Revoke the live tokens matching every given filter; returns how many."""
         return self._core.oauth.revoke(tenant=tenant, client_id=client_id, token=token)
+
+    def authorize(
+        self,
+        app: OAuthApp,
+        redirect_uri: str,
+        *,
+        tenant: str | None = None,
+        env: str = "paper",
+        state: str = "state",
+    ) -> str:
+        """The tenant's browser at ``GET /oauth/authorize`` approving ``app`` for account
+        ``tenant`` (a new one when ``None``): the code the redirect carries (``ValueError``
+        naming the error when Alpaca would not redirect with one)."""
+        params = {"response_type": "code", "client_id": app.client_id}
+        params |= {"redirect_uri": redirect_uri, "state": state, "env": env}
+        if tenant is not None:
+            params["tenant"] = tenant
+        reply = self._core.oauth.authorize(urlencode(params))
+        location = dict(reply.headers).get("Location")
+        query = parse_qs(urlsplit(location).query) if location else {}
+        if reply.status != 302 or "code" not in query:
+            error = query.get("error", [str(reply.body)])[0]
+            raise ValueError(f"authorize refused: {error}")
+        return query["code"][0]

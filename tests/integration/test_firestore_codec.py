@@ -19,6 +19,7 @@ DATA = {
     "count": 2,
     "empty": {},
     "none": None,
+    "ciphertext": b"\x00\x01sealed\xff",
 }
 
 

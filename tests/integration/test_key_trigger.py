@@ -1,7 +1,8 @@
 """on_alpaca_secret_written against the emulators: directly, with golden CloudEvents through the
 functions-framework test client (the document is written first, as a client would, then its
 event delivered as Eventarc would: once, again, late or out of order), and through the local
-Eventarc bridge (a real Firestore write fires it). Keys become configured only once the
+Eventarc bridge (a real Firestore write fires it). The trigger seals what a client wrote (no
+plaintext left, a newer write never overwritten); keys become configured only once the
 worker's first sync succeeded with them, and a 401 takes them off the roster."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from google.cloud import firestore, pubsub_v1
 from accounts import deletion
 from accounts.key_changes import KeyChange, handle_key_change
 from agenttrader import paths, topology
+from agenttrader.credentials import local_kek
 from agenttrader.deps import Deps
 from agenttrader.events import FIRESTORE_WRITTEN_WITH_AUTH, DocumentChange, PubsubDelivery
 from agenttrader.keys_version import stored_version, version_of
@@ -100,6 +102,24 @@ def write_keys(
     return secret_event(project, uid, event_id, None, keys)
 
 
+def stored(db: firestore.Client, uid: str) -> dict[str, Any] | None:
+    return doc(db, paths.alpaca_secret_doc(uid))
+
+
+def assert_sealed(db: firestore.Client, uid: str, keys: dict[str, str]) -> dict[str, Any]:
+    """``uid``'s secrets document is in the sealed form of ``keys``, no plaintext left."""
+    found = stored(db, uid)
+    assert found is not None
+    assert set(found) == {
+        "sealed", "auth", "ciphertext", "key_id_hint", "base_url", "sealedAt", "keys_version",
+    }  # fmt: skip
+    assert found["sealed"] is True and found["auth"] == "keys"
+    assert found["key_id_hint"] == keys["key_id"][-4:] and found["base_url"] == keys["base_url"]
+    assert keys["key_id"].encode() not in found["ciphertext"]
+    assert keys["secret_key"].encode() not in found["ciphertext"]
+    return found
+
+
 def version(db: firestore.Client, uid: str) -> str | None:
     """The version of the keys stored for ``uid`` now."""
     return stored_version(db.document(paths.alpaca_secret_doc(uid)).get())
@@ -175,9 +195,14 @@ def test_valid_keys_become_configured_only_once_the_first_sync_succeeded(
     db = deps.firestore
     seed_user(db, "u1", configured=False, enabled=False)
     keys = sim_keys(simulator)
-    assert write_keys(project, db, "u1", keys, "ev-1") == 200
+    db.document(paths.alpaca_secret_doc("u1")).set(keys)
+    written = version(db, "u1")
+    assert secret_event(project, "u1", "ev-1", None, keys) == 200
+    # Sealed in place, keeping the version of what the client wrote.
+    sealed = assert_sealed(db, "u1", keys)
+    assert sealed["keys_version"] == written == version(db, "u1")
     # Well-formed is not proven: not eligible until a sync with exactly these keys succeeded.
-    assert handled(db, "u1") == (False, "pending", version(db, "u1"))
+    assert handled(db, "u1") == (False, "pending", written)
     message = first_sync(project, "u1")
     assert json.loads(message.data)["keys_version"] == version(db, "u1")
     assert keys["key_id"] not in message.data.decode()
@@ -289,7 +314,7 @@ def test_a_redelivered_delete_after_a_re_create_does_not_unmark(
     assert proven == (True, "proven", version(db, "again"))
 
 
-def test_an_identical_rewrite_and_a_redelivered_event_request_nothing(
+def test_the_event_of_the_sealing_rewrite_and_a_late_one_request_nothing(
     deps: Deps, project: str, simulator: AlpacaSimulator
 ) -> None:
     db = deps.firestore
@@ -297,14 +322,90 @@ def test_an_identical_rewrite_and_a_redelivered_event_request_nothing(
     keys = sim_keys(simulator)
     assert write_keys(project, db, "same", keys, "ev-1") == 200
     first_sync(project, "same")
-    before = version(db, "same")
-    after_window()
-    # Firestore keeps the update time of a write that changes nothing: the same version.
-    assert write_keys(project, db, "same", {**keys}, "ev-2") == 200
-    assert version(db, "same") == before
-    assert secret_event(project, "same", "ev-3", keys, {**keys}) == 200
+    sealed = assert_sealed(db, "same", keys)
+    # The trigger's own rewrite fires it again: the sealed document of the version handled.
+    assert secret_event(project, "same", "ev-rewrite", keys, sealed) == 200
+    assert secret_event(project, "same", "ev-late", None, keys) == 200  # the write, late
     assert tapped(project, wait=2) == []
+    assert stored(db, "same") == sealed
     assert audit_actions(db, "same") == ["keys_created"]
+
+
+def test_any_client_write_over_the_sealed_form_is_new_credentials(
+    deps: Deps, project: str, simulator: AlpacaSimulator
+) -> None:
+    """The trigger may only encrypt: it cannot compare a write with what it sealed, so keys
+    written again, even the same, are sealed again, first-synced and audited as a rotation; a
+    changed secret alone is new credentials too."""
+    db = deps.firestore
+    seed_user(db, "again", configured=False)
+    keys = sim_keys(simulator)
+    assert write_keys(project, db, "again", keys, "ev-1") == 200
+    first = json.loads(first_sync(project, "again").data)["keys_version"]
+    for number, rewrite in enumerate(({**keys}, {**keys, "secret_key": "T" * 40}), 2):
+        after_window()
+        assert write_keys(project, db, "again", rewrite, f"ev-{number}") == 200
+        assert_sealed(db, "again", rewrite)
+        assert json.loads(first_sync(project, "again").data)["keys_version"] == version(db, "again")
+    assert version(db, "again") != first
+    assert audit_actions(db, "again") == ["keys_created", "keys_rotated", "keys_rotated"]
+
+
+class _RacingVault:
+    """The KEK, slow enough for the client to write newer keys while a seal is under way."""
+
+    def __init__(self, vault: Any, db: firestore.Client, uid: str, newer: dict[str, str]) -> None:
+        self._vault, self._db, self._uid, self._newer = vault, db, uid, newer
+        self.seals = 0
+
+    def seal(self, *args: Any, **kwargs: Any) -> Any:
+        self.seals += 1
+        if self.seals == 1:
+            self._db.document(paths.alpaca_secret_doc(self._uid)).set(self._newer)
+        return self._vault.seal(*args, **kwargs)
+
+
+def test_a_client_write_during_the_seal_wins_and_is_the_one_sealed(
+    deps: Deps, project: str, simulator: AlpacaSimulator
+) -> None:
+    db = deps.firestore
+    seed_user(db, "race", configured=False)
+    older, newer = sim_keys(simulator), sim_keys(simulator)
+    db.document(paths.alpaca_secret_doc("race")).set(older)
+    racing = _RacingVault(deps.vault, db, "race", newer)
+    racy = Deps(deps.settings, firestore_client=db, publisher=deps.publisher, vault=racing)  # type: ignore[arg-type]
+    change = DocumentChange(paths.alpaca_secret_doc("race"), None, older)
+
+    assert handle_key_change(racy, change, "ev-old") is KeyChange.FIRST_SYNC
+
+    # The rewrite of the older keys lost its precondition; the newer ones were read and sealed.
+    assert racing.seals == 2
+    assert_sealed(db, "race", newer)
+    message = first_sync(project, "race")
+    assert json.loads(message.data)["keys_version"] == version(db, "race")
+    assert deliver(SyncWorker(deps), message) is Result.SYNCED
+    assert simulator.requests_for(newer["key_id"]) == 2
+    assert simulator.requests_for(older["key_id"]) == 0
+
+
+def test_while_the_kek_is_down_the_event_is_retried_and_nothing_is_written(
+    deps: Deps, project: str, simulator: AlpacaSimulator
+) -> None:
+    db = deps.firestore
+    seed_user(db, "kms", configured=False)
+    keys = sim_keys(simulator)
+    local_kek.set_outage(project, True)
+    try:
+        assert write_keys(project, db, "kms", keys, "ev-1") == 503  # Eventarc redelivers
+        assert stored(db, "kms") == keys  # not yet sealed; nothing else written either
+        assert config_of(db, "kms")["configured"] is False
+        assert "keysState" not in config_of(db, "kms")
+        assert tapped(project, wait=1) == []
+    finally:
+        local_kek.set_outage(project, False)
+    assert secret_event(project, "kms", "ev-1", None, keys) == 200  # the redelivery
+    assert_sealed(db, "kms", keys)
+    assert first_sync(project, "kms")
 
 
 def test_a_redelivered_event_writes_one_audit_entry(deps: Deps, project: str) -> None:
@@ -358,10 +459,17 @@ def test_invalid_keys_are_recorded_and_not_synced(
 ) -> None:
     db = deps.firestore
     seed_user(db, "u3")  # configured by a script: invalid keys unmark it
-    assert write_keys(project, db, "u3", keys, "ev-1") == 200
+    db.document(paths.alpaca_secret_doc("u3")).set(keys)
+    written = version(db, "u3")
+    assert secret_event(project, "u3", "ev-1", None, keys) == 200
     error = doc(db, paths.last_sync_error_doc("u3"))
     assert error is not None and error["error_class"] == error_class
-    assert handled(db, "u3") == (False, "invalid", version(db, "u3"))
+    assert handled(db, "u3") == (False, "invalid", written)
+    # Never usable, never sealed: no plaintext may rest, so the trigger deleted them, and the
+    # event of that delete changes nothing.
+    assert stored(db, "u3") is None
+    assert secret_event(project, "u3", "ev-2", keys, None) == 200
+    assert handled(db, "u3") == (False, "invalid", written)
     assert tapped(project, wait=2) == []
     assert KEYS["secret_key"] not in json.dumps(error, default=str)
     # The audit names a host only when it is on the allowlist.
@@ -505,10 +613,11 @@ def test_key_write_through_the_bridge_fires_exactly_one_first_sync(
             db.document(paths.alpaca_secret_doc("fresh")).delete()
             bridge = stack.eventarc_bridge
             assert bridge is not None
-            wait_for(lambda: bridge.delivered == 2, timeout=15)
+            # The client's write, the trigger's sealed rewrite (ignored) and the delete.
+            wait_for(lambda: bridge.delivered == 3 and bridge.idle(), timeout=15)
             assert stack.push_bridge is not None
             time.sleep(1)
-            assert stack.push_bridge.stats.acked == 1  # one first sync; the delete fired none
+            assert stack.push_bridge.stats.acked == 1  # one first sync; the rest fired none
         config = doc(db, paths.alpaca_config_doc("fresh"))
         assert config is not None and config["configured"] is False
 

@@ -22,6 +22,7 @@ from google.cloud import firestore, pubsub_v1
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agenttrader import paths, topology
+from agenttrader.credentials import AlpacaKeys, LocalKek, Vault
 from devtools.localstack import demo
 from devtools.localstack.seed import seed_user, store_keys
 from devtools.localstack.view import DeadLetterPeek, collect_state, render
@@ -108,8 +109,17 @@ def test_make_run_syncs_the_demo_tenants_and_ctrl_c_stops_everything() -> None:
         error = wait_for(lambda: doc(db, paths.last_sync_error_doc("demo-bad-keys")), timeout=20)
         assert error["error_class"] == "AlpacaAuthError"
         assert doc(db, paths.alpaca_config_doc("demo-trading-off"))["configured"] is True  # type: ignore[index]
-        keys = [doc(db, paths.alpaca_secret_doc(spec.uid)) for spec in demo.DEMO_SPECS]
-        secrets = [value for k in keys if k for value in (k["key_id"], k["secret_key"])]
+        # Every tenant's keys rest sealed; the run's local KEK opens them, for the leak check.
+        vault = Vault(LocalKek(project))
+        secrets = []
+        for spec in demo.DEMO_SPECS:
+            path = paths.alpaca_secret_doc(spec.uid)
+            sealed = wait_for(
+                lambda path=path: (d := doc(db, path)) and d.get("sealed"), timeout=10
+            )
+            opened = vault.open(doc(db, path), spec.uid, path)
+            assert isinstance(opened, AlpacaKeys) and sealed
+            secrets += [opened.key_id, opened.secret_key]
         assert len(secrets) == 2 * len(demo.DEMO_SPECS)
         wait_for(lambda: "| pulse " in "".join(output), timeout=15)  # a status line was printed
         # The demo trader's fill came through a stream gateway into the tenant's orders.

@@ -69,6 +69,18 @@ SECRET = {
     "secret_key": "s3cr3t-" + "x" * 33,
     "base_url": "https://paper-api.alpaca.markets",
 }
+SEALED = {
+    "sealed": True,
+    "auth": "keys",
+    "ciphertext": b"\x00\x00\x00\x24wrapped-data-key-and-encrypted-payload",
+    "key_id_hint": "7890",
+    "base_url": "https://paper-api.alpaca.markets",
+    "sealedAt": datetime(2026, 1, 2, tzinfo=UTC),
+    "keys_version": "1767312000000000",
+}
+"""``secrets/alpaca`` as the server stores it (agenttrader/credentials): written by the server
+only; a client may replace it with new keys, never write or keep any of its fields."""
+SERVER_FIELDS = ("sealed", "ciphertext", "auth", "key_id_hint", "keys_version", "sealedAt")
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,9 @@ TARGETS: dict[str, Target] = {
     ),
     "secrets_alpaca": Target(
         "users/{uid}/secrets/alpaca", SECRET, SECRET, {"secret_key": "rotated-secret"}
+    ),
+    "secrets_alpaca_sealed": Target(
+        "users/{uid}/secrets/alpaca", SEALED, SEALED, {"keys_version": "1767312000000001"}
     ),
     "status_trading": Target(
         "users/{uid}/status/trading",
@@ -229,6 +244,7 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "user":                   (SELF,   NOBODY, NOBODY, NOBODY, NOBODY),  # never list `users`
     "config_alpaca":          (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
     "secrets_alpaca":         (NOBODY, NOBODY, OWNER,  OWNER,  OWNER),   # write-only
+    "secrets_alpaca_sealed":  (NOBODY, NOBODY, NOBODY, NOBODY, OWNER),   # server-written
     "status_trading":         (SELF,   SELF,   OWNER,  OWNER,  NOBODY),  # kill-switch
     "status_last_sync_error": (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
     "status_sync":            (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
@@ -459,6 +475,11 @@ def set_secret(data: dict[str, Any], expected: bool, **kwargs: Any) -> FieldCase
     return FieldCase("secrets_alpaca", "update", data, expected, **kwargs)
 
 
+def over_sealed(data: dict[str, Any], expected: bool, **kwargs: Any) -> FieldCase:
+    """A client write on the sealed form the server stored."""
+    return FieldCase("secrets_alpaca_sealed", "update", data, expected, **kwargs)
+
+
 def new_switch(data: dict[str, Any], expected: bool, actor: str = OWNER) -> FieldCase:
     return FieldCase("status_trading", "create", data, expected, actor=actor)
 
@@ -521,6 +542,24 @@ FIELD_CASES: dict[str, FieldCase] = {
     "secrets-update_drop_base_url": set_secret(_secret(base_url=...), DENY, mask=None),
     "secrets-update_by_other_user": set_secret({"base_url": "http://localhost"}, DENY, actor=OTHER),
     "secrets-create_by_admin": new_secret(SECRET, DENY, actor=ADMIN),
+    # The sealed form is server-written only: no client writes or keeps any of its fields.
+    **{
+        f"secrets-create_with_{name}": new_secret({**SECRET, name: SEALED[name]}, DENY)
+        for name in SERVER_FIELDS
+    },
+    **{
+        f"secrets-update_adds_{name}": set_secret({name: SEALED[name]}, DENY)
+        for name in SERVER_FIELDS
+    },
+    "secrets-create_sealed_form": new_secret(SEALED, DENY),
+    "secrets-create_sealed_form_with_keys": new_secret({**SEALED, **SECRET}, DENY),
+    "sealed-replaced_by_new_keys": over_sealed(SECRET, ALLOW, mask=None),  # a rotation
+    "sealed-replaced_by_other_user": over_sealed(SECRET, DENY, mask=None, actor=OTHER),
+    "sealed-merge_new_secret": over_sealed({"secret_key": "rotated-secret"}, DENY),
+    "sealed-merge_all_three_keeping_sealed": over_sealed(SECRET, DENY),
+    "sealed-touch_ciphertext": over_sealed({"ciphertext": b"forged"}, DENY),
+    "sealed-touch_keys_version": over_sealed({"keys_version": "1"}, DENY),
+    "sealed-replaced_by_forged_form": over_sealed({**SEALED, "auth": "oauth"}, DENY, mask=None),
     # users/{uid}/status/trading: the owner toggles `enabled` and may set `message`, nothing else.
     "killswitch-enable": set_switch(ENABLED, ALLOW),
     "killswitch-disable": set_switch({"enabled": False}, ALLOW),
@@ -590,7 +629,7 @@ def test_field_rules(env: Env, case_id: str, case: FieldCase) -> None:
         mask = None if case.mask is None else list(case.mask or case.data)
         response = env.client.update(path, case.data, token, mask=mask)
     assert response.allowed is case.expected, f"{case} -> HTTP {response.status} {response.body}"
-    if case.expected and case.target == "secrets_alpaca":
+    if case.expected and case.target.startswith("secrets_alpaca"):
         stored = env.client.read(path)
         assert stored is not None
         assert set(stored) == {"key_id", "secret_key", "base_url"}

@@ -1,7 +1,10 @@
-"""Secret hygiene, proven: run the main flows while capturing every log line, every Pub/Sub
-message (dead letters included), every Firestore document outside ``secrets/`` and every HTTP
-response of the functions, and fail if any key id or secret shows up anywhere, in any case
-(a key pasted into a base URL's host comes back lower-cased if anything echoes the host)."""
+"""Secret hygiene, proven: run the main flows — keys written by clients (valid, refused,
+rotated, pasted into a base URL) and an Alpaca OAuth connection through ``connect_alpaca``,
+its token later revoked — while capturing every log line, every Pub/Sub message (dead letters
+included), every Firestore document of the whole database (``secrets/`` included: sealed, it
+holds no key) and every HTTP response of the functions, and fail if any key id, secret, OAuth
+token, authorization code or the app's client secret shows up anywhere, in any case (a key
+pasted into a base URL's host comes back lower-cased if anything echoes the host)."""
 
 from __future__ import annotations
 
@@ -18,11 +21,14 @@ import requests
 from google.cloud import firestore, pubsub_v1
 
 from agenttrader import paths, topology
+from agenttrader.deps import set_deps
 from agenttrader.logs import CloudLoggingFormatter
 from agenttrader.messages import Reason, SyncRequest
 from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
 from devtools.topology import apply_topology
+from tests.callable_fixtures import REPO_ROOT, FakeTokens, call, functions_framework_client
+from tests.database_scan import every_document
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,51 +48,51 @@ def captured_logs() -> Iterator[io.StringIO]:
     root.setLevel(previous)
 
 
+TOKEN_ENDPOINT = "/oauth/token"
+"""Alpaca's answer to the code exchange: the one response that must carry a token."""
+
+
 @pytest.fixture
 def captured_responses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every HTTP response body and header set any `requests` caller in this process got."""
+    """Every HTTP response body and header set any `requests` caller in this process got,
+    but Alpaca's token endpoint's."""
     seen: list[str] = []
     original = requests.Session.send
 
     def send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
         response = original(self, request, **kwargs)
-        seen.append(f"{response.status_code} {dict(response.headers)} {response.text}")
+        if not str(request.url).endswith(TOKEN_ENDPOINT):
+            seen.append(f"{response.status_code} {dict(response.headers)} {response.text}")
         return response
 
     monkeypatch.setattr(requests.Session, "send", send)
     return seen
 
 
-def all_documents(db: firestore.Client) -> list[tuple[str, dict[str, Any]]]:
-    found: list[tuple[str, dict[str, Any]]] = []
-
-    def walk(collection: Any) -> None:
-        for ref in collection.list_documents():
-            snapshot = ref.get()
-            if snapshot.exists:
-                found.append((ref.path, snapshot.to_dict() or {}))
-            for sub in ref.collections():
-                walk(sub)
-
-    for collection in db.collections():
-        walk(collection)
-    return found
+REDIRECT = "https://app.example.com/alpaca/callback"
 
 
-def test_no_key_value_leaves_the_secrets_document(
+def test_no_credential_is_stored_logged_published_or_answered(
     emulator_env: dict[str, str],
     project: str,
     monkeypatch: pytest.MonkeyPatch,
+    *,
     captured_logs: io.StringIO,
     captured_responses: list[str],
+    fake_tokens: FakeTokens,
 ) -> None:
     with AlpacaSimulator() as sim:
+        app = sim.add_oauth_app([REDIRECT])
         env = {
             **emulator_env,
             "ALPACA_ALLOWED_BASE_URLS": sim.base_url,
             "ALPACA_TIMEOUT_SECONDS": "1",
             "PULSE_ROLLUP_DELAY_SECONDS": "0.3",
+            "ALPACA_OAUTH_CLIENT_ID": app.client_id,
+            "ALPACA_OAUTH_CLIENT_SECRET": app.client_secret,
+            "ALPACA_OAUTH_BASE_URL": sim.base_url,
         }
+        set_deps(None)  # the callables' container, from this environment
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         db = firestore.Client(project=project)
@@ -117,7 +123,19 @@ def test_no_key_value_leaves_the_secrets_document(
         }
         for uid in pasted_hosts:
             seed_user(db, uid, configured=False, enabled=True)
+        seed_user(db, "oauth", configured=False, enabled=True)
+        oauth_account = sim.add_tenant(scenario=Scenario(kind="normal"))
+        code = sim.authorize(app, REDIRECT, tenant=oauth_account.key_id)
+        # An Alpaca OAuth connection: the code exchanged, the token sealed, its first sync
+        # published (synced once the stack runs).
+        with functions_framework_client("connect_alpaca", REPO_ROOT / "main.py") as client:
+            connect = {"code": code, "redirect_uri": REDIRECT, "environment": "paper"}
+            connect["base_url"] = sim.base_url
+            status, body = call(client, "/", connect, token=fake_tokens.token_for("oauth"))
+            assert status == 200, body
+            captured_responses.append(json.dumps(body))
         with LocalStack(project, env) as stack:
+            wait_for(lambda: doc(db, paths.snapshot_doc("oauth")), timeout=30)
             # Key writes from the client side: each fires the trigger and a first sync.
             for uid, tenant in tenants.items():
                 db.document(paths.alpaca_secret_doc(uid)).set(
@@ -144,8 +162,8 @@ def test_no_key_value_leaves_the_secrets_document(
                 lambda: (e := doc(db, paths.last_sync_error_doc("down"))) and e["final"], timeout=60
             )
             wait_for(lambda: doc(db, paths.last_sync_error_doc("evil")), timeout=30)
-            # The trigger refuses the pasted hosts; a sync requested anyway reaches the worker,
-            # which refuses, records and dead-letters them. Neither echoes the host.
+            # The trigger refuses the pasted hosts (and deletes them: no plaintext rests); a sync
+            # requested anyway finds no keys. Neither echoes the host.
             for uid, url in pasted_hosts.items():
                 db.document(paths.alpaca_secret_doc(uid)).set(
                     {"key_id": good.key_id, "secret_key": good.secret_key, "base_url": url}
@@ -165,6 +183,8 @@ def test_no_key_value_leaves_the_secrets_document(
                     ),
                     timeout=30,
                 )
+            # The OAuth token revoked at Alpaca: its next sync is refused (401) and recorded.
+            sim.revoke_oauth_tokens(tenant=oauth_account.key_id)
             # A scheduled pulse on top, and a key rotation.
             assert stack.ticker is not None
             stack.ticker.tick()
@@ -180,10 +200,21 @@ def test_no_key_value_leaves_the_secrets_document(
             wait_for(lambda: len(list(db.collection(paths.audit_collection("good")).stream())) == 2)
             time.sleep(1)
 
+        wait_for(
+            lambda: (
+                (e := doc(db, paths.last_sync_error_doc("oauth")))
+                and e["error_class"] == "AlpacaAuthError"
+            ),
+            timeout=30,
+        )
+        [grant] = sim.oauth_grants()
+        oauth_values = (grant.token, code, app.client_secret)
         secrets = [
             form
-            for t in [*tenants.values(), rotated]
-            for value in (t.key_id, t.secret_key)
+            for value in (
+                *(v for t in [*tenants.values(), rotated] for v in (t.key_id, t.secret_key)),
+                *oauth_values,
+            )
             for form in (value, value.lower(), value.upper())
         ]
         messages = [
@@ -198,15 +229,19 @@ def test_no_key_value_leaves_the_secrets_document(
         ), "the worker did not dead-letter every pasted host"
         for uid in pasted_hosts:
             error = doc(db, paths.last_sync_error_doc(uid)) or {}
-            assert error["error"] == "base URL refused: host is not on the allowlist"
+            assert error["error_class"] == "MissingKeys"  # refused, so deleted by the trigger
+            assert doc(db, paths.alpaca_secret_doc(uid)) is None
             [entry] = [e.to_dict() for e in db.collection(paths.audit_collection(uid)).stream()]
             assert entry["details"] == {
                 "error_class": "DisallowedBaseUrl",
                 "base_url_allowed": False,
             }
         assert "evil.example" not in captured_logs.getvalue()
-        documents = [(p, d) for p, d in all_documents(db) if "/secrets/" not in p]
+        documents = list(every_document(db))
         assert any(p.endswith("/audit/" + p.rsplit("/", 1)[-1]) for p, _ in documents)
+        sealed = [d for p, d in documents if p.endswith("/secrets/alpaca")]
+        assert len(sealed) == 5 and all(d["sealed"] is True for d in sealed)
+        assert {d["auth"] for d in sealed} == {"keys", "oauth"}
         places = {
             "log lines": captured_logs.getvalue(),
             "Pub/Sub messages": repr([(m.data, dict(m.attributes)) for m in messages]),

@@ -16,7 +16,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from agenttrader import errors, paths
+from agenttrader import errors, paths, pulses
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import MAX_CLOCK_SKEW, Reason, SyncRequest
@@ -234,6 +234,27 @@ def test_a_message_for_an_unknown_or_deleted_user_is_dead_lettered_and_writes_no
     assert letter.attributes["reason"] == reason.value
     assert list(db.document(paths.user_doc("u-gone")).collections()) == []
     assert counts(db, "p2") == (0, 0, 0)
+
+
+def test_a_pulse_whose_user_was_deleted_since_the_tick_completes_with_one_error(
+    deps: Deps, db: firestore.Client, simulator: AlpacaSimulator
+) -> None:
+    now = datetime.now(UTC)
+    pulse = pulse_id_for("tick-gone", now)
+    pulses.begin(db, pulse, tick_message_id="tick-gone", tick_time=now, now=now, existing=None)
+    pulses.mark_published(db, pulse, published=2, ineligible=0, seconds=0.1)
+    sim_tenant(simulator, db, "u-stays", Scenario(kind="normal"))
+    worker = SyncWorker(deps)
+    stays = SyncRequest.now("u-stays", Reason.SCHEDULE, pulse_id=pulse)
+    gone = SyncRequest.now("u-left", Reason.SCHEDULE, pulse_id=pulse)
+    assert worker.handle(delivery(stays)) is Result.SYNCED
+    assert worker.handle(delivery(gone)) is Result.DEAD_LETTERED
+    assert worker.handle(delivery(gone)) is Result.DEAD_LETTERED  # redelivered: counted once
+
+    totals = pulses.rollup(db, pulse)
+    assert totals is not None
+    assert (totals.success, totals.error, totals.complete) == (1, 1, True)
+    assert list(db.document(paths.user_doc("u-left")).collections()) == []
 
 
 def test_a_user_without_a_kill_switch_exists_by_its_user_document(

@@ -5,7 +5,9 @@
 //   AGENTTRADER_PROJECT, AGENTTRADER_REGION, AGENTTRADER_CALLABLES_HOST (host:port),
 //   FIREBASE_AUTH_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST (host:port),
 //   AGENTTRADER_RULES_LOADED ("1" when firestore.rules is enforced by the emulator),
-//   AGENTTRADER_ALPACA_KEY_ID / _SECRET_KEY / _BASE_URL (a tenant of the Alpaca simulator).
+//   AGENTTRADER_ALPACA_KEY_ID / _SECRET_KEY / _BASE_URL (a tenant of the Alpaca simulator),
+//   AGENTTRADER_OAUTH_CLIENT_ID / _REDIRECT_URI / _TENANT (the simulator's OAuth app, and the
+//   simulated account that approves it).
 // Run alone against a running local stack: node --test tests/js/
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -128,7 +130,7 @@ describe('callables through the Firebase JS SDK', () => {
     await rejectsWith(alice.call('generate_trading_signal', {}), 'functions/failed-precondition');
   });
 
-  it('writes keys with the Firestore SDK and sees the first sync', async () => {
+  it('writes keys with the Firestore SDK and sees the first sync from the sealed form', async () => {
     const uid = alice.user.uid;
     // Keys of a tenant of the local Alpaca simulator (the driver created it): the real
     // pipeline validates them, marks them configured and syncs at once.
@@ -145,6 +147,7 @@ describe('callables through the Firebase JS SDK', () => {
     assert.equal(typeof snapshot.equity, 'string');
     const config = await getDoc(doc(alice.db, `users/${uid}/config/alpaca`));
     assert.equal(config.data().configured, true);
+    assert.equal(config.data().keysState, 'proven');
   });
 
   it('enables trading', async () => {
@@ -206,6 +209,51 @@ describe('callables through the Firebase JS SDK', () => {
       bob.call('migrate_legacy_data', { targetUserId: alice.user.uid }),
       'functions/permission-denied',
     );
+  });
+
+  it('connects an Alpaca account through OAuth, syncs it, and disconnects it', async () => {
+    await bob.call('onboard_user');
+    const uid = bob.user.uid;
+    const redirectUri = env('AGENTTRADER_OAUTH_REDIRECT_URI');
+    // The browser at Alpaca's authorize page, approving the app: redirected back with a code.
+    const authorize = new URL('/oauth/authorize', env('AGENTTRADER_ALPACA_BASE_URL'));
+    authorize.search = new URLSearchParams({
+      response_type: 'code',
+      client_id: env('AGENTTRADER_OAUTH_CLIENT_ID'),
+      redirect_uri: redirectUri,
+      state: 'csrf-state-1',
+      tenant: env('AGENTTRADER_OAUTH_TENANT'),
+    }).toString();
+    const approved = await fetch(authorize, { redirect: 'manual' });
+    assert.equal(approved.status, 302);
+    const back = new URL(approved.headers.get('location'));
+    assert.equal(back.searchParams.get('state'), 'csrf-state-1');
+    const code = back.searchParams.get('code');
+    assert.ok(code);
+
+    const connected = await bob.call('connect_alpaca', {
+      code,
+      redirect_uri: redirectUri,
+      environment: 'paper',
+      base_url: env('AGENTTRADER_ALPACA_BASE_URL'),
+    });
+    assert.deepEqual(connected, {
+      status: 'connected',
+      environment: 'paper',
+      baseUrlHost: '127.0.0.1',
+      auth: 'oauth',
+    });
+    const snapshot = await syncedSnapshot(bob.db, uid);
+    assert.equal(typeof snapshot.equity, 'string');
+    const config = await getDoc(doc(bob.db, `users/${uid}/config/alpaca`));
+    assert.equal(config.data().configured, true);
+
+    const gone = await bob.call('disconnect_alpaca');
+    assert.equal(gone.status, 'disconnected');
+    assert.equal(gone.auth, 'oauth');
+    const after = await getDoc(doc(bob.db, `users/${uid}/config/alpaca`));
+    assert.equal(after.data().configured, false);
+    assert.equal((await bob.call('disconnect_alpaca')).status, 'not_connected');
   });
 
   it('a call without a signed-in user is unauthenticated', async () => {

@@ -27,12 +27,12 @@ from alpaca.trading.client import TradingClient
 from agenttrader import logs
 from agenttrader.alpaca import (
     AlpacaClientFactory,
-    AlpacaKeys,
     alpaca_errors,
     fetch_account_state,
     fetch_clock,
     translate,
 )
+from agenttrader.credentials import AlpacaKeys, OAuthToken
 from agenttrader.errors import (
     AgentTraderError,
     AlpacaAuthError,
@@ -376,6 +376,65 @@ def test_the_client_sends_this_users_keys_to_the_allowed_origin(
     _assert_no_secret(str(info.value))
 
 
+TOKEN = "oauth-access-token-0123456789abcdef"
+
+
+def test_an_oauth_client_sends_the_bearer_token_and_no_key_headers(
+    server: _Server, clients: list[TradingClient], captured_logs: Callable[[], str]
+) -> None:
+    server.respond = _reply(401, json.dumps({"code": 40110000, "message": "unauthorized."}))
+    token = OAuthToken(access_token=TOKEN, base_url=server.base_url + "/v2")
+    client = _factory_for(clients, (*OFFICIAL_ALPACA_BASE_URLS, server.base_url))(token)
+
+    with pytest.raises(AlpacaAuthError) as info:
+        fetch_account_state(client, token)
+    logs.get_logger("agenttrader.test").exception("sync failed", uid="user-1")
+
+    (path, headers), *_ = server.hits
+    assert path == "/v2/account"
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert "APCA-API-KEY-ID" not in headers and "APCA-API-SECRET-KEY" not in headers
+    text = str(info.value) + "".join(traceback.format_exception(info.value))
+    _assert_no_secret(text + captured_logs(), TOKEN)
+
+
+def test_an_oauth_client_is_guarded_like_a_keys_client(
+    server: _Server, clients: list[TradingClient]
+) -> None:
+    server.respond = _reply(302, headers={"Location": "http://169.254.169.254/latest"})
+    token = OAuthToken(access_token=TOKEN, base_url=server.base_url)
+    build = _factory_for(clients, (*OFFICIAL_ALPACA_BASE_URLS, server.base_url), timeout=0.5)
+    client = build(token)
+
+    with pytest.raises(AlpacaRequestError, match="redirect"):
+        fetch_clock(client, token)
+    assert len(server.hits) == 1 and client._retry == 0
+    with pytest.raises(DisallowedBaseUrl):
+        build(OAuthToken(access_token=TOKEN, base_url="https://evil.example"))
+    live = build(OAuthToken(access_token=TOKEN, base_url=LIVE))
+    assert live._base_url == LIVE and live._oauth_token == TOKEN and live._api_key is None
+
+
+def test_alpaca_errors_scopes_an_oauth_token() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.CloudLoggingFormatter())
+    logger = logging.getLogger("agenttrader.test.alpaca_errors_oauth")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = OAuthToken(access_token="lowercase-token-without-any-pattern", base_url=PAPER)
+    try:
+        with pytest.raises(AlpacaTimeout), alpaca_errors(token):
+            logger.warning("calling with %s", token.access_token)
+            raise requests.ReadTimeout(f"timed out {token.access_token}")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+    assert token.access_token not in stream.getvalue()
+    assert token.access_token not in repr(token)
+
+
 @pytest.mark.parametrize("body", ["not json at all", "{}", '{"id": 5}', "[1, 2]"])
 def test_unparseable_success_bodies_are_request_errors(
     server: _Server, clients: list[TradingClient], body: str
@@ -642,6 +701,31 @@ def test_failing_tenants_map_to_the_retry_contract(
     text = str(exc) + repr(exc) + str(exc.args) + "".join(traceback.format_exception(exc))
     _assert_no_secret(text, keys.key_id, keys.secret_key)
     _assert_no_secret(captured_logs(), keys.key_id, keys.secret_key)
+
+
+def test_an_oauth_tenant_syncs_and_a_revoked_token_is_an_auth_error(
+    simulator: AlpacaSimulator,
+    clients: list[TradingClient],
+    captured_logs: Callable[[], str],
+) -> None:
+    redirect = "https://app.example.com/alpaca/callback"
+    app = simulator.add_oauth_app([redirect])
+    tenant = simulator.add_tenant()
+    code = simulator.authorize(app, redirect, tenant=tenant.key_id)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect}
+    form |= {"client_id": app.client_id, "client_secret": app.client_secret}
+    answer = requests.post(f"{simulator.base_url}/oauth/token", data=form, timeout=5).json()
+    token = OAuthToken(access_token=answer["access_token"], base_url=simulator.base_url)
+    client = _factory_for(clients, (*OFFICIAL_ALPACA_BASE_URLS, simulator.base_url))(token)
+
+    state = fetch_account_state(client, token)
+    simulator.revoke_oauth_tokens(token=token.access_token)
+    with pytest.raises(AlpacaAuthError):
+        fetch_account_state(client, token)
+
+    assert state["account"]["account_number"] == tenant.account_number
+    assert simulator.requests_for(tenant.key_id) == 2  # the revoked token reaches no account
+    _assert_no_secret(captured_logs(), token.access_token)
 
 
 def test_one_tenants_failure_does_not_touch_another(

@@ -283,6 +283,14 @@ def test_call_context_from_claims() -> None:
     assert "claims" not in repr(ctx)  # tokens' claims stay out of logs and reprs
 
 
+@pytest.mark.parametrize("uid", ["a/b", "__reserved__", "x" * 200, "..", "has space"])
+def test_a_user_id_no_document_can_be_named_by_is_refused_clearly(uid: str) -> None:
+    with pytest.raises(CallableError) as info:
+        CallContext.from_claims({"sub": uid})
+    assert info.value.status is Status.PERMISSION_DENIED
+    assert uid not in info.value.message
+
+
 # --- errors raised by handlers ---------------------------------------------------------------
 
 

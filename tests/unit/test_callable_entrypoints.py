@@ -29,6 +29,8 @@ from tests.callable_fixtures import (
 SOURCES = {
     "onboard_user": REPO_ROOT / "accounts" / "main.py",
     "delete_account": REPO_ROOT / "accounts" / "main.py",
+    "connect_alpaca": REPO_ROOT / "accounts" / "main.py",
+    "disconnect_alpaca": REPO_ROOT / "accounts" / "main.py",
     "migrate_legacy_data": REPO_ROOT / "accounts" / "main.py",
     "generate_trading_signal": REPO_ROOT / "signal_worker" / "main.py",
 }
@@ -134,6 +136,43 @@ def test_anyone_signed_in_may_delete_what_is_stored_about_them(
     token = env.token_for("anon-1", provider="anonymous")
     code, body = call(client, "/", None, token=token)
     assert (code, body["result"]["status"], body["result"]["total"]) == (200, "deleted", 1)
+
+
+# --- connect_alpaca / disconnect_alpaca ------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["connect_alpaca"], indirect=True)
+def test_connect_alpaca_statuses(client: Any, env: FakeTokens) -> None:
+    """Tenants only, the request checked, and a deployment without an OAuth client says so
+    (the code exchange itself: tests/integration/test_sealed_credentials.py)."""
+    request = {"code": "c0de", "redirect_uri": "https://app.example.com/cb", "environment": "paper"}
+    token = env.token_for("u1")
+    assert status_of(call(client, "/", request)) == (401, "UNAUTHENTICATED")
+    code, body = call(client, "/", request, token=token)
+    assert (code, body["error"]["message"]) == (400, NOT_ONBOARDED)
+    onboard_tenant(get_deps().firestore, "u1")
+    bad = {**request, "environment": "sandbox"}
+    assert status_of(call(client, "/", bad, token=token)) == (400, "INVALID_ARGUMENT")
+    code, body = call(client, "/", request, token=token)
+    assert (code, body["error"]["status"]) == (400, "FAILED_PRECONDITION")
+    assert body["error"]["details"] == {"reason": "oauth_client"}
+    assert get_deps().firestore.document(paths.alpaca_secret_doc("u1")).get().exists is False
+
+
+@pytest.mark.parametrize("client", ["disconnect_alpaca"], indirect=True)
+def test_disconnect_alpaca_deletes_keys_a_client_wrote(client: Any, env: FakeTokens) -> None:
+    db = get_deps().firestore
+    token = env.token_for("u1")
+    onboard_tenant(db, "u1")
+    secret = db.document(paths.alpaca_secret_doc("u1"))
+    secret.set({"key_id": "PK0123456789", "secret_key": "s" * 40, "base_url": "https://x"})
+    assert status_of(call(client, "/", {"x": 1}, token=token)) == (400, "INVALID_ARGUMENT")
+    code, body = call(client, "/", None, token=token)
+    assert (code, body["result"]["status"], body["result"]["auth"]) == (200, "disconnected", "keys")
+    assert secret.get().exists is False
+    config = db.document(paths.alpaca_config_doc("u1")).get().to_dict() or {}
+    assert (config["configured"], config["keysState"]) == (False, "deleted")
+    assert call(client, "/", None, token=token)[1]["result"]["status"] == "not_connected"
 
 
 # --- generate_trading_signal -----------------------------------------------------------------

@@ -261,3 +261,30 @@ def test_format_age() -> None:
         "1d01h",
     ]
     assert render.format_age(None) == "—"
+
+
+def test_credentials_commands_parse() -> None:
+    parser = cli.build_parser()
+    seal = parser.parse_args(["credentials", "seal-existing", "--dry-run", "--limit", "5"])
+    assert (seal.dry_run, seal.limit, seal.delete_invalid) == (True, 5, False)
+    rewrap = parser.parse_args(["credentials", "rewrap", "--wrapped-before", "2027-03-06T06:00"])
+    assert rewrap.wrapped_before == datetime(2027, 3, 6, 6, 0, tzinfo=UTC)
+    zoned = parser.parse_args(["credentials", "rewrap", "--wrapped-before", "2027-03-06T06:00Z"])
+    assert zoned.wrapped_before == rewrap.wrapped_before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["credentials", "rewrap", "--wrapped-before", "yesterday"],
+        ["credentials", "seal-existing", "--limit", "0"],
+        ["credentials", "reseal"],
+    ],
+)
+def test_credentials_bad_arguments_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err

@@ -36,6 +36,10 @@ FAILED = {
         ({**ONBOARDED}, State.NOT_CONFIGURED),
         ({**ONBOARDED, "config": {"configured": False}, **ENABLED}, State.NOT_CONFIGURED),
         ({**ONBOARDED, **CONFIGURED, **ENABLED, **SYNCED, **FAILED}, State.FAILING),
+        (  # keys Alpaca refused: unmarked (not configured), and failing is what to show
+            {**ONBOARDED, "config": {"configured": False, "keysState": "rejected"}, **FAILED},
+            State.FAILING,
+        ),
         (
             {**ONBOARDED, **CONFIGURED, "trading": {"enabled": False}, **SYNCED},
             State.KILL_SWITCH_OFF,

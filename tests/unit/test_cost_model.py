@@ -447,6 +447,24 @@ def test_the_report_prints_each_price_set_with_its_totals_and_the_proposed_chang
     assert text.count("(optional: changes a contract)") == 2 * len(prices)
 
 
+def test_credentials_lines_by_hand() -> None:
+    """A cold sync asks the KEK once, a key write seals once, a rotation re-wraps every data
+    key (2 operations); the KEK's versions and the OAuth secret are shared by every tenant."""
+    lines = model.pipeline_lines(WORKLOAD, ASSUMPTIONS, PRICES)
+    operation = 0.03 / 10_000
+    kms = line(lines, "Cloud KMS: operations")
+    cold = 1 - ASSUMPTIONS.warm_fraction
+    assert kms.usd_per_sync == pytest.approx(cold * operation)
+    assert kms.usd_per_month == pytest.approx((1 + 2 * 30 / 90) * operation)
+    assert kms.detail.startswith(f"{cold * 1000:.0f}/1,000 syncs")
+    versions = line(lines, "Cloud KMS: key versions")
+    assert versions.monthly(model.MARKET_HOURS) == pytest.approx(2 * 0.06 / N)
+    secret = line(lines, "Secret Manager: OAuth client secret")
+    assert secret.monthly(model.ALWAYS) == pytest.approx(0.06 / N)
+    all_warm = model.pipeline_lines(WORKLOAD, replace(ASSUMPTIONS, warm_fraction=1.0), PRICES)
+    assert line(all_warm, "Cloud KMS: operations").usd_per_sync == 0
+
+
 def test_log_bytes_counts_the_lines_of_every_package_of_the_backend() -> None:
     from agenttrader.logs import get_logger
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from agenttrader.alpaca import AlpacaKeys
 from agenttrader.credentials import (
     PLAINTEXT_FIELDS,
+    AlpacaKeys,
     Credentials,
     KekCounts,
     LocalKek,

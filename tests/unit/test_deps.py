@@ -58,7 +58,7 @@ def test_nothing_is_built_at_construction(
 ) -> None:
     deps = Deps(SETTINGS)
 
-    assert deps._built == {"firestore": None, "publisher": None, "alpaca": None}
+    assert deps._built == {"firestore": None, "publisher": None, "alpaca": None, "vault": None}
     assert firestore_client.built == []
     assert publisher_client.built == []
 
@@ -105,6 +105,23 @@ def test_alpaca_factory_uses_the_settings() -> None:
     assert isinstance(factory, AlpacaClientFactory)
     assert factory._allowed == SETTINGS.allowed_alpaca_base_urls
     assert factory._timeout == 1.5
+
+
+def test_the_vault_is_built_once_from_the_settings_and_contacts_nothing() -> None:
+    from agenttrader.credentials import CloudKmsKek, LocalKek, Vault
+
+    uri = "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k"
+    production = Deps(Settings(project="p", credentials_kek_uri=uri))
+    local = Deps(Settings(project="demo-x", firestore_emulator_host="localhost:8080"))
+
+    assert production.vault is production.vault
+    assert isinstance(production.vault._kek._kek, CloudKmsKek)
+    assert isinstance(local.vault._kek._kek, LocalKek)
+    assert production.vault.stats().kek.total == 0
+    with pytest.raises(ValueError, match="CREDENTIALS_KEK_URI"):
+        Deps(Settings(project="p")).vault  # noqa: B018 - the property is what is tested
+    injected = Vault(LocalKek("demo-injected"))
+    assert Deps(SETTINGS, vault=injected).vault is injected
 
 
 def test_injected_collaborators_are_returned_as_is(

@@ -26,15 +26,26 @@ AGENT = f"serviceAccount:service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 SELF_IDEMPOTENT = (FIREBASE, "node", PYTHON)
 """Steps without a check: they run every apply (firebase deploy, the console's build, staging
 a service's source)."""
-MUTATING_VERBS = {"create", "update", "deploy", "add-iam-policy-binding", "enable", "delete"}
-VERBS = {"create", "update", "deploy", "describe", "add-iam-policy-binding", "get-iam-policy"}
+MUTATING_VERBS = {"create", "update", "deploy", "add-iam-policy-binding", "enable", "delete", "add"}
+VERBS = {
+    "create",
+    "update",
+    "deploy",
+    "describe",
+    "add-iam-policy-binding",
+    "get-iam-policy",
+    "add",
+}
+NEXT_ROTATION = "2030-01-01T00:00:00Z"
 
 
 def is_mutation(argv: Sequence[str]) -> bool:
     if argv[0] == FIREBASE:
         return argv[1] == "deploy"
-    if argv[0] in ("node", PYTHON):  # build the console's page, stage a service's source
+    if argv[0] == "node":  # builds the console's page into the working tree
         return True
+    if argv[0] == PYTHON:  # stages a service's source; `next-rotation-time` only prints
+        return "source" in argv
     return any(word in MUTATING_VERBS for word in argv if not word.startswith("-"))
 
 
@@ -50,7 +61,10 @@ class FakeCloud:
         firestore_type: str | None = "FIRESTORE_NATIVE",
         firebase_login: bool = True,
         adc: bool = False,
+        environ: dict[str, str] | None = None,
     ) -> None:
+        self.environ = environ or {}
+        """What ``printenv`` finds (the operator's shell)."""
         self.account = account
         self.apis = list(apis)
         self.firestore_type = firestore_type
@@ -89,6 +103,11 @@ class FakeCloud:
                 name, _, value = a[2:].partition("=")
                 opts.setdefault(name, []).append(value)
         fmt = (opts.get("format") or [""])[0]
+        if argv[0] == "printenv":
+            value = self.environ.get(argv[1])
+            return Result(0, value + "\n") if value else Result(1)
+        if argv[:4] == (".venv/bin/python", "-m", "infra", "next-rotation-time"):
+            return Result(0, NEXT_ROTATION + "\n")
         if argv[0] == "node":
             assert argv[1] == "console/web/build.mjs"
             return Result(0)
@@ -129,6 +148,8 @@ class FakeCloud:
             name = name.split("@")[0]
         if group == ("run",) and verb == "deploy":  # a service: described as a run service
             group = ("run", "services")
+        if group == ("secrets", "versions") and verb == "describe":
+            name = opts["secret"][0]  # describe latest --secret=NAME; add NAME
         key = (" ".join(group), name)
         if group == ("logging", "sinks"):
             return self._sink(name, verb, opts)
@@ -483,3 +504,68 @@ def test_the_request_log_exclusion_is_added_once_and_updated_when_it_drifts(root
     ]
     assert len(cloud.sinks["_Default"]) == 1
     assert FINGERPRINT_KEY in cloud.sinks["_Default"][0]["description"]
+
+
+# --- credentials: the KEK and the OAuth client secret ---------------------------------------
+
+
+def test_the_kek_is_created_with_its_first_rotation_resolved_at_apply(root: Path) -> None:
+    cloud = FakeCloud()
+    assert run(make_plan(), cloud, root)[0] == 0
+    key = cloud.resources[("kms keys", "tenant-credentials")]["flags"]
+    assert key["rotation-period"] == ["90d"]  # type: ignore[index]
+    assert key["next-rotation-time"] == [NEXT_ROTATION]  # type: ignore[index]
+    assert ("kms keyrings", "agenttrader") in cloud.resources
+    openers = {
+        f"serviceAccount:at-{name}@{PROJECT}.iam.gserviceaccount.com"
+        for name in ("sync-user", "stream-gateway")
+    }
+    decrypt = "roles/cloudkms.cryptoKeyDecrypter"
+    assert cloud.members("kms keys", "tenant-credentials", decrypt) == openers
+    assert (
+        len(cloud.members("kms keys", "tenant-credentials", "roles/cloudkms.cryptoKeyEncrypter"))
+        == 2
+    )
+    # A second apply neither recreates nor reschedules it.
+    cloud.calls.clear()
+    assert run(make_plan(), cloud, root)[0] == 0
+    assert not any(c[:3] == ("gcloud", "kms", "keys") and is_mutation(c) for c in cloud.calls)
+
+
+def oauth_plan() -> Plan:
+    env = (("ALPACA_OAUTH_CLIENT_ID", "agenttrader-app"),)
+    return build_plan(DeployConfig(project=PROJECT, region=REGION, source_digest="x", env=env))
+
+
+def test_the_oauth_client_secret_comes_from_the_operators_file_and_is_never_shown(
+    root: Path,
+) -> None:
+    value = "the-real-client-secret-0123456789"
+    secret_file = root / "client-secret.txt"
+    secret_file.write_text(value)
+    cloud = FakeCloud()
+    code, out = run(oauth_plan(), cloud, root)
+    # Without the file named, the apply stops at the secret's value, before any function.
+    assert code == 1 and "ALPACA_OAUTH_CLIENT_SECRET_FILE" in out
+    assert ("secrets", "alpaca-oauth-client-secret") in cloud.resources
+    assert not any(c[:3] == ("gcloud", "functions", "deploy") for c in cloud.calls)
+
+    cloud.environ["ALPACA_OAUTH_CLIENT_SECRET_FILE"] = str(secret_file)
+    code, out = run(oauth_plan(), cloud, root)
+    assert code == 0, out
+    added = cloud.resources[("secrets versions", "alpaca-oauth-client-secret")]["flags"]
+    assert added["data-file"] == [str(secret_file)]  # type: ignore[index]
+    connect = cloud.resources[("functions", "connect_alpaca")]["flags"]
+    assert connect["set-secrets"] == [  # type: ignore[index]
+        "ALPACA_OAUTH_CLIENT_SECRET=alpaca-oauth-client-secret:latest"
+    ]
+    accessor = "roles/secretmanager.secretAccessor"
+    assert cloud.members("secrets", "alpaca-oauth-client-secret", accessor) == {
+        f"serviceAccount:at-connect-alpaca@{PROJECT}.iam.gserviceaccount.com"
+    }
+    assert not any(value in " ".join(c) for c in cloud.calls) and value not in out
+    # The value exists now: later applies never ask for the file again.
+    del cloud.environ["ALPACA_OAUTH_CLIENT_SECRET_FILE"]
+    cloud.calls.clear()
+    assert run(oauth_plan(), cloud, root)[0] == 0
+    assert not any(c[0] == "printenv" for c in cloud.calls)

@@ -32,6 +32,8 @@ DESIGN_ENTRY_POINTS = {
     "on_alpaca_secret_written": "cloudevent",
     "onboard_user": "http",
     "delete_account": "http",
+    "connect_alpaca": "http",
+    "disconnect_alpaca": "http",
     "generate_trading_signal": "http",
     "migrate_legacy_data": "http",
 }
@@ -321,6 +323,8 @@ def test_callables_are_public_http_functions() -> None:
     assert {f.name for f in callables} == {
         "onboard_user",
         "delete_account",
+        "connect_alpaca",
+        "disconnect_alpaca",
         "generate_trading_signal",
         "migrate_legacy_data",
         *ADMIN_CALLABLES,
@@ -354,15 +358,24 @@ EXPECTED_ROLES = {
     "at-sync-user": {
         ("roles/datastore.user", "project", ""),
         ("roles/pubsub.publisher", "topic", "user-sync-dead-letter"),
+        ("roles/cloudkms.cryptoKeyDecrypter", "crypto-key", "tenant-credentials"),
     },
     "at-on-alpaca-secret-written": {
         ("roles/datastore.user", "project", ""),
         ("roles/pubsub.publisher", "topic", "user-sync"),
+        ("roles/cloudkms.cryptoKeyEncrypter", "crypto-key", "tenant-credentials"),
     },
     "at-on-alpaca-config-written": {("roles/datastore.user", "project", "")},
     "at-on-trading-status-written": {("roles/datastore.user", "project", "")},
     "at-onboard-user": {("roles/datastore.user", "project", "")},
     "at-delete-account": {("roles/datastore.user", "project", "")},
+    "at-connect-alpaca": {
+        ("roles/datastore.user", "project", ""),
+        ("roles/pubsub.publisher", "topic", "user-sync"),
+        ("roles/cloudkms.cryptoKeyEncrypter", "crypto-key", "tenant-credentials"),
+        ("roles/secretmanager.secretAccessor", "secret", "alpaca-oauth-client-secret"),
+    },
+    "at-disconnect-alpaca": {("roles/datastore.user", "project", "")},
     "at-migrate-legacy-data": {("roles/datastore.user", "project", "")},
     "at-generate-trading-signal": {
         ("roles/datastore.user", "project", ""),
@@ -381,6 +394,7 @@ EXPECTED_ROLES = {
     "at-stream-gateway": {
         ("roles/datastore.user", "project", ""),
         ("roles/pubsub.publisher", "topic", "user-sync"),
+        ("roles/cloudkms.cryptoKeyDecrypter", "crypto-key", "tenant-credentials"),
     },
     "at-push-invoker": {
         ("roles/run.invoker", "service", "publish_user_syncs"),
@@ -498,7 +512,13 @@ def test_environment_comes_from_the_settings_module() -> None:
     assert "VERTEX_AI_BASE_URL" not in env
     assert "SYNC_SCHEDULE" not in env
     assert "RECONCILE_EVERY_TICKS" not in env
-    assert Settings.from_env(env) == Settings.from_env({"GOOGLE_CLOUD_PROJECT": PROJECT})
+    assert env["CREDENTIALS_KEK_URI"] == (
+        f"gcp-kms://projects/{PROJECT}/locations/{REGION}/keyRings/agenttrader"
+        "/cryptoKeys/tenant-credentials"
+    )
+    assert "ALPACA_OAUTH_CLIENT_SECRET" not in env
+    planned = {"GOOGLE_CLOUD_PROJECT": PROJECT, "CREDENTIALS_KEK_URI": env["CREDENTIALS_KEK_URI"]}
+    assert Settings.from_env(env) == Settings.from_env(planned)
     for fn in resources.FUNCTIONS:
         if fn.name != "publish_user_syncs":
             assert env_of(plan, fn.name) == env
@@ -587,6 +607,11 @@ def test_settings_overrides_are_deployed_and_validated() -> None:
         (("VERTEX_AI_BASE_URL", "http://localhost:9"), "stand-in"),
         (("NOT_A_SETTING", "1"), "not a setting"),
         (("GOOGLE_CLOUD_PROJECT", "other"), "--project"),
+        (
+            ("CREDENTIALS_KEK_URI", "gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k"),
+            "plan creates",
+        ),
+        (("ALPACA_OAUTH_CLIENT_SECRET", "hunter2-hunter2"), "Secret Manager"),
         (("SIGNAL_DAILY_QUOTA", "many"), "integer"),
     ):
         with pytest.raises(PlanError, match=match):
@@ -792,4 +817,134 @@ def test_the_stream_gateway_is_a_cloud_run_service_with_its_own_identity() -> No
     assert (
         make_plan().step("service", "stream-gateway").probe
         == make_plan().step("service", "stream-gateway").probe
+    )
+    assert env["CREDENTIALS_KEK_URI"].startswith("gcp-kms://")  # it opens sealed credentials
+
+
+# --- credentials: the KEK and the OAuth client secret -----------------------------------------
+
+KEY = ("gcloud", "kms", "keys")
+KEK_WHERE = ("--keyring=agenttrader", f"--location={REGION}", f"--project={PROJECT}")
+OAUTH = (("ALPACA_OAUTH_CLIENT_ID", "agenttrader-app"),)
+
+
+def test_the_kek_is_a_rotated_key_in_the_deployment_region() -> None:
+    plan = make_plan()
+    ring = plan.step("kms-key-ring", "agenttrader")
+    assert ring.create == (
+        "gcloud", "kms", "keyrings", "create", "agenttrader", f"--location={REGION}",
+        f"--project={PROJECT}",
+    )  # fmt: skip
+    key = plan.step("kms-key", "tenant-credentials")
+    assert key.create[:4] == (*KEY, "create") and key.create[4] == "tenant-credentials"
+    assert key.create[5:8] == KEK_WHERE
+    assert one(key.create, "purpose") == "encryption"
+    assert one(key.create, "rotation-period") == "90d"
+    assert one(key.create, "next-rotation-time") == "${KEK_NEXT_ROTATION}"
+    assert key.update is not None and one(key.update, "rotation-period") == "90d"
+    assert isinstance(key.probe, Fingerprinted)
+    rotation = plan.variable("KEK_NEXT_ROTATION")
+    assert rotation.command == (".venv/bin/python", "-m", "infra", "next-rotation-time")
+    # The ring before the key, the key before anyone is granted it, all before the functions.
+    order = [plan.steps.index(s) for s in (ring, key)]
+    grants = [
+        i for i, s in enumerate(plan.steps) if s.create[:4] == (*KEY, "add-iam-policy-binding")
+    ]
+    first_function = min(i for i, s in enumerate(plan.steps) if s.kind == "function")
+    assert order[0] < order[1] < min(grants) and max(grants) < first_function
+
+
+def test_only_the_openers_decrypt_and_only_the_sealers_encrypt() -> None:
+    plan = make_plan()
+    key = (*KEY, "add-iam-policy-binding", "tenant-credentials", *KEK_WHERE)
+    member = f"serviceAccount:at-{{}}@{PROJECT}.iam.gserviceaccount.com".format
+    for opener in ("sync-user", "stream-gateway"):
+        assert bound(plan, "roles/cloudkms.cryptoKeyDecrypter", member(opener), key)
+    for sealer in ("on-alpaca-secret-written", "connect-alpaca"):
+        assert bound(plan, "roles/cloudkms.cryptoKeyEncrypter", member(sealer), key)
+    kms = [g for g in iam.grants() if g.role.startswith("roles/cloudkms.")]
+    assert {(g.principal, g.role) for g in kms} == {
+        ("at-sync-user", "roles/cloudkms.cryptoKeyDecrypter"),
+        ("at-stream-gateway", "roles/cloudkms.cryptoKeyDecrypter"),
+        ("at-on-alpaca-secret-written", "roles/cloudkms.cryptoKeyEncrypter"),
+        ("at-connect-alpaca", "roles/cloudkms.cryptoKeyEncrypter"),
+    }
+    assert all(g.scope is iam.Scope.CRYPTO_KEY and g.resource == "tenant-credentials" for g in kms)
+    # No identity both seals and opens, and nobody holds a KMS role on the project.
+    principals = [g.principal for g in kms]
+    assert len(principals) == len(set(principals))
+
+
+def test_the_stream_gateway_opens_credentials_and_holds_no_other_kms_role() -> None:
+    """The gateway decrypts (to authenticate a tenant's stream) on the key alone, never seals."""
+    assert (("at-stream-gateway", resources.KekUse.DECRYPT),) == resources.SERVICE_KEK_USERS
+    [gateway] = [
+        g
+        for g in iam.grants()
+        if g.principal == "at-stream-gateway" and g.role.startswith("roles/cloudkms.")
+    ]
+    assert (gateway.role, gateway.scope, gateway.resource) == (
+        "roles/cloudkms.cryptoKeyDecrypter",
+        iam.Scope.CRYPTO_KEY,
+        "tenant-credentials",
+    )
+    assert "`at-stream-gateway`" in iam.markdown_table()
+
+
+def test_the_oauth_client_secret_lives_in_secret_manager_and_is_never_printed() -> None:
+    value = "the-real-client-secret-0123456789"
+    without, with_oauth = make_plan(), make_plan(env=OAUTH)
+    for plan in (without, with_oauth):
+        secret = plan.step("secret", "alpaca-oauth-client-secret")
+        assert secret.create[:4] == ("gcloud", "secrets", "create", "alpaca-oauth-client-secret")
+        assert "--replication-policy=automatic" in secret.create
+        assert value not in plan.render()
+    # OAuth off: no value is asked for and connect_alpaca reads no secret.
+    assert not any(s.kind == "secret-version" for s in without.steps)
+    assert "set-secrets" not in flags(deploy_of(without, "connect_alpaca"))
+    # OAuth on: the first value from the operator's file, read by connect_alpaca alone.
+    version = with_oauth.step("secret-version", "alpaca-oauth-client-secret")
+    assert version.create[:5] == (
+        "gcloud",
+        "secrets",
+        "versions",
+        "add",
+        "alpaca-oauth-client-secret",
+    )
+    assert one(version.create, "data-file") == "${ALPACA_OAUTH_CLIENT_SECRET_FILE}"
+    assert version.check is not None and "latest" in version.check
+    path = with_oauth.variable("ALPACA_OAUTH_CLIENT_SECRET_FILE")
+    assert path.command == ("printenv", "ALPACA_OAUTH_CLIENT_SECRET_FILE")
+    connect = deploy_of(with_oauth, "connect_alpaca")
+    assert one(connect, "set-secrets") == (
+        "ALPACA_OAUTH_CLIENT_SECRET=alpaca-oauth-client-secret:latest"
+    )
+    assert env_of(with_oauth, "connect_alpaca")["ALPACA_OAUTH_CLIENT_ID"] == "agenttrader-app"
+    for fn in resources.FUNCTIONS:
+        if fn.name != "connect_alpaca":
+            assert "set-secrets" not in flags(deploy_of(with_oauth, fn.name)), fn.name
+        assert "ALPACA_OAUTH_CLIENT_SECRET" not in env_of(with_oauth, fn.name)
+    assert with_oauth.steps.index(version) < with_oauth.steps.index(
+        with_oauth.step("function", "connect_alpaca")
+    )
+
+
+def test_every_function_is_told_the_planned_kek() -> None:
+    plan = build_plan(DeployConfig(project=PROJECT, region="us-east4"))
+    uri = (
+        f"gcp-kms://projects/{PROJECT}/locations/us-east4/keyRings/agenttrader"
+        "/cryptoKeys/tenant-credentials"
+    )
+    for fn in resources.FUNCTIONS:
+        assert env_of(plan, fn.name)["CREDENTIALS_KEK_URI"] == uri
+    assert Settings.from_env(env_of(plan)).credentials_kek() == uri
+
+
+def test_next_rotation_time_is_the_rotation_period_from_now() -> None:
+    from datetime import UTC, datetime
+
+    from infra.__main__ import next_rotation_time
+
+    assert next_rotation_time(datetime(2026, 1, 1, 12, 0, 0, 123, tzinfo=UTC)) == (
+        "2026-04-01T12:00:00Z"
     )

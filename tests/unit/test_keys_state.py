@@ -30,9 +30,20 @@ def test_versions_are_microseconds_and_order_like_the_times() -> None:
     assert version_of("2026-11-27") is None and version_of(None) is None
 
 
-def test_stored_version_is_the_update_time_of_an_existing_document() -> None:
-    assert stored_version(SimpleNamespace(exists=True, update_time=AT)) == V
-    assert stored_version(SimpleNamespace(exists=False, update_time=None)) is None
+def _snapshot(data: dict[str, Any] | None, update_time: datetime | None = AT) -> Any:
+    return SimpleNamespace(exists=data is not None, update_time=update_time, to_dict=lambda: data)
+
+
+def test_stored_version_is_the_update_time_of_plaintext_and_the_sealed_keys_version() -> None:
+    keys = {"key_id": "PK0123456789", "secret_key": "s" * 40, "base_url": "https://x"}
+    assert stored_version(_snapshot(keys)) == V
+    assert stored_version(_snapshot(None, None)) is None
+    # Sealing and re-wrapping rewrite the document but keep the version of the credentials.
+    sealed = {"sealed": True, "keys_version": "1700000000000001", "ciphertext": b"x"}
+    assert stored_version(_snapshot(sealed, AT + timedelta(hours=1))) == "1700000000000001"
+    # Only the server's sealed form names its version; a client cannot set one.
+    assert stored_version(_snapshot({**keys, "keys_version": "1"})) == V
+    assert stored_version(_snapshot({**sealed, "keys_version": None})) == V
 
 
 def config(
@@ -112,6 +123,8 @@ DECISIONS: list[tuple[str, str | None, dict[str, Any] | None, Step]] = [
         Step.DELETE,
     ),
     ("redelivered-delete", None, config(KeysState.DELETED, at=None), Step.NOTHING),
+    # Refused credentials are deleted by the trigger itself: that delete changes nothing.
+    ("refused-keys-deleted", None, config(KeysState.INVALID), Step.NOTHING),
     ("delete-without-config", None, None, Step.NOTHING),
 ]
 

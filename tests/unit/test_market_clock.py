@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agenttrader import logs, market_clock
-from agenttrader.alpaca import AlpacaKeys
+from agenttrader.credentials import AlpacaKeys
 from agenttrader.deps import Deps
 from agenttrader.errors import AlpacaUnavailable
 from agenttrader.market_clock import (

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from websockets.frames import Close
 from websockets.http11 import Response
 
-from agenttrader.alpaca import AlpacaKeys
+from agenttrader.credentials import AlpacaKeys
 from agenttrader.errors import DependencyUnavailable, InvalidKeys
 from stream_gateway.backoff import RateLimiter
 from stream_gateway.connection import Outcome, TenantStream

@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from agenttrader.alpaca import AlpacaKeys
-from agenttrader.credentials import OAuthToken
+from agenttrader.credentials import AlpacaKeys, OAuthToken
 from stream_gateway.protocol import (
     LISTEN,
     Auth,
