@@ -92,7 +92,9 @@ class DeployConfig:
 
 def deployed() -> frozenset[str]:
     """The functions and services this deployment holds (what monitoring may watch)."""
-    return frozenset(f.name for f in resources.FUNCTIONS)
+    return frozenset(
+        [*(f.name for f in resources.FUNCTIONS), *(svc.name for svc in resources.SERVICES)]
+    )
 
 
 def policy_var(policy: monitoring.AlertPolicy) -> str:
