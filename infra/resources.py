@@ -285,9 +285,8 @@ class Service:
     project_roles: tuple[str, ...] = ("roles/datastore.user",)
     publishes: tuple[str, ...] = ()
     subscribes: tuple[str, ...] = ()
-    opens_credentials: bool = False
-    """Decrypts sealed tenant credentials: its account needs the KEK's decrypter role
-    (granted where the KEK's users are listed)."""
+    kek: KekUse | None = None
+    """What its account may do with the credentials KEK (granted on the key alone)."""
 
     @property
     def account_id(self) -> str:
@@ -301,8 +300,9 @@ STREAM_GATEWAY = Service(
     account="at-stream-gateway",
     min_instances=1,
     max_instances=20,
+    memory="2Gi",
     publishes=(topology.USER_SYNC,),
-    opens_credentials=True,
+    kek=KekUse.DECRYPT,
 )
 SERVICES: tuple[Service, ...] = (STREAM_GATEWAY,)
 """Services besides the functions: always-allocated CPU, at least ``min_instances`` running."""
@@ -325,9 +325,6 @@ KEK_KEY = "tenant-credentials"
 KEK_ROTATION_DAYS = 90
 """Cloud KMS makes a new primary version this often; older versions still decrypt what they
 wrapped, and ``agenttrader credentials rewrap`` moves data keys onto the new one."""
-SERVICE_KEK_USERS: tuple[tuple[str, KekUse], ...] = ((STREAM_GATEWAY.account, KekUse.DECRYPT),)
-"""Service accounts that are not a function's and use the KEK, with their role: the stream
-gateway opens credentials to hold tenants' trade-update streams."""
 
 SECRETS: Mapping[str, str] = {"ALPACA_OAUTH_CLIENT_SECRET": "alpaca-oauth-client-secret"}
 """Settings held in Secret Manager, by variable: the secret's name. One secret for the app

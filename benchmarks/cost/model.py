@@ -399,6 +399,25 @@ def failure_episode_usd(w: Workload, a: Assumptions, p: Prices) -> float:
     return firestore + attempt
 
 
+def open_tick_usd_per_tenant(w: Workload, a: Assumptions, p: Prices) -> float:
+    """What one open tick costs each tenant whether or not it publishes to it: its share of
+    the tick's reads (clock, roster, rollups) and writes, of the tick's request, publish and
+    log, and the publisher's time over the tenant's roster entry. :func:`pipeline_lines`
+    prices the same parts inside each sync."""
+    n = a.tenants
+    rollups = rollups_per_pulse(w, a)
+    reads = w.tick_reads + roster_reads(n) + rollups * rollup_reads(w, a) + w.clock_reads_per_tick
+    writes = w.tick_writes + rollups * w.rollup_writes
+    log = w.tick_log_bytes + w.tick_log_lines * a.log_entry_overhead_bytes + a.request_log_bytes
+    shared = (
+        firestore_usd(p, reads=reads, writes=writes)
+        + p.run_request
+        + 2 * p.pubsub_min_request_bytes / TIB * p.pubsub_tib
+        + log / GIB * p.logging_gib
+    )
+    return shared / n + w.publisher_wall_ms_per_tenant / 1000 * instance_price(a, p)
+
+
 def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:
     """The design as built: a tick reads the clock; an open one reads the roster and publishes one
     push request per tenant to ``sync_user``; triggers keep the roster."""

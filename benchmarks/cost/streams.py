@@ -4,8 +4,8 @@ With a live stream a tenant is polled once every ``RECONCILE_EVERY_TICKS`` ticks
 besides after its trade updates (coalesced: ``syncs_per_order``) and after every (re)connection
 (the reconciliation). Those syncs are priced per sync by the pipeline's own model
 (:func:`benchmarks.cost.model.pipeline_lines`); the ticks that publish nothing to a streaming
-tenant still cost it their per-tenant share (the tick's reads, its request, its log), isolated
-as the part of a sync's price that halves when the tenants double. Beside them, the gateway:
+tenant still cost it their per-tenant share (the tick's reads, its request, its log, the
+publisher's time; :func:`benchmarks.cost.model.open_tick_usd_per_tenant`). Beside them, the gateway:
 its instances (Cloud Run instance-based billing, CPU always allocated), sized by the measured
 memory and CPU per connection (:mod:`benchmarks.streams`) with the TLS a real ``wss://``
 connection adds; its leases (session renewals, scans); the tick's bucket reads; the order
@@ -30,6 +30,7 @@ from benchmarks.cost.model import (
     Schedule,
     Workload,
     firestore_usd,
+    open_tick_usd_per_tenant,
     pipeline_lines,
     total,
 )
@@ -78,6 +79,8 @@ class StreamAssumptions:
     """What ``wss://`` adds per connection (an OpenSSL session and its buffers): an estimate."""
     instance_vcpu: float = 1.0
     instance_memory_gib: float = 2.0
+    """As deployed (``infra.resources.STREAM_GATEWAY``: 1 vCPU, 2 GiB: memory and CPU run
+    out at about the same number of streams)."""
     memory_headroom: float = 0.7
     """Share of an instance's memory connections may take."""
     cpu_utilization: float = 0.6
@@ -123,18 +126,6 @@ def instances(tenants: int, sa: StreamAssumptions, sf: StreamFigures) -> int:
     )
 
 
-def _per_sync(w: Workload, a: Assumptions, p: Prices) -> float:
-    lines = pipeline_lines(w, a, p)
-    return sum(line.usd_per_sync + line.usd_per_clock_read for line in lines)
-
-
-def tick_share(w: Workload, a: Assumptions, p: Prices) -> float:
-    """What a tick costs each tenant whatever it publishes to it: the part of a sync's price
-    inversely proportional to the tenants (``2 × (price(N) − price(2N))``)."""
-    doubled = replace(a, tenants=a.tenants * 2)
-    return max(0.0, 2 * (_per_sync(w, a, p) - _per_sync(w, doubled, p)))
-
-
 def stream_lines(
     w: Workload, a: Assumptions, p: Prices, sa: StreamAssumptions, sf: StreamFigures
 ) -> list[Line]:
@@ -144,6 +135,7 @@ def stream_lines(
     per_sync = total(pipeline_lines(w, a, p), Schedule("one sync", 1))
     fixed = total(pipeline_lines(w, a, p), Schedule("none", 0))
     quiet_ticks = max(MARKET_MINUTES - syncs, 0.0)
+    tick_share = open_tick_usd_per_tenant(w, a, p)
     count = instances(n, sa, sf)
     seconds = sa.gateway_hours * 3600
     instance_usd = seconds * (
@@ -162,8 +154,8 @@ def stream_lines(
         ),
         Line(
             "Ticks between reconciliations",
-            f"{quiet_ticks:,.0f} ticks × {tick_share(w, a, p):.2e} (the tick's share)",
-            usd_per_month=quiet_ticks * tick_share(w, a, p),
+            f"{quiet_ticks:,.0f} ticks × {tick_share:.2e} (the tick's share of a tenant)",
+            usd_per_month=quiet_ticks * tick_share,
         ),
         Line(
             "Tick: who streams",
@@ -204,6 +196,18 @@ def streams_total(
     return total(stream_lines(w, a, p, sa, sf), MARKET_HOURS)
 
 
+SCALES = (10_000, 20_000, 40_000, 100_000, 1_000_000)
+"""Tenant counts the report prices the always-on gateway at (20,000: one instance full)."""
+
+
+def always_on_by_scale(
+    w: Workload, a: Assumptions, p: Prices, sa: StreamAssumptions, sf: StreamFigures
+) -> list[tuple[int, float]]:
+    """``(tenants, $ per tenant-month)`` with the gateway always on, at each of :data:`SCALES`.
+    A saw: an instance added for a few tenants costs them all until it fills."""
+    return [(n, streams_total(w, replace(a, tenants=n), p, sa, sf)) for n in SCALES]
+
+
 def report(
     w: Workload,
     a: Assumptions,
@@ -234,4 +238,9 @@ def report(
             f"    {'with streams, gateway in market hours':<46}"
             f"{f'{MARKET_HOURS_GATEWAY:g} h a month':<66}${market:.5f} ({verdict})"
         )
+        scaled = " · ".join(
+            f"{n:,} ${usd:.4f} {'PASS' if usd <= GOAL_USD else 'FAIL'}"
+            for n, usd in always_on_by_scale(w, a, p, sa, sf)
+        )
+        out.append(f"    {'gateway always on, by tenants':<46}{scaled}")
     return "\n".join(out)

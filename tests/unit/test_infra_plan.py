@@ -877,7 +877,7 @@ def test_only_the_openers_decrypt_and_only_the_sealers_encrypt() -> None:
 
 def test_the_stream_gateway_opens_credentials_and_holds_no_other_kms_role() -> None:
     """The gateway decrypts (to authenticate a tenant's stream) on the key alone, never seals."""
-    assert (("at-stream-gateway", resources.KekUse.DECRYPT),) == resources.SERVICE_KEK_USERS
+    assert resources.STREAM_GATEWAY.kek is resources.KekUse.DECRYPT
     [gateway] = [
         g
         for g in iam.grants()
