@@ -256,9 +256,7 @@ def test_the_committed_files_are_the_rendering() -> None:
     assert on_disk == rendered, "run: python -m infra monitoring"
 
 
-@pytest.mark.parametrize(
-    "resource", monitoring.resources(deployed()), ids=lambda r: r.path
-)
+@pytest.mark.parametrize("resource", monitoring.resources(deployed()), ids=lambda r: r.path)
 def test_every_key_and_value_is_the_apis(resource: monitoring.Resource) -> None:
     check(resource.document, KIND_TYPES[resource.kind])
 
