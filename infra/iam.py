@@ -170,11 +170,8 @@ _KEK_WHY = {
 def kek_grants() -> list[Grant]:
     """Who may use the credentials KEK, and for what: only its key, never the key ring or the
     project, and never both roles for one identity."""
-    users = [
-        (user.account_id, user.kek)
-        for user in (*resources.FUNCTIONS, *resources.SERVICES)
-        if user.kek is not None
-    ]
+    users = [(fn.account_id, fn.kek) for fn in resources.FUNCTIONS if fn.kek is not None]
+    users += [(svc.account_id, svc.kek) for svc in resources.SERVICES if svc.kek is not None]
     return [
         Grant(account, use.value, Scope.CRYPTO_KEY, resources.KEK_KEY, _KEK_WHY[use])
         for account, use in users
