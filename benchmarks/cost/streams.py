@@ -50,12 +50,12 @@ class StreamFigures:
     """Measured by ``python -m benchmarks.streams`` (1,000 tenants, this machine,
     2026-12-06) and by the lease design (``stream_gateway.leases``)."""
 
-    kib_per_connection: float = 24.2
+    kib_per_connection: float = 27.6
     """Resident memory per idle streaming tenant (plain ``ws://``: no TLS locally)."""
-    idle_cpu_percent_per_1000: float = 4.7
-    """CPU of a core per 1,000 idle connections (keepalive every 20 s when measured)."""
-    measured_ping_seconds: float = 20.0
-    cpu_ms_per_1000_events: float = 2076.0
+    idle_cpu_percent_per_1000: float = 2.85
+    """CPU of a core per 1,000 idle connections (keepalive every 30 s when measured)."""
+    measured_ping_seconds: float = 30.0
+    cpu_ms_per_1000_events: float = 1985.0
     syncs_per_order: float = 2.0
     """``trade_update`` syncs an order's ``new`` and ``fill`` 200 ms apart came to."""
     renewals_per_instance_second: float = 1 / 3
@@ -196,16 +196,20 @@ def streams_total(
     return total(stream_lines(w, a, p, sa, sf), MARKET_HOURS)
 
 
-SCALES = (10_000, 20_000, 40_000, 100_000, 1_000_000)
-"""Tenant counts the report prices the always-on gateway at (20,000: one instance full)."""
+SCALES = (10_000, 100_000, 1_000_000)
+"""Tenant counts the report prices the always-on gateway at, besides one and two instances
+filled."""
 
 
 def always_on_by_scale(
     w: Workload, a: Assumptions, p: Prices, sa: StreamAssumptions, sf: StreamFigures
 ) -> list[tuple[int, float]]:
-    """``(tenants, $ per tenant-month)`` with the gateway always on, at each of :data:`SCALES`.
-    A saw: an instance added for a few tenants costs them all until it fills."""
-    return [(n, streams_total(w, replace(a, tenants=n), p, sa, sf)) for n in SCALES]
+    """``(tenants, $ per tenant-month)`` with the gateway always on, at :data:`SCALES` and at
+    the tenants filling one and two instances. A saw: an instance added for a few tenants
+    costs them all until it fills."""
+    full = math.floor(connections_per_instance(sa, sf) / sa.streaming_fraction)
+    counts = sorted({*SCALES, full, 2 * full})
+    return [(n, streams_total(w, replace(a, tenants=n), p, sa, sf)) for n in counts]
 
 
 def report(

@@ -53,14 +53,21 @@ def test_syncs_of_a_month(
 def test_an_instance_holds_what_its_memory_and_its_cpu_both_allow() -> None:
     per_connection = SF.kib_per_connection + SA.tls_kib_per_connection
     by_memory = 2 * 0.7 * 2**20 / per_connection
-    idle_share = SF.idle_cpu_percent_per_1000 / 100 * (20 / 30)  # pings every 30 s, not 20
+    idle_share = SF.idle_cpu_percent_per_1000 / 100 * SF.measured_ping_seconds / SA.ping_seconds
     by_cpu = 0.6 / idle_share * 1000
     assert streams.connections_per_instance(SA, SF) == int(min(by_memory, by_cpu))
     # Less memory: memory decides; busier connections: the CPU decides.
     small = replace(SA, instance_memory_gib=0.5)
     assert streams.connections_per_instance(small, SF) == int(by_memory / 4)
     busy = replace(SF, idle_cpu_percent_per_1000=50.0)
-    assert streams.connections_per_instance(SA, busy) == int(0.6 / (0.5 * 20 / 30) * 1000)
+    busy_share = 0.5 * SF.measured_ping_seconds / SA.ping_seconds
+    assert streams.connections_per_instance(SA, busy) == int(0.6 / busy_share * 1000)
+    # Pings half as often: half the idle CPU.
+    slower = replace(SA, ping_seconds=2 * SA.ping_seconds, instance_memory_gib=64)
+    faster = replace(SA, instance_memory_gib=64)
+    assert streams.connections_per_instance(slower, SF) == pytest.approx(
+        2 * streams.connections_per_instance(faster, SF), abs=1
+    )
 
 
 def test_instances_cover_the_streams_and_never_drop_below_the_floor() -> None:
@@ -76,8 +83,11 @@ def test_the_gateways_instances_are_shared_by_the_tenants() -> None:
     month = 730 * 3600 * (streams.RUN_VCPU_SECOND_INSTANCE + 2 * streams.RUN_GIB_SECOND_INSTANCE)
     gateway = line(lines(), "Gateway instances")
     assert gateway.monthly(model.MARKET_HOURS) == pytest.approx(month / ASSUMPTIONS.tenants)
-    doubled = line(lines(replace(ASSUMPTIONS, tenants=20_000)), "Gateway instances")
-    assert doubled.monthly(model.MARKET_HOURS) == pytest.approx(month / 20_000)
+    full = int(streams.connections_per_instance(SA, SF) / SA.streaming_fraction)
+    filled = line(lines(replace(ASSUMPTIONS, tenants=full)), "Gateway instances")
+    assert filled.monthly(model.MARKET_HOURS) == pytest.approx(month / full)
+    two = line(lines(replace(ASSUMPTIONS, tenants=full + 2)), "Gateway instances")
+    assert two.monthly(model.MARKET_HOURS) == pytest.approx(2 * month / (full + 2))
     market = line(lines(sa=replace(SA, gateway_hours=157.5)), "Gateway instances")
     assert market.monthly(model.MARKET_HOURS) == pytest.approx(
         month * 157.5 / 730 / ASSUMPTIONS.tenants
@@ -120,8 +130,8 @@ def test_streams_cost_less_than_polling_every_tick() -> None:
 
 def test_the_always_on_gateway_is_a_saw_over_the_tenants() -> None:
     by_scale = dict(streams.always_on_by_scale(WORKLOAD, ASSUMPTIONS, REGIONAL, SA, SF))
-    assert list(by_scale) == list(streams.SCALES)
     full = int(streams.connections_per_instance(SA, SF) / SA.streaming_fraction)
+    assert list(by_scale) == sorted({*streams.SCALES, full, 2 * full})
     at = {
         n: streams.streams_total(WORKLOAD, replace(ASSUMPTIONS, tenants=n), REGIONAL, SA, SF)
         for n in (full, full + 2)
@@ -140,4 +150,4 @@ def test_the_report_prints_each_price_set_with_its_verdicts() -> None:
     for name in (model.NAM5.name, REGIONAL.name):
         assert f"  {name}:" in text
     verdicts = [word for word in text.split() if word.strip("()") in ("PASS", "FAIL")]
-    assert len(verdicts) == 2 * (2 + len(streams.SCALES))
+    assert len(verdicts) == 2 * (2 + len(streams.SCALES) + 2)
