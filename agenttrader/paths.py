@@ -185,7 +185,8 @@ STREAMS_ROOT = f"{OPS}/streams"
 sessions (one per running instance) and buckets."""
 
 STREAM_BUCKETS = 64
-"""How many buckets the eligible tenants are spread over for streaming (``crc32(uid) mod``):
+"""How many buckets the eligible tenants are spread over for streaming
+(:func:`agenttrader.streams.bucket_of`: a crc32 of the uid, mod this):
 the unit a gateway instance leases and hands over. Each bucket document lists the tenants
 whose stream is live (~45 bytes an entry), so 64 serve ~1,000,000 tenants before one nears
 1 MiB; and up to 64 gateway instances share the work."""

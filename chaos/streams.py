@@ -13,9 +13,9 @@ Invariants, each printed beside its bound:
 
 - **never two connections for one account**: the simulator's ``refused_second`` stays 0 (it
   refuses and counts any second authentication for an account whose stream is open);
-- **back within lease + backoff**: every tenant the killed instance streamed streams again
-  within ``LEASE_SECONDS`` + a scan + the connection rate's spread; after the drop, every
-  eligible tenant within the first reconnect delay + that spread;
+- **back within lease + backoff**: every tenant the killed instance streamed, and after the
+  drop every tenant that streamed, streams again within one bound: ``LEASE_SECONDS`` + a scan
+  + the first two reconnect delays + the spread the survivors' connection rates impose;
 - **no event lost**: every fill the simulator produced is in ``users/{uid}/orders/{id}`` or a
   sync of that tenant was requested after it (the reconciliation a (re)connection publishes);
 - **kill-switch off closes the stream within seconds**: p95 and max over the flips;

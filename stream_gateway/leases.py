@@ -20,7 +20,7 @@ connection for the bucket's tenants: the renewal sent at ``s`` committed at ``c 
 time); a revocation needs a read at ``r > c + LEASE`` on Firestore's clock, so it happens
 after ``s + LEASE``; the holder stopped at ``s + LEASE - MARGIN``. Clocks only need to tick at
 about the same *rate* (no comparison of wall clocks between machines): :data:`MARGIN_SECONDS`
-covers the watchdog's period (0.5 s), aborting the connections (milliseconds), and a rate
+covers the watchdog's period (0.25 s), aborting the connections (milliseconds), and a rate
 error of far more than any real clock's over 15 s. A renewal whose answer was lost counts
 only once a read shows it landed, and from its own send time.
 

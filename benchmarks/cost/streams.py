@@ -9,8 +9,8 @@ publisher's time; :func:`benchmarks.cost.model.open_tick_usd_per_tenant`). Besid
 its instances (Cloud Run instance-based billing, CPU always allocated), sized by the measured
 memory and CPU per connection (:mod:`benchmarks.streams`) with the TLS a real ``wss://``
 connection adds; its leases (session renewals, scans); the tick's bucket reads; the order
-documents; the keepalive pings' egress. Pure arithmetic, tested by
-``tests/unit/test_cost_streams.py``; ``docs/COST.md`` explains the figures.
+documents; the keepalive pings' egress. Pure arithmetic; ``docs/COST.md`` explains the
+figures.
 """
 
 from __future__ import annotations
