@@ -25,6 +25,7 @@ sync. Cancelling the task closes the websocket (close handshake, bounded by
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -54,9 +55,20 @@ from stream_gateway.protocol import (
 
 log = get_logger(__name__)
 
+_FRAMES_LOG = logging.getLogger("stream_gateway.websocket")
+_FRAMES_LOG.setLevel(logging.INFO)
+"""The websocket library's logger for our connections: never at DEBUG, where it writes every
+frame (the authentication one carries the credentials, and its elision of long frames would
+leave their tail past any redaction)."""
+
 HANDSHAKE_SECONDS = 10.0
 """For the TCP/TLS/HTTP handshake, and again for each of the authorization and listen
 answers."""
+
+
+class StillRefused(PermanentError):
+    """The credentials were refused before (``status/stream`` says so, for these keys) and
+    have not changed since: not tried again, not recorded again."""
 
 
 class Outcome(StrEnum):
@@ -114,6 +126,7 @@ def websocket_connect(*, ping_interval: float = 30.0, close_timeout: float = 2.0
             max_queue=8,
             write_limit=16 * 1024,
             user_agent_header="agenttrader-stream-gateway",
+            logger=_FRAMES_LOG,
         )
 
     return open_
@@ -175,6 +188,8 @@ class TenantStream:
         """One connection, from loading the credentials to its end."""
         try:
             loaded = await self._hooks.credentials(self.uid, self.keys_version)
+        except StillRefused as err:
+            return Round(Outcome.REFUSED, error_class=err.error_class)
         except PermanentError as err:
             self._hooks.refused(self.uid, self.keys_version, err.error_class)
             return Round(Outcome.REFUSED, error_class=err.error_class)

@@ -44,6 +44,7 @@ from google.api_core import exceptions as gexc
 from agenttrader import streams
 from agenttrader.credentials import Vault
 from agenttrader.errors import DependencyUnavailable
+from agenttrader.firestore_io import call
 from agenttrader.logs import get_logger
 from agenttrader.messages import Reason
 from agenttrader.paths import stream_status_doc
@@ -51,7 +52,13 @@ from agenttrader.streams import bucket_of, session_alive
 from stream_gateway import leases
 from stream_gateway.backoff import RateLimiter
 from stream_gateway.config import GatewayConfig
-from stream_gateway.connection import Connect, Outcome, TenantStream, websocket_connect
+from stream_gateway.connection import (
+    Connect,
+    Outcome,
+    StillRefused,
+    TenantStream,
+    websocket_connect,
+)
 from stream_gateway.credentials import CredentialStore, StreamCredentials
 from stream_gateway.leases import BucketLost, BucketView, LeaseStore, SessionLost
 from stream_gateway.metrics import Metrics
@@ -146,6 +153,9 @@ class Gateway:
         self._paused: dict[str, float] = {}
         self._noted: dict[str, str] = {}
         """Tenants whose ``status/stream`` says something other than live (uid → state)."""
+        self._recorded_read: set[str] = set()
+        """Tenants whose ``status/stream`` this instance read since it started streaming them
+        (another instance may have written it: read once per start, not per reconnect)."""
         self._orders_pending: dict[str, list[TradeUpdate]] = {}
         self._order_tasks: dict[str, asyncio.Task[None]] = {}
         self._alive: frozenset[str] = frozenset()
@@ -475,7 +485,11 @@ class Gateway:
         self._wake.set()
 
     def _stop(self, uid: str) -> None:
-        """Close the tenant's stream (close handshake); its next one waits for the close."""
+        """Close the tenant's stream (close handshake); its next one waits for the close. The
+        opened credentials are forgotten: the tenant is not streamed here any more (or its
+        keys changed)."""
+        self._credentials.drop(uid)
+        self._recorded_read.discard(uid)
         running = self._streams.pop(uid, None)
         if running is None:
             return
@@ -492,7 +506,23 @@ class Gateway:
     # --- what a stream tells ------------------------------------------------------------------
 
     async def credentials(self, uid: str, keys_version: str | None) -> StreamCredentials:
+        if uid not in self._recorded_read:
+            recorded = await self._call(self._read_recorded, uid)
+            self._recorded_read.add(uid)
+            if recorded is not None and recorded[0] != "live":
+                self._noted[uid] = recorded[0]  # written "live" again once it listens
+                if recorded == ("refused", keys_version) and keys_version is not None:
+                    raise StillRefused("the credentials were refused before")
         return await self._call(self._credentials.get, uid, keys_version)
+
+    def _read_recorded(self, uid: str) -> tuple[str, str | None] | None:
+        """``status/stream``'s state and keys version, or ``None`` (never recorded)."""
+        snap = call(self._deps.firestore.document(stream_status_doc(uid)).get)
+        body = snap.to_dict() if snap.exists else None
+        if not body or not isinstance(body.get("state"), str):
+            return None
+        version = body.get("keys_version")
+        return body["state"], version if isinstance(version, str) else None
 
     def ended(self, uid: str, lasted: float) -> None:
         self.metrics.ended += 1

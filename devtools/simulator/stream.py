@@ -47,6 +47,8 @@ from websockets.server import ServerProtocol
 from devtools.simulator.tenants import SimTenant
 
 _LOG = logging.getLogger("devtools.simulator.stream")
+_FRAMES_LOG = logging.getLogger("devtools.simulator.websocket")
+_FRAMES_LOG.setLevel(logging.INFO)  # at DEBUG the protocol logs every frame: credentials too
 STREAM_PATH = "/stream"
 TRADE_UPDATES = "trade_updates"
 _READ_TIMEOUT_S = 2.0
@@ -311,7 +313,7 @@ class StreamHub:
     ) -> None:
         """Run the websocket on ``sock`` (its HTTP request already parsed: ``path``,
         ``headers``; ``read`` returns what arrives next, ``b""`` at the end) until it ends."""
-        protocol = ServerProtocol(max_size=_MAX_MESSAGE)
+        protocol = ServerProtocol(max_size=_MAX_MESSAGE, logger=_FRAMES_LOG)
         # The protocol parses the handshake itself: it is handed the request as it came.
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         protocol.receive_data(f"GET {path} HTTP/1.1\r\n{head}\r\n".encode("latin-1"))

@@ -305,3 +305,90 @@ def test_the_tick_reconciles_a_streaming_tenant_once_in_every_five(
     assert got[("s3", "schedule")] == 5  # no live stream: every tick
     assert all(got[(uid, "schedule")] == 1 for uid in ("s0", "s1", "s2")), got
     assert deferred == 3 * 4
+
+
+def test_refusal_is_remembered_by_the_next_instance_and_a_stale_state_made_live(
+    pipeline_deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, project: str
+) -> None:
+    seed(simulator, db, 2)
+    for uid in ("s0", "s1"):  # keys with a version, as the trigger stamps them
+        configure(db, uid)
+    simulator.stream.refuse_auth = True
+    with GatewayThread(pipeline_deps) as gateway:
+        wait_for(lambda: gateway.health()["refused"] == 2, timeout=10)
+    simulator.stream.refuse_auth = False
+    assert syncs(project)[("s0", "reconcile")] == 1
+    attempts = simulator.stream.stats()["handshakes"]
+    # s1's keys are rotated meanwhile (a new keys version): it is tried again, s0 is not.
+    time.sleep(0.01)
+    configure(db, "s1")
+    with GatewayThread(pipeline_deps) as successor:
+        wait_for(lambda: streaming(successor) == {"s1"}, timeout=10)
+        wait_for(lambda: doc(db, paths.stream_status_doc("s1"))["state"] == "live", timeout=5)
+        time.sleep(2)
+        assert streaming(successor) == {"s1"}
+    assert simulator.stream.stats()["handshakes"] == attempts + 1  # s1 only
+    assert doc(db, paths.stream_status_doc("s0"))["state"] == "refused"
+    assert syncs(project)[("s0", "reconcile")] == 0  # not recorded nor reconciled again
+
+
+def configure(db: firestore.Client, uid: str) -> None:
+    """New keys for ``uid`` as far as the roster can tell: a new ``configuredAt``."""
+    db.document(paths.alpaca_config_doc(uid)).update({"configuredAt": firestore.SERVER_TIMESTAMP})
+    roster.refresh(db, uid)
+
+
+FRAGMENT = 10
+"""Characters of a credential that must not show anywhere in a row."""
+
+
+def test_no_credential_in_logs_health_documents_or_messages(
+    pipeline_deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, project: str
+) -> None:
+    import io
+    import logging
+
+    from agenttrader.logs import CloudLoggingFormatter
+    from tests.database_scan import every_document
+
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(CloudLoggingFormatter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # websockets logs its frames at DEBUG: the auth one too
+    try:
+        tenants = seed(simulator, db, 2)
+        seen: list[str] = []
+        with GatewayThread(pipeline_deps) as gateway:
+            wait_for(lambda: streaming(gateway) == {"s0", "s1"}, timeout=10)
+            place(simulator, tenants["s0"], fill_delay_ms=100)
+            orders = db.collection(paths.orders_collection("s0"))
+            wait_for(lambda: list(orders.stream()), timeout=5)
+            seen.append(json.dumps(gateway.health()))
+            simulator.stream.refuse_auth = True
+            requests.post(f"{simulator.base_url}/_sim/stream/drop", timeout=5)
+            wait_for(lambda: gateway.health()["refused"] == 2, timeout=15)
+            seen.append(json.dumps(gateway.health()))
+            healthz = f"http://127.0.0.1:{gateway.config.port}/healthz"
+            seen.append(requests.get(healthz, timeout=5).text)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    seen.append(captured.getvalue())
+    # Every document but the secrets themselves (seeded in plain text here, as a client
+    # writes them before the trigger seals them), every message the gateway published.
+    documents = every_document(db)
+    seen += [json.dumps(data, default=str) for path, data in documents if "/secrets/" not in path]
+    messages = pull(project, "tap", timeout=3, until_quiet=True)
+    seen += [m.data.decode() + json.dumps(dict(m.attributes)) for m in messages]
+    logged = captured.getvalue()
+    assert '"severity": "DEBUG"' in logged  # captured at DEBUG: the libraries' lines too
+    assert "> TEXT" not in logged and "< TEXT" not in logged  # no frame logged, either side
+    text = "\n".join(seen).lower()
+    for account in tenants.values():
+        for secret in (account.key_id, account.secret_key):
+            # Nor any part of one: a log line cut in the middle would leave its tail.
+            for start in range(len(secret) - FRAGMENT + 1):
+                assert secret[start : start + FRAGMENT].lower() not in text, "a secret's part"

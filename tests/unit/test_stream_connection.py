@@ -17,7 +17,7 @@ from websockets.http11 import Response
 from agenttrader.credentials import AlpacaKeys
 from agenttrader.errors import DependencyUnavailable, InvalidKeys
 from stream_gateway.backoff import RateLimiter
-from stream_gateway.connection import Outcome, TenantStream
+from stream_gateway.connection import Outcome, StillRefused, TenantStream
 from stream_gateway.credentials import StreamCredentials
 from stream_gateway.protocol import TradeUpdate
 
@@ -187,6 +187,13 @@ def test_unusable_credentials_are_refused_and_a_flaky_store_is_retried() -> None
     flaky = Hooks(DependencyUnavailable("Firestore"))
     assert run_round(flaky, FakeWebsocket([])).outcome is Outcome.FAILED
     assert flaky.calls == []
+
+
+def test_credentials_refused_before_end_the_stream_without_a_new_record() -> None:
+    remembered = Hooks(StillRefused("refused before"))
+    got = run_round(remembered, FakeWebsocket([]))
+    assert (got.outcome, got.error_class) == (Outcome.REFUSED, "StillRefused")
+    assert remembered.calls == []  # no second record, no second reconcile sync
 
 
 def test_a_stream_that_never_listens_failed() -> None:
