@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from agenttrader.deps import Deps
 from devtools.emulators import free_port
-from devtools.localstack.functions import EXEC_DYING_WITH_PARENT, REPO_ROOT
+from devtools.localstack.functions import spawn_dying_with_parent
 from stream_gateway.__main__ import serve
 from stream_gateway.config import GatewayConfig
 from stream_gateway.eligibility import RosterEligibility
@@ -154,20 +154,8 @@ def spawn(
 ) -> GatewayProcess:
     """Start a gateway process with ``env`` and wait until its health endpoint answers."""
     port = port or free_port()
-    log_file = log_path.open("ab") if log_path else subprocess.DEVNULL
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-c", EXEC_DYING_WITH_PARENT, sys.executable, "-m", "stream_gateway"],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env, "PORT": str(port), "STREAM_HEALTH_HOST": "127.0.0.1"},
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        if not isinstance(log_file, int):
-            log_file.close()
+    own = {**env, "PORT": str(port), "STREAM_HEALTH_HOST": "127.0.0.1"}
+    process = spawn_dying_with_parent([sys.executable, "-m", "stream_gateway"], own, log_path)
     gateway = GatewayProcess(port, process, log_path)
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:

@@ -693,3 +693,19 @@ class AlpacaSimulator:
             error = query.get("error", [str(reply.body)])[0]
             raise ValueError(f"authorize refused: {error}")
         return query["code"][0]
+
+    def access_token(self, app: OAuthApp, redirect_uri: str, *, tenant: str | None = None) -> str:
+        """The whole grant as a tenant and the app would do it: :meth:`authorize`, then the
+        code exchanged at ``POST /oauth/token``; the access token (``ValueError`` when
+        refused)."""
+        code = self.authorize(app, redirect_uri, tenant=tenant)
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        form |= {"client_id": app.client_id, "client_secret": app.client_secret}
+        reply = self._core.oauth.token(
+            urlencode(form).encode(), "application/x-www-form-urlencoded"
+        )
+        body = reply.body if isinstance(reply.body, dict) else {}
+        if reply.status != 200 or not isinstance(body.get("access_token"), str):
+            raise ValueError(f"token refused: {body.get('error', reply.status)}")
+        token: str = body["access_token"]
+        return token

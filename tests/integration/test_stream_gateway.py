@@ -233,36 +233,13 @@ def test_an_order_never_goes_backwards_whoever_writes(
 @pytest.fixture
 def oauth_tenant(simulator: AlpacaSimulator, db: firestore.Client) -> Iterator[SimTenant]:
     """A tenant connected with Alpaca OAuth, its token stored sealed (as connect_alpaca does)."""
-    from urllib.parse import parse_qs, urlsplit
-
     from agenttrader.credentials import OAuthToken, Vault
     from agenttrader.settings import Settings
 
     account = simulator.add_tenant()
-    app = simulator.add_oauth_app(["http://127.0.0.1:1/cb"])
-    grant = requests.get(
-        f"{simulator.base_url}/oauth/authorize",
-        params={
-            "response_type": "code",
-            "client_id": app.client_id,
-            "redirect_uri": "http://127.0.0.1:1/cb",
-            "tenant": account.key_id,
-        },
-        allow_redirects=False,
-        timeout=5,
-    )
-    code = parse_qs(urlsplit(grant.headers["Location"]).query)["code"][0]
-    token = requests.post(
-        f"{simulator.base_url}/oauth/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "client_id": app.client_id,
-            "client_secret": app.client_secret,
-            "redirect_uri": "http://127.0.0.1:1/cb",
-        },
-        timeout=5,
-    ).json()["access_token"]
+    redirect = "http://127.0.0.1:1/cb"
+    app = simulator.add_oauth_app([redirect])
+    token = simulator.access_token(app, redirect, tenant=account.key_id)
     seed_user(db, "oauth0")
     path = paths.alpaca_secret_doc("oauth0")
     sealed = Vault.from_settings(Settings.from_env()).seal(

@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -57,32 +56,7 @@ def keys_auth(tenant: SimTenant) -> dict[str, Any]:
 
 
 def oauth_token(sim: AlpacaSimulator, tenant: SimTenant) -> str:
-    app = sim.add_oauth_app([REDIRECT])
-    grant = requests.get(
-        f"{sim.base_url}/oauth/authorize",
-        params={
-            "response_type": "code",
-            "client_id": app.client_id,
-            "redirect_uri": REDIRECT,
-            "tenant": tenant.key_id,
-        },
-        allow_redirects=False,
-        timeout=5,
-    )
-    code = parse_qs(urlsplit(grant.headers["Location"]).query)["code"][0]
-    token = requests.post(
-        f"{sim.base_url}/oauth/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "client_id": app.client_id,
-            "client_secret": app.client_secret,
-            "redirect_uri": REDIRECT,
-        },
-        timeout=5,
-    )
-    value: str = token.json()["access_token"]
-    return value
+    return sim.access_token(sim.add_oauth_app([REDIRECT]), REDIRECT, tenant=tenant.key_id)
 
 
 @pytest.mark.parametrize("form", ["auth", "authenticate", "oauth"])
