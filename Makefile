@@ -96,10 +96,13 @@ lint: setup ## ruff, mypy strict on all that ships, import-layer contracts, requ
 	$(PY) -m infra.requirements --check
 
 PUBLISHER_TENANTS ?= 100000,1000000
+STREAM_TENANTS ?= 1000
 
 bench: setup ## Benchmarks: each figure beside its baseline and goal (machine must be quiet)
 	$(PY) -m benchmarks.pipeline $(BENCH_ARGS)
 	$(PY) -m benchmarks.publisher_scale --tenants $(PUBLISHER_TENANTS)
+	$(PY) -m benchmarks.streams --tenants $(STREAM_TENANTS)
+	$(PY) -m chaos.streams --tenants $(STREAM_TENANTS)
 	$(PY) -m benchmarks.sealing
 	$(PY) -m benchmarks.credentials_cpu
 	$(PY) -m benchmarks.cost
@@ -113,8 +116,9 @@ deploy: setup ## Plan, then apply, the production deployment (PROJECT=… REGION
 	$(PY) -m infra plan --project "$(PROJECT)" --region "$(REGION)" $(DEPLOY_ARGS)
 	$(PY) -m infra apply --project "$(PROJECT)" --region "$(REGION)" $(DEPLOY_ARGS)
 
-chaos: setup ## Fault-injection suite: one pulse over 300 tenants under faults, invariants checked
+chaos: setup ## Fault injection: a pulse over 300 tenants; 1,000 streams over 3 gateways (SIGKILL, drop, flips)
 	$(PY) -m chaos.run --tenants 300 $(CHAOS_ARGS)
+	$(PY) -m chaos.streams --tenants $(STREAM_TENANTS)
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -24,6 +24,10 @@ class Reason(StrEnum):
     FIRST_SYNC = "first_sync"
     REPLAY = "replay"
     MANUAL = "manual"
+    TRADE_UPDATE = "trade_update"
+    """The tenant's trade-update stream delivered an update (coalesced per tenant)."""
+    RECONCILE = "reconcile"
+    """A stream (re)connected: events missed while it was down are recovered by a sync."""
 
 
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode

@@ -17,6 +17,7 @@ CONFIG_ALPACA = ("config", "alpaca")
 STATUS_TRADING = ("status", "trading")
 STATUS_LAST_SYNC_ERROR = ("status", "last_sync_error")
 STATUS_SYNC = ("status", "sync")
+STATUS_STREAM = ("status", "stream")
 DATA_SNAPSHOT = ("data", "snapshot")
 """``(collection, doc_id)`` of the documents directly under a user that the code reacts to."""
 
@@ -94,6 +95,37 @@ def audit_collection(uid: str) -> str:
     return f"{user_doc(uid)}/audit"
 
 
+ORDERS = "orders"
+
+_ORDER_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+"""Alpaca order ids are UUIDs; anything else that could change a path is refused."""
+
+
+def validate_order_id(order_id: object) -> str:
+    """Return ``order_id`` if it can name an order document, else raise ``ValueError``."""
+    if not isinstance(order_id, str) or not _ORDER_ID.fullmatch(order_id):
+        raise ValueError("order id must be 1-128 characters of [A-Za-z0-9_-]")
+    if is_reserved_id(order_id):
+        raise ValueError("order id must not be __…__ (reserved by Firestore)")
+    return order_id
+
+
+def orders_collection(uid: str) -> str:
+    """The tenant's orders as the trade-update stream last reported them (owner-readable,
+    server-written)."""
+    return f"{user_doc(uid)}/{ORDERS}"
+
+
+def order_doc(uid: str, order_id: str) -> str:
+    return f"{orders_collection(uid)}/{validate_order_id(order_id)}"
+
+
+def stream_status_doc(uid: str) -> str:
+    """Why the tenant's trade-update stream is not live, when it is refused (credentials
+    refused, the account's one stream held elsewhere); written by the stream gateway."""
+    return _under(uid, STATUS_STREAM)
+
+
 def usage_doc(uid: str, day: str) -> str:
     """Per-user daily usage counters (``day`` is ``YYYY-MM-DD`` in UTC)."""
     return f"{user_doc(uid)}/usage/{day}"
@@ -147,6 +179,38 @@ def deletion_doc(entry_id: str) -> str:
 MARKET_CLOCK_DOC = f"{OPS}/market_clock"
 """The latest answer of Alpaca's ``/v2/clock`` (``is_open``, ``next_open``, ``next_close``):
 the publisher's schedule when ``SYNC_SCHEDULE=market-hours``."""
+
+STREAMS_ROOT = f"{OPS}/streams"
+"""Where the stream gateways keep their shared state (a path, no document of its own):
+sessions (one per running instance) and buckets."""
+
+STREAM_BUCKETS = 64
+"""How many buckets the eligible tenants are spread over for streaming
+(:func:`agenttrader.streams.bucket_of`: a crc32 of the uid, mod this):
+the unit a gateway instance leases and hands over. Each bucket document lists the tenants
+whose stream is live (~45 bytes an entry), so 64 serve ~1,000,000 tenants before one nears
+1 MiB; and up to 64 gateway instances share the work."""
+
+STREAM_BUCKETS_COLLECTION = f"{STREAMS_ROOT}/buckets"
+STREAM_SESSIONS_COLLECTION = f"{STREAMS_ROOT}/sessions"
+
+
+def stream_bucket_doc(bucket: int) -> str:
+    """Who holds bucket ``bucket`` (a gateway session) and which of its tenants stream."""
+    if not 0 <= bucket < STREAM_BUCKETS:
+        raise ValueError(f"stream bucket {bucket} out of range 0..{STREAM_BUCKETS - 1}")
+    return f"{STREAM_BUCKETS_COLLECTION}/{bucket}"
+
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def stream_session_doc(session_id: str) -> str:
+    """A running gateway instance's lease: renewed every few seconds while it lives."""
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        raise ValueError("a stream session id is 1-64 characters of [A-Za-z0-9_-]")
+    return f"{STREAM_SESSIONS_COLLECTION}/{session_id}"
+
 
 LEGACY_SNAPSHOT_DOC = "alpacaAccounts/snapshot"
 """The original single-user snapshot, source of ``migrate_legacy_data``."""

@@ -85,6 +85,13 @@ def _fanout_batch(env: Mapping[str, str]) -> int:
     return value
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _check_allowlist(urls: tuple[str, ...]) -> None:
     """A malformed allowlist entry fails at start-up, not as every tenant's permanent error."""
     from agenttrader.errors import DisallowedBaseUrl
@@ -223,6 +230,9 @@ class Settings:
     """``KEYS_DEBOUNCE_SECONDS``: the secrets trigger handles at most one new version of a
     tenant's credentials per this many seconds; a write inside the window is handled when
     Eventarc redelivers its event, reading the credentials as they are by then."""
+    reconcile_every_ticks: int = 5
+    """``RECONCILE_EVERY_TICKS``: a tenant whose trade-update stream is live is published by
+    one tick in this many (the reconciliation poll); the others by every tick."""
 
     @property
     def allowed_alpaca_base_urls(self) -> tuple[str, ...]:
@@ -286,4 +296,5 @@ class Settings:
             alpaca_oauth_client_secret=_optional(env, "ALPACA_OAUTH_CLIENT_SECRET"),
             alpaca_oauth_base_url=_oauth_base_url(env, OFFICIAL_ALPACA_BASE_URLS + extra),
             keys_debounce_seconds=_float(env, "KEYS_DEBOUNCE_SECONDS", 10.0),
+            reconcile_every_ticks=_positive_int(env, "RECONCILE_EVERY_TICKS", 5),
         )

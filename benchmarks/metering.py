@@ -90,7 +90,7 @@ def metered() -> Iterator[Meter]:
 
         return wrapped
 
-    from publisher import roster_read
+    from agenttrader import roster_read
 
     patch(client.Client, "get_all", get_all)
     # The roster's read goes through the client's transport, below ``get_all``.

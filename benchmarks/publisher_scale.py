@@ -10,11 +10,17 @@ documents, rollups). The emulators' CPU over the fan-out is measured beside the 
 on this machine they share its two cores. Only the publisher is measured: ``user-sync`` has
 no subscriber that is fed here (the Pub/Sub emulator keeps every message).
 
+With ``--streaming F`` a fraction F of the tenants has a live trade-update stream: the 64
+bucket documents list them under one live gateway session (written last, so its lease holds
+through the tick), and the tick reads them and publishes to a streaming tenant once in
+``RECONCILE_EVERY_TICKS``.
+
 With ``--baseline`` (sensible up to ~100,000) it also seeds the documents eligibility is decided
 from and times the design before the roster on them (two collection-group scans, the count,
 one client ``publish`` future per message).
 
-    python -m benchmarks.publisher_scale --tenants 100000,1000000 [--profile] [--baseline]
+    python -m benchmarks.publisher_scale --tenants 100000,1000000 [--streaming 0.95]
+        [--profile] [--baseline]
 """
 
 from __future__ import annotations
@@ -40,18 +46,21 @@ from pathlib import Path
 from typing import Any
 from zlib import crc32
 
+from google.cloud import firestore
+
 from agenttrader import paths, topology
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
+from agenttrader.roster_layout import shards_for
+from agenttrader.roster_verdict import ELIGIBLE, entry, micros
 from agenttrader.settings import Settings
+from agenttrader.streams import HOLDER, LIVE, RENEWED_AT, bucket_of
 from benchmarks import procstats
 from devtools import emulators
 from devtools.topology import apply_topology
 from publisher import roster
 from publisher import tick as fanout
-from publisher.roster_layout import shards_for
-from publisher.roster_verdict import ELIGIBLE, entry, micros
 
 GOAL_SECONDS = 60.0
 """One tick's fan-out at 1,000,000 tenants (issue 13)."""
@@ -90,6 +99,27 @@ def seed_roster(db: Any, n: int, threads: int) -> tuple[int, float]:
         list(pool.map(write, range(shards)))
     db.document(paths.ROSTER_DOC).set({"built_at": datetime.now(UTC), "shards": shards, "users": n})
     return shards, time.monotonic() - started
+
+
+BENCH_SESSION = "publisher-scale"
+
+
+def seed_streams(db: Any, n: int, fraction: float) -> int:
+    """A live stream for the first ``fraction`` of the N tenants, as a gateway leaves them:
+    the buckets' live maps, then the session holding every bucket, renewed now. Returns how
+    many tenants stream."""
+    streaming = int(n * fraction)
+    live: list[dict[str, int]] = [{} for _ in range(paths.STREAM_BUCKETS)]
+    since = micros(datetime.now(UTC))
+    for i in range(streaming):
+        uid = uid_of(i)
+        live[bucket_of(uid)][uid] = since
+    for bucket, entries in enumerate(live):
+        db.document(paths.stream_bucket_doc(bucket)).set({HOLDER: BENCH_SESSION, LIVE: entries})
+    db.document(paths.stream_session_doc(BENCH_SESSION)).set(
+        {RENEWED_AT: firestore.SERVER_TIMESTAMP}
+    )
+    return streaming
 
 
 def seed_documents(db: Any, n: int, threads: int) -> float:
@@ -260,7 +290,9 @@ def baseline(deps: Deps) -> dict[str, Phase]:
 # --- one size --------------------------------------------------------------------------------
 
 
-def run(n: int, seed_threads: int, profile: bool, with_baseline: bool) -> dict[str, Any]:
+def run(
+    n: int, seed_threads: int, profile: bool, with_baseline: bool, streaming: float = 0.0
+) -> dict[str, Any]:
     project = f"scale-{uuid.uuid4().hex[:6]}"
     with emulators.running(emulators.PUBSUB, emulators.FIRESTORE, project=project) as hosts:
         env = {**hosts, "GOOGLE_CLOUD_PROJECT": project}
@@ -279,6 +311,9 @@ def run(n: int, seed_threads: int, profile: bool, with_baseline: bool) -> dict[s
             f"{n / shards:,.0f} users a shard)",
             flush=True,
         )
+        streamed = seed_streams(deps.firestore, n, streaming) if streaming else 0
+        if streamed:
+            print(f"{streamed:,} of them streaming (64 bucket documents, one live session)")
         emulator_pids = [p for p in procstats.descendants(os.getpid()) if p != os.getpid()]
         before = {p: procstats.sample(p) for p in emulator_pids}
         load_before = os.getloadavg()[0]
@@ -289,7 +324,9 @@ def run(n: int, seed_threads: int, profile: bool, with_baseline: bool) -> dict[s
             after = procstats.sample(pid)
             if sample and after and after.cpu_seconds > sample.cpu_seconds:
                 emulator_cpu[after.name] = after.cpu_seconds - sample.cpu_seconds
-        figures.update(tenants=n, shards=shards, emulator_cpu_s=emulator_cpu, seed_s=seed_s)
+        figures.update(
+            tenants=n, shards=shards, emulator_cpu_s=emulator_cpu, seed_s=seed_s, streaming=streamed
+        )
         if with_baseline:
             seeded = seed_documents(deps.firestore, n, seed_threads)
             print(f"baseline: {n * DOCS_PER_TENANT:,} documents seeded in {seeded:.1f} s")
@@ -310,7 +347,11 @@ def report(figures: dict[str, Any]) -> None:
         total.wall_s - sum(phases.get(p, Phase()).wall_s for p in named),
         total.cpu_s - sum(phases.get(p, Phase()).cpu_s for p in named),
     )
-    print(f"fan-out of one tick over {n:,} eligible tenants (published {figures['published']:,})")
+    streaming = figures.get("streaming", 0)
+    print(
+        f"fan-out of one tick over {n:,} eligible tenants (published {figures['published']:,}"
+        + (f"; {streaming:,} streaming, reconciled once in 5 ticks)" if streaming else ")")
+    )
     print(f"  {'phase':<48}{'wall s':>8}{'CPU s (publisher)':>20}")
     for label, phase in (
         (f"read the roster ({figures['shards']:,} shards + marker)", phases.get("roster", Phase())),
@@ -405,6 +446,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also time the design before the roster (seeds 3 documents per tenant)",
     )
+    parser.add_argument(
+        "--streaming",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of the tenants with a live trade-update stream (0-1)",
+    )
     parser.add_argument("--publisher-process", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.publisher_process:
@@ -415,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runs = []
     for n in sorted(args.tenants):
-        figures = run(n, args.seed_threads, args.profile, args.baseline)
+        figures = run(n, args.seed_threads, args.profile, args.baseline, args.streaming)
         report(figures)
         runs.append(figures)
     summary(runs)

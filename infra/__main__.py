@@ -10,6 +10,7 @@ python -m infra monitoring           write infra/cloud-monitoring/: metrics, ale
 python -m infra roles                the least-privilege table (Markdown)
 python -m infra source --list        the files `--source=.` uploads, one path per line
 python -m infra source --digest      their digest (part of every function's fingerprint)
+python -m infra source --stage stream-gateway   stage the gateway's source for its deploy
 python -m infra next-rotation-time   when the KEK created now first rotates (RFC 3339, UTC)
 """
 
@@ -84,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     shown.add_argument(
         "--digest", action="store_true", help="their digest, as in the functions' fingerprints"
     )
+    shown.add_argument(
+        "--stage",
+        metavar="SERVICE",
+        choices=[svc.name for svc in resources.SERVICES],
+        help="copy a service's source (shared core, its package, requirements, Procfile) to "
+        f"{source.STAGE_ROOT}/SERVICE, what `gcloud run deploy --source` uploads",
+    )
     commands.add_parser(
         "next-rotation-time",
         help="print when a KEK created now first rotates (apply resolves the key's flag so)",
@@ -117,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(iam.markdown_table())
         return 0
     if args.command == "source":
+        if args.stage:
+            service = next(svc for svc in resources.SERVICES if svc.name == args.stage)
+            dest = source.REPO_ROOT / source.STAGE_ROOT / service.name
+            staged = source.stage(service.package, dest)
+            print(f"staged {len(staged)} files of {service.name} in {dest}")
+            return 0
         if args.list:
             sys.stdout.write("".join(f"{path}\n" for path in source.upload_files()))
         else:
@@ -129,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         firestore_location=args.firestore_location,
         env=tuple(sorted(dict(args.env).items())),
         source_digest=source.digest(),
+        service_digests=tuple(
+            (svc.name, source.service_digest(svc.package)) for svc in resources.SERVICES
+        ),
         sync_schedule=args.sync_schedule,
         alert_email=args.alert_email,
     )

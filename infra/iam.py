@@ -63,7 +63,11 @@ class Grant:
 def grants() -> tuple[Grant, ...]:
     """Every binding, in the order they are applied (reads the topology at call time)."""
     out: list[Grant] = []
-    for fn in resources.FUNCTIONS:
+    identities: list[resources.Function | resources.Service] = [
+        *resources.FUNCTIONS,
+        *resources.SERVICES,
+    ]
+    for fn in identities:
         for role in fn.project_roles:
             out.append(Grant(fn.account_id, role, Scope.PROJECT, "", _ROLE_WHY[role]))
         for topic in fn.publishes:
@@ -167,7 +171,7 @@ def kek_grants() -> list[Grant]:
     """Who may use the credentials KEK, and for what: only its key, never the key ring or the
     project, and never both roles for one identity."""
     users = [(fn.account_id, fn.kek) for fn in resources.FUNCTIONS if fn.kek is not None]
-    users += list(resources.SERVICE_KEK_USERS)
+    users += [(svc.account_id, svc.kek) for svc in resources.SERVICES if svc.kek is not None]
     return [
         Grant(account, use.value, Scope.CRYPTO_KEY, resources.KEK_KEY, _KEK_WHY[use])
         for account, use in users
@@ -197,6 +201,9 @@ def markdown_table() -> str:
         "|---|---|---|---|---|",
     ]
     used_as = {fn.account_id: f"runtime of `{fn.name}`" for fn in resources.FUNCTIONS}
+    used_as.update(
+        {svc.account_id: f"runtime of the `{svc.name}` service" for svc in resources.SERVICES}
+    )
     used_as[PUSH_INVOKER] = "OIDC identity of push subscriptions and the Eventarc trigger"
     used_as[BUILD_ACCOUNT] = "Cloud Build, building the functions"
     used_as[PUBSUB_AGENT] = "Google-managed (dead-lettering, push tokens)"

@@ -19,7 +19,8 @@ document that changes about once a second, and Firestore's limit of 40,000 index
 document would cap a shard near 10,000 users. An override on a map covers its subfields. It
 applies to the collection group (the collection id, wherever it sits) and the field path:
 every collection named ``shards`` — the pulse shards under ``ops/pulses/history/*`` hold no
-such fields.
+such fields. The stream buckets' ``live`` maps (``ops/streams/buckets/*``: one entry per
+streaming tenant of the bucket) are exempt for the same reason.
 
 tests/integration/test_indexes.py runs the queries against the emulator and checks each one
 is covered; tests/unit/test_infra_indexes.py keeps this list in step with the source.
@@ -32,8 +33,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agenttrader.paths import ROSTER_COLLECTION
-from publisher.roster_read import MAP_FIELDS
+from agenttrader.paths import ROSTER_COLLECTION, STREAM_BUCKETS_COLLECTION
+from agenttrader.roster_read import MAP_FIELDS
+from agenttrader.streams import LIVE
 
 QUERY_SCOPE = "COLLECTION_GROUP"
 
@@ -103,9 +105,17 @@ class IndexExemption:
 
 
 ROSTER_GROUP = ROSTER_COLLECTION.rsplit("/", 1)[-1]
-INDEX_EXEMPTIONS: tuple[IndexExemption, ...] = tuple(
-    IndexExemption(ROSTER_GROUP, field, "the roster's per-user map, read whole, never queried")
-    for field in MAP_FIELDS
+STREAM_BUCKETS_GROUP = STREAM_BUCKETS_COLLECTION.rsplit("/", 1)[-1]
+INDEX_EXEMPTIONS: tuple[IndexExemption, ...] = (
+    *(
+        IndexExemption(ROSTER_GROUP, field, "the roster's per-user map, read whole, never queried")
+        for field in MAP_FIELDS
+    ),
+    IndexExemption(
+        STREAM_BUCKETS_GROUP,
+        LIVE,
+        "a stream bucket's map of live tenants (~1,600 at 100,000 tenants), read whole",
+    ),
 )
 
 _COLLECTION_SCOPE_DEFAULTS: tuple[dict[str, str], ...] = (

@@ -39,8 +39,8 @@ METRIC_PREFIX = "logging.googleapis.com/user/"
 DASHBOARD_TITLE = "AgentTrader pipeline"
 CHANNEL_NAME = "AgentTrader alerts"
 """Display name of the e-mail notification channel made from ``--alert-email``."""
-GATEWAY = "stream_gateway"
-"""The stream gateway's service name in a deployment (issue 15): its policy waits for it."""
+GATEWAY = "stream-gateway"
+"""The stream gateway's Cloud Run service: its policy is rendered when a deployment holds it."""
 FAILING_TENANTS_PER_PULSE = CONSECUTIVE_FAILURES_THRESHOLD
 """\"Several tenants failing in a row\": at least this many errors in every pulse for
 ``CONSECUTIVE_FAILURES_THRESHOLD`` minutes (a tick a minute), the fleet-wide counterpart of
@@ -336,11 +336,11 @@ ALERT_POLICIES: tuple[AlertPolicy, ...] = (
     AlertPolicy(
         "stream_gateway_down",
         "stream gateway not serving",
-        "No stream-gateway instance answered for 5 minutes: tenants fall back to polling "
-        "every tick. Check the service's logs and its /healthz.",
+        "No stream-gateway instance has run for 5 minutes: tenants fall back to polling "
+        "every tick. Check the service's logs and its /healthz probes.",
         Absent(
-            "stream gateway requests",
-            'metric.type = "run.googleapis.com/request_count" AND '
+            "stream gateway instances",
+            'metric.type = "run.googleapis.com/container/instance_count" AND '
             f'resource.labels.service_name = "{service_name(GATEWAY)}"',
             "ALIGN_RATE",
             duration=300,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from agenttrader import topology
 from agenttrader.settings import Settings
-from infra import iam, monitoring, resources
+from infra import iam, monitoring, resources, source
 from infra.model import (
     FINGERPRINT_KEY,
     Argv,
@@ -41,6 +41,9 @@ from infra.model import (
 from infra.resources import Function, Trigger
 
 FIREBASE = "node_modules/.bin/firebase"
+PYTHON = ".venv/bin/python"
+SERVICE_PORT = 8080
+"""What Cloud Run sends a service's requests and probes to (its ``PORT``)."""
 IAM_RETRIES = 4
 """A service account just created is not visible to IAM everywhere at once."""
 
@@ -75,6 +78,8 @@ class DeployConfig:
     alert_email: str | None = None
     """Where the alert policies notify (``--alert-email``); ``None``: no notification channel,
     the incidents show in the Cloud console only."""
+    service_digests: tuple[tuple[str, str], ...] = ()
+    """Digest of each service's staged source, by service name (its fingerprint)."""
 
     def settings(self) -> Settings:
         try:
@@ -87,7 +92,9 @@ class DeployConfig:
 
 def deployed() -> frozenset[str]:
     """The functions and services this deployment holds (what monitoring may watch)."""
-    return frozenset(f.name for f in resources.FUNCTIONS)
+    return frozenset(
+        [*(f.name for f in resources.FUNCTIONS), *(svc.name for svc in resources.SERVICES)]
+    )
 
 
 def policy_var(policy: monitoring.AlertPolicy) -> str:
@@ -128,6 +135,11 @@ def build_plan(config: DeployConfig) -> Plan:
         steps=p.steps(),
         notes=(
             f"Functions: {', '.join(f.name for f in resources.FUNCTIONS)} ({resources.RUNTIME}).",
+            *(
+                f"Service {svc.name}: python -m {svc.package}, {svc.min_instances}-"
+                f"{svc.max_instances} instances, CPU always allocated, health {svc.health_path}"
+                for svc in resources.SERVICES
+            ),
             f"Environment: {resources.env_flag(resources.environment(settings))}",
             *(
                 f"{fn} also: {name}={resources.environment(settings, fn)[name]}"
@@ -418,6 +430,8 @@ class _Planner:
         out += [self.subscription(s) for s in pull_subs]
         out.append(self.firestore_rules_and_indexes())
         out += [self.function(f) for f in functions]
+        for svc in resources.SERVICES:
+            out += self.service(svc)
         out += [self.binding(g) for g in grants if g.scope is iam.Scope.SERVICE]
         out += [self.subscription(s) for s in push_subs]
         out += [self.binding(g) for g in grants if g.scope is iam.Scope.SUBSCRIPTION]
@@ -432,6 +446,7 @@ class _Planner:
     def accounts(self) -> list[tuple[str, str]]:
         out = [(f.account_id, f"runtime identity of {f.name}") for f in resources.FUNCTIONS]
         out.append((resources.PUSH_INVOKER, "OIDC identity of push deliveries to functions"))
+        out += [(svc.account_id, f"runtime identity of {svc.name}") for svc in resources.SERVICES]
         out.append((resources.BUILD_ACCOUNT, "Cloud Build identity for function builds"))
         return out
 
@@ -752,6 +767,68 @@ class _Planner:
             probe=Fingerprinted(("labels", FINGERPRINT_KEY), fp),
             retries=1,
         )
+
+    def service(self, svc: resources.Service) -> list[Step]:
+        """A service: its source staged (shared core, its package, requirements, Procfile),
+        then ``gcloud run deploy`` with CPU always allocated (its streams live between
+        requests), a floor of instances, its own identity, health probes on its endpoint."""
+        staged = f"{source.STAGE_ROOT}/{svc.name}"
+        probe = f"httpGet.path={svc.health_path},httpGet.port={SERVICE_PORT}"
+        args: list[str] = [
+            "gcloud",
+            "run",
+            "deploy",
+            svc.name,
+            self.p,
+            f"--region={self.region}",
+            f"--source={staged}",
+            f"--service-account={self.email(svc.account_id)}",
+            "--build-service-account=projects/"
+            f"{self.project}/serviceAccounts/{self.email(resources.BUILD_ACCOUNT)}",
+            "--no-allow-unauthenticated",
+            "--ingress=internal",
+            "--no-cpu-throttling",
+            f"--min-instances={svc.min_instances}",
+            f"--max-instances={svc.max_instances}",
+            f"--cpu={svc.cpu}",
+            f"--memory={svc.memory}",
+            f"--concurrency={svc.concurrency}",
+            f"--port={SERVICE_PORT}",
+            f"--startup-probe={probe},periodSeconds=2,failureThreshold=30,timeoutSeconds=2",
+            f"--liveness-probe={probe},periodSeconds=30,failureThreshold=3,timeoutSeconds=5",
+            resources.env_flag(resources.environment(self.settings, svc.name)),
+        ]
+        digest = dict(self.config.service_digests).get(svc.name, "0" * 16)
+        fp = fingerprint(args, digest)
+        deploy = (*args, f"--update-labels={FINGERPRINT_KEY}={fp}")
+        return [
+            Step(
+                kind="service-source",
+                name=staged,
+                purpose=f"stages {svc.name}'s source: agenttrader/, {svc.package}/, "
+                "requirements.txt, Procfile",
+                create=(PYTHON, "-m", "infra", "source", f"--stage={svc.name}"),
+            ),
+            Step(
+                kind="service",
+                name=svc.name,
+                purpose=svc.purpose,
+                check=(
+                    "gcloud",
+                    "run",
+                    "services",
+                    "describe",
+                    svc.name,
+                    f"--region={self.region}",
+                    self.p,
+                    "--format=json",
+                ),
+                create=deploy,
+                update=deploy,
+                probe=Fingerprinted(("metadata", "labels", FINGERPRINT_KEY), fp),
+                retries=1,
+            ),
+        ]
 
     def firestore_rules_and_indexes(self) -> Step:
         return Step(

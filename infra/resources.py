@@ -262,6 +262,51 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class Service:
+    """A Cloud Run service that is not a function: a long-running process with its own
+    identity, deployed from a staged copy of its package (:func:`infra.source.service_files`)."""
+
+    name: str
+    """The Cloud Run service's name."""
+    package: str
+    """What ``python -m PACKAGE`` runs (its ``Procfile``)."""
+    purpose: str
+    account: str
+    """Its own service account id."""
+    min_instances: int
+    max_instances: int
+    memory: str = "1Gi"
+    cpu: str = "1"
+    concurrency: int = 10
+    """Requests one instance serves at once: only health probes reach it."""
+    health_path: str = "/healthz"
+    project_roles: tuple[str, ...] = ("roles/datastore.user",)
+    publishes: tuple[str, ...] = ()
+    subscribes: tuple[str, ...] = ()
+    kek: KekUse | None = None
+    """What its account may do with the credentials KEK (granted on the key alone)."""
+
+    @property
+    def account_id(self) -> str:
+        return self.account
+
+
+STREAM_GATEWAY = Service(
+    name="stream-gateway",
+    package="stream_gateway",
+    purpose="holds every eligible tenant's Alpaca trade-update stream (docs/DESIGN.md, Streams)",
+    account="at-stream-gateway",
+    min_instances=1,
+    max_instances=20,
+    memory="2Gi",
+    publishes=(topology.USER_SYNC,),
+    kek=KekUse.DECRYPT,
+)
+SERVICES: tuple[Service, ...] = (STREAM_GATEWAY,)
+"""Services besides the functions: always-allocated CPU, at least ``min_instances`` running."""
+
 PUSH_INVOKER = "at-push-invoker"
 """Identity of every push delivery: Pub/Sub push subscriptions and the Eventarc trigger."""
 BUILD_ACCOUNT = "at-build"
@@ -280,10 +325,6 @@ KEK_KEY = "tenant-credentials"
 KEK_ROTATION_DAYS = 90
 """Cloud KMS makes a new primary version this often; older versions still decrypt what they
 wrapped, and ``agenttrader credentials rewrap`` moves data keys onto the new one."""
-SERVICE_KEK_USERS: tuple[tuple[str, KekUse], ...] = ()
-"""Service accounts that are not a function's and use the KEK, with their role. The stream
-gateway (issue 15) opens credentials to hold tenants' trade-update streams: its account,
-``at-stream-gateway``, joins here with ``KekUse.DECRYPT`` when it is deployed."""
 
 SECRETS: Mapping[str, str] = {"ALPACA_OAUTH_CLIENT_SECRET": "alpaca-oauth-client-secret"}
 """Settings held in Secret Manager, by variable: the secret's name. One secret for the app
@@ -408,7 +449,10 @@ PLANNED: Mapping[str, str] = {
     "CREDENTIALS_KEK_URI": "names the key the plan creates (key ring and key in --region)",
 }
 """Settings the plan decides itself."""
-FUNCTION_SETTINGS: Mapping[str, str] = {"SYNC_SCHEDULE": "publish_user_syncs"}
+FUNCTION_SETTINGS: Mapping[str, str] = {
+    "SYNC_SCHEDULE": "publish_user_syncs",
+    "RECONCILE_EVERY_TICKS": "publish_user_syncs",
+}
 """Settings only one function reads: deployed to that function alone, so changing one
 redeploys only it."""
 PRODUCTION_SYNC_SCHEDULE = SyncSchedule.MARKET_HOURS

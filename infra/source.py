@@ -53,10 +53,14 @@ def parse_ignore(text: str) -> list[Pattern]:
     return patterns
 
 
-def upload_files(root: Path = REPO_ROOT) -> list[str]:
-    """Paths (relative, ``/``-separated, sorted) of the files ``--source=.`` uploads."""
+def _patterns(root: Path) -> list[Pattern]:
     ignore_path = root / IGNORE_FILE
-    patterns = parse_ignore(ignore_path.read_text()) if ignore_path.exists() else []
+    return parse_ignore(ignore_path.read_text()) if ignore_path.exists() else []
+
+
+def upload_files(root: Path = REPO_ROOT, patterns: list[Pattern] | None = None) -> list[str]:
+    """Paths (relative, ``/``-separated, sorted) of the files ``--source=.`` uploads."""
+    patterns = _patterns(root) if patterns is None else patterns
     files: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         base = Path(dirpath).relative_to(root).as_posix()
@@ -81,3 +85,56 @@ def digest(root: Path = REPO_ROOT) -> str:
         h.update(rel.encode() + b"\0")
         h.update(hashlib.sha256((root / rel).read_bytes()).digest())
     return h.hexdigest()[:16]
+
+
+# --- services (infra.resources.SERVICES): built from a staged copy of their own --------------
+
+SHARED_PACKAGE = "agenttrader"
+STAGE_ROOT = ".local/deploy"
+"""Where ``apply`` stages a service's source (git-ignored)."""
+
+
+def service_files(package: str, root: Path = REPO_ROOT) -> list[str]:
+    """What a service's image is built from: the shared core, its own package and
+    ``requirements.txt`` (of them, what ``.gcloudignore`` keeps; the package itself is ignored
+    there so that the functions never upload it)."""
+    patterns = [p for p in _patterns(root) if p.glob != package]
+    return [
+        rel
+        for rel in upload_files(root, patterns)
+        if rel == "requirements.txt" or rel.split("/", 1)[0] in (SHARED_PACKAGE, package)
+    ]
+
+
+def generated_files(package: str) -> dict[str, str]:
+    """The files staging adds: how the buildpack starts the service, and its Python."""
+    return {"Procfile": f"web: python -m {package}\n", ".python-version": "3.11\n"}
+
+
+def service_digest(package: str, root: Path = REPO_ROOT) -> str:
+    """A hash of a service's staged source (its fingerprint: redeployed exactly when it moves)."""
+    h = hashlib.sha256()
+    for rel in service_files(package, root):
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256((root / rel).read_bytes()).digest())
+    for rel, text in sorted(generated_files(package).items()):
+        h.update(rel.encode() + b"\0" + text.encode())
+    return h.hexdigest()[:16]
+
+
+def stage(package: str, dest: Path, root: Path = REPO_ROOT) -> list[str]:
+    """Copy a service's source to ``dest`` (emptied first); returns the files written."""
+    import shutil
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    written = []
+    for rel in service_files(package, root):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+        written.append(rel)
+    for rel, text in generated_files(package).items():
+        (dest / rel).write_text(text)
+        written.append(rel)
+    return sorted(written)

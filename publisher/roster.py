@@ -6,9 +6,9 @@ Eligibility stays what docs/DESIGN.md says: ``config/alpaca.configured`` and
 documents (``on_alpaca_config_written``, ``on_trading_status_written``) call :func:`refresh`,
 which reads them, ``users/{uid}`` and the marker ``ops/roster`` at one read time and records
 the verdict in the user's shard document ``ops/roster/shards/{n}``
-(:mod:`publisher.roster_layout`: ``n = crc32(uid) mod shards``, the marker's count):
+(:mod:`agenttrader.roster_layout`: ``n = crc32(uid) mod shards``, the marker's count):
 
-- ``members.{uid}`` = read time in µs × 4 + state (:mod:`publisher.roster_verdict`), written
+- ``members.{uid}`` = read time in µs × 4 + state (:mod:`agenttrader.roster_verdict`), written
   with Firestore's ``maximum`` transform: the verdict read last wins whatever order the
   triggers run, retry or race in — no transaction, no lock; a redelivered event changes
   nothing. A verdict read at *t* is the truth at *t*; every later write of either document
@@ -18,7 +18,7 @@ the verdict in the user's shard document ``ops/roster/shards/{n}``
   key cache checks; keys rotate forward only.
 
 A tick reads the marker, then its shards at the marker's read time
-(:mod:`publisher.roster_read`: one document per ~1,000 users, one consistent snapshot), and
+(:mod:`agenttrader.roster_read`: one document per ~1,000 users, one consistent snapshot), and
 after publishing keeps the roster in shape (:func:`maintain`, :mod:`publisher.roster_upkeep`:
 the shard count doubles as the users grow, entries move to their shard, old tombstones go).
 Where the marker is missing — a new deployment, data written before the roster existed — the
@@ -36,9 +36,9 @@ them (with backoff, for up to a day): nothing is lost, the entries just arrive l
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from agenttrader import roster_read
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.keys_version import version_of
 from agenttrader.logs import get_logger
@@ -55,11 +55,9 @@ from agenttrader.paths import (
     trading_status_doc,
     user_doc,
 )
-from publisher import roster_read
-from publisher.roster_layout import shard_of, shards_for, shards_in
-from publisher.roster_read import Roster, merge
-from publisher.roster_upkeep import maintain
-from publisher.roster_verdict import (
+from agenttrader.roster_layout import shard_of, shards_for, shards_in
+from agenttrader.roster_read import Roster, read
+from agenttrader.roster_verdict import (
     ELIGIBLE,
     GONE,
     LATE_WRITE,
@@ -69,6 +67,7 @@ from publisher.roster_verdict import (
     entry,
     verdict,
 )
+from publisher.roster_upkeep import maintain
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -136,16 +135,6 @@ def _record(db: firestore.Client, uid: str) -> tuple[Verdict, bool]:
         _update(uid, entry(read_time, result.state), result.keys_version), merge=True
     )
     return result, written.update_time - read_time > LATE_WRITE
-
-
-def read(db: firestore.Client, read_time: datetime | None = None) -> Roster | None:
-    """The roster (at ``read_time`` if given: within the last hour), or ``None`` when it was
-    never built (``ops/roster`` missing)."""
-    marker = db.document(ROSTER_DOC).get(read_time=read_time)
-    if not marker.exists:
-        return None
-    at = read_time or marker.read_time
-    return merge(roster_read.get_shards(db, shards_in(_data(marker)), at), at)
 
 
 def load(db: firestore.Client) -> Roster:

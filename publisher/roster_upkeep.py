@@ -14,7 +14,7 @@ change is safe against the triggers writing at the same time, without a transact
   later tick), so nothing newer is ever deleted;
 - a tombstone (``GONE``) is dropped the same way, once older than ``TOMBSTONE_HORIZON`` and
   only for a user with no entry in another shard: no verdict read before it can land any more
-  (see :mod:`publisher.roster_verdict`), so no older "eligible" can win after it is gone.
+  (see :mod:`agenttrader.roster_verdict`), so no older "eligible" can win after it is gone.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from zlib import crc32
 
 from agenttrader.logs import get_logger
 from agenttrader.paths import ROSTER_DOC, roster_shard_doc
-from publisher.roster_layout import shard_of, shards_for, shards_in
-from publisher.roster_read import Maps, Roster
-from publisher.roster_verdict import expired, micros
+from agenttrader.roster_layout import shard_of, shards_for, shards_in
+from agenttrader.roster_read import Maps, Roster
+from agenttrader.roster_verdict import expired, micros
 
 if TYPE_CHECKING:
     from google.cloud import firestore

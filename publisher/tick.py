@@ -32,7 +32,7 @@ from agenttrader.events import PubsubDelivery
 from agenttrader.logs import get_logger
 from agenttrader.messages import MAX_CLOCK_SKEW, Reason, SyncRequest
 from agenttrader.pulses import Pulse, PulseState
-from publisher import roster
+from publisher import reconcile, roster
 from publisher.bulk_publish import publish_all
 
 if TYPE_CHECKING:
@@ -110,6 +110,8 @@ class FanoutResult:
     """Why the tick published nothing, else ``None``."""
     resumed_after: str | None = None
     """A resumed fan-out: the last uid published before."""
+    deferred: int = 0
+    """Eligible tenants with a live stream whose reconciliation is another tick's."""
 
 
 def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> FanoutResult:
@@ -138,8 +140,10 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     )
     pulses.finish_older(db, pulse_id, recent)
     listed = roster.load(db)
-    users = remaining(listed.eligible, pulse.cursor)
-    asker = market_clock.pick_asker(listed.eligible, pulse_id) if schedule.check_clock else None
+    every = deps.settings.reconcile_every_ticks
+    chosen = reconcile.for_tick(db, listed.eligible, tick.publish_time, every)
+    users = remaining(chosen.users, pulse.cursor)
+    asker = market_clock.pick_asker(chosen.users, pulse_id) if schedule.check_clock else None
     if pulse.cursor is not None:
         log.info(
             "resuming a fan-out left unfinished",
@@ -157,10 +161,19 @@ def fan_out(deps: Deps, tick: PubsubDelivery, now: datetime | None = None) -> Fa
     log.info(
         "pulse published",
         pulse_id=pulse_id,
-        fields={"published": published, "ineligible": ineligible, "this_delivery": len(users)},
+        fields={
+            "published": published,
+            "ineligible": ineligible,
+            "this_delivery": len(users),
+            "deferred": chosen.deferred,
+        },
     )
     return FanoutResult(
-        pulse_id, published=len(users), ineligible=ineligible, resumed_after=pulse.cursor
+        pulse_id,
+        published=len(users),
+        ineligible=ineligible,
+        resumed_after=pulse.cursor,
+        deferred=chosen.deferred,
     )
 
 

@@ -71,8 +71,10 @@ log = get_logger(__name__)
 _DEAD_LETTER = topology.subscription(topology.USER_SYNC_WORKER).dead_letter
 MAX_DELIVERY_ATTEMPTS = _DEAD_LETTER.max_delivery_attempts if _DEAD_LETTER else 5
 """The delivery on which Pub/Sub gives up: a transient failure then counts as an error."""
-KILL_SWITCH_REASONS = frozenset({Reason.SCHEDULE})
-"""Reasons a disabled kill-switch skips; first syncs, manual syncs and replays run anyway."""
+KILL_SWITCH_REASONS = frozenset({Reason.SCHEDULE, Reason.TRADE_UPDATE, Reason.RECONCILE})
+"""Reasons a disabled kill-switch skips: the syncs nobody asked for by hand (the schedule and
+the stream gateway's, whose stream closes when the switch goes off anyway); first syncs,
+manual syncs and replays run anyway."""
 
 
 def skips_for_kill_switch(reason: Reason, trading: Mapping[str, Any] | None) -> bool:

@@ -12,6 +12,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from benchmarks.cost import streams
 from benchmarks.cost.measure import inputs_from, measure, print_measured
 from benchmarks.cost.model import (
     PIPELINE_CPU_MS,
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{workload.publisher_wall_ms_per_tenant} ms/tenant/pulse (benchmarks.publisher_scale)"
     )
     print(report(workload, assumptions, loop, prices))
+    print(streams.report(workload, assumptions, prices))
     return 0
 
 

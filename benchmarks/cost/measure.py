@@ -281,9 +281,9 @@ def measure_roster(db: Any, uids: Sequence[str]) -> dict[str, Any]:
     """The one-off rebuild from a scan (per tenant), what one trigger run costs, and what a
     tick's upkeep costs when it drops a tombstone past the horizon."""
     from agenttrader import paths
+    from agenttrader.roster_layout import shard_of, shards_in
+    from agenttrader.roster_verdict import GONE, entry
     from publisher import roster
-    from publisher.roster_layout import shard_of, shards_in
-    from publisher.roster_verdict import GONE, entry
 
     with counted() as rebuilt:
         roster.rebuild(db)

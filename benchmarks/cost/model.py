@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from publisher.roster_layout import shards_for
+from agenttrader.roster_layout import shards_for
 
 # --- prices ----------------------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ def pubsub_bytes_per_sync(w: Workload, p: Prices, tenants_per_message: int = 1) 
 
 def roster_reads(tenants: int) -> int:
     """What a tick reads of the roster: the marker and every shard (one per ~1,000 tenants,
-    a power of two: :func:`publisher.roster_layout.shards_for`)."""
+    a power of two: :func:`agenttrader.roster_layout.shards_for`)."""
     return 1 + shards_for(tenants)
 
 
@@ -397,6 +397,25 @@ def failure_episode_usd(w: Workload, a: Assumptions, p: Prices) -> float:
         + (w.failing_alpaca_bytes + a.tls_overhead_bytes) / GIB * p.egress_gib
     )
     return firestore + attempt
+
+
+def open_tick_usd_per_tenant(w: Workload, a: Assumptions, p: Prices) -> float:
+    """What one open tick costs each tenant whether or not it publishes to it: its share of
+    the tick's reads (clock, roster, rollups) and writes, of the tick's request, publish and
+    log, and the publisher's time over the tenant's roster entry. :func:`pipeline_lines`
+    prices the same parts inside each sync."""
+    n = a.tenants
+    rollups = rollups_per_pulse(w, a)
+    reads = w.tick_reads + roster_reads(n) + rollups * rollup_reads(w, a) + w.clock_reads_per_tick
+    writes = w.tick_writes + rollups * w.rollup_writes
+    log = w.tick_log_bytes + w.tick_log_lines * a.log_entry_overhead_bytes + a.request_log_bytes
+    shared = (
+        firestore_usd(p, reads=reads, writes=writes)
+        + p.run_request
+        + 2 * p.pubsub_min_request_bytes / TIB * p.pubsub_tib
+        + log / GIB * p.logging_gib
+    )
+    return shared / n + w.publisher_wall_ms_per_tenant / 1000 * instance_price(a, p)
 
 
 def pipeline_lines(w: Workload, a: Assumptions, p: Prices) -> list[Line]:

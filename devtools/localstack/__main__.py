@@ -39,13 +39,16 @@ from agenttrader import logs, paths
 from agenttrader.settings import DEFAULT_PROJECT
 from devtools import emulators
 from devtools.localstack import demo
+from devtools.localstack.gateways import GatewayProcess, spawn
 from devtools.localstack.stack import LocalStack
+from devtools.localstack.trader import DemoTrader
 from devtools.localstack.view import (
     ComponentRow,
     DeadLetterPeek,
     StackState,
     collect_state,
     eventarc_bridge_detail,
+    gateway_detail,
     push_bridge_detail,
     render,
     render_line,
@@ -299,6 +302,46 @@ def start_stack(run: Run) -> None:
     )
 
 
+def start_gateways(run: Run) -> None:
+    """``python -m stream_gateway`` instances, as production runs them: they share the buckets
+    of tenants through their Firestore leases (the view shows who streams what)."""
+    for number in range(1, run.args.gateways + 1):
+        gateway = spawn(run.env, log_path=run.run_dir / f"stream-gateway-{number}.log")
+        run.add(
+            Component(
+                f"stream gateway {number}",
+                f"http://127.0.0.1:{gateway.port}/healthz",
+                gateway.stop,
+                detail=functools.partial(_gateway_detail, gateway),
+            )
+        )
+
+
+def _gateway_detail(gateway: GatewayProcess) -> str:
+    try:
+        return gateway_detail(gateway.health(timeout=0.5))
+    except OSError:
+        return "not answering" if gateway.running else "stopped"
+
+
+def start_trader(run: Run) -> None:
+    """Now and then, the first healthy demo tenant's own trading bot places an order: its
+    fills come through the tenant's stream into the view's ORDERS."""
+    assert run.simulator is not None
+    healthy = [t for t in run.tenants if t.spec.scenario.kind == "normal" and t.spec.enabled]
+    if not healthy or run.args.trade_seconds <= 0:
+        return
+    trader = DemoTrader(run.simulator, healthy[0].key_id, run.args.trade_seconds).start()
+    run.add(
+        Component(
+            "demo trader",
+            f"{healthy[0].uid}: an order every {run.args.trade_seconds:g} s",
+            trader.stop,
+            detail=lambda: f"orders {trader.orders}",
+        )
+    )
+
+
 def add_demo_tenants(run: Run) -> None:
     """As real users arrive: onboarding writes their documents (keys not configured), then
     each writes its keys, which fires ``on_alpaca_secret_written`` and the first sync."""
@@ -315,7 +358,9 @@ STEPS: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("the functions, topology, bridges and scheduler", start_stack),
     ("the callables and the Auth emulator", start_callables),
     ("the admin console", start_console),
+    ("the stream gateways", start_gateways),
     ("the demo tenants", add_demo_tenants),
+    ("the demo trader", start_trader),
 )
 
 
@@ -334,6 +379,9 @@ def hints(run: Run) -> tuple[str, ...]:
     return (
         f"Add a tenant while it runs: {python} -m devtools.localstack.demo add alice"
         " [--scenario flaky|bad_keys|latency|…] — it shows up here and syncs at once",
+        f"Trade-update streams: {run.args.gateways} stream gateways share the tenants (their"
+        " /healthz above); the demo trader's fills show in ORDERS a fraction of a second after"
+        " the fill, and a streaming tenant is polled one tick in RECONCILE_EVERY_TICKS",
         f"Logs: {_relative(run.run_dir)}/   Ctrl-C stops everything",
     )
 
@@ -442,11 +490,22 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-view", action="store_true", help="print a status line every few seconds instead"
     )
+    parser.add_argument(
+        "--gateways", type=int, default=2, help="stream gateway instances (default 2)"
+    )
+    parser.add_argument(
+        "--trade-seconds",
+        type=float,
+        default=20.0,
+        help="the demo trader's order period (0: no demo trader)",
+    )
     args = parser.parse_args(argv)
     if args.tick_seconds <= 0:
         parser.error("--tick-seconds must be positive")
     if args.tenants < 0:
         parser.error("--tenants must not be negative")
+    if args.gateways < 0:
+        parser.error("--gateways must not be negative")
     return args
 
 

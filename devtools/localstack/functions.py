@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,7 @@ def serve_in_process(
     return served
 
 
-_EXEC_DYING_WITH_PARENT = (
+EXEC_DYING_WITH_PARENT = (
     "import ctypes, os, signal, sys; "
     "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL); "  # PR_SET_PDEATHSIG
     "os.execv(sys.argv[1], sys.argv[1:])"
@@ -94,29 +94,16 @@ gRPC clients' fork handlers killed about 1 child in 100 (SIGABRT, before the exe
 one, subprocess spawns with ``vfork()`` and no handler runs."""
 
 
-def _start_process(
-    target: str, env: dict[str, str], port: int, log_dir: Path | None
+def spawn_dying_with_parent(
+    argv: list[str], env: Mapping[str, str], log_path: Path | None
 ) -> subprocess.Popen[bytes]:
-    """Start the process in a session of its own (its group is signalled as one) and wait
-    until it answers."""
-    executable = Path(sys.executable).with_name("functions-framework")
-    log_file = (log_dir / f"{target}.log").open("ab") if log_dir else subprocess.DEVNULL
+    """``argv`` in a session of its own (its group is signalled as one), killed with this
+    process, in the repository root with ``env`` over this environment, its output appended
+    to ``log_path`` (or dropped)."""
+    log_file = log_path.open("ab") if log_path else subprocess.DEVNULL
     try:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _EXEC_DYING_WITH_PARENT,
-                str(executable),
-                "--target",
-                target,
-                "--source",
-                str(SOURCE),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+        return subprocess.Popen(
+            [sys.executable, "-c", EXEC_DYING_WITH_PARENT, *argv],
             cwd=REPO_ROOT,
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
@@ -127,6 +114,17 @@ def _start_process(
     finally:
         if not isinstance(log_file, int):
             log_file.close()  # the child holds its own copy
+
+
+def _start_process(
+    target: str, env: dict[str, str], port: int, log_dir: Path | None
+) -> subprocess.Popen[bytes]:
+    """Start the process in a session of its own (its group is signalled as one) and wait
+    until it answers."""
+    executable = Path(sys.executable).with_name("functions-framework")
+    argv = [str(executable), "--target", target, "--source", str(SOURCE)]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    process = spawn_dying_with_parent(argv, env, log_dir / f"{target}.log" if log_dir else None)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

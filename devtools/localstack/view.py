@@ -67,6 +67,21 @@ class TenantRow:
 
 
 @dataclass(frozen=True)
+class OrderRow:
+    """A tenant's latest order as its trade-update stream reported it (``users/{uid}/orders``)."""
+
+    uid: str
+    event: str
+    symbol: str
+    filled: str
+    qty: str
+    event_at: datetime | None
+    """When Alpaca (the simulator) stamped the update."""
+    stored_at: datetime | None
+    """When the gateway's write of it committed (``updatedAt``)."""
+
+
+@dataclass(frozen=True)
 class DeadLetterDepth:
     count: int
     capped: bool
@@ -88,6 +103,8 @@ class StackState:
     tenants_total: int = 0
     dead_letters: DeadLetterDepth | None = None
     hints: tuple[str, ...] = ()
+    orders: tuple[OrderRow, ...] = ()
+    """Each shown tenant's latest order from its stream, newest first."""
     problems: tuple[str, ...] = field(default=())
     """What could not be read for this frame (the view keeps going)."""
 
@@ -142,6 +159,11 @@ def collect_state(
         tenants, total = _tenants(db, max_tenants)
     except Exception as err:  # noqa: BLE001
         problems.append(f"tenants unreadable: {type(err).__name__}")
+    orders: tuple[OrderRow, ...] = ()
+    try:
+        orders = _orders(db, [tenant.uid for tenant in tenants])
+    except Exception as err:  # noqa: BLE001
+        problems.append(f"orders unreadable: {type(err).__name__}")
     return StackState(
         now=now,
         project=project,
@@ -153,6 +175,7 @@ def collect_state(
         tenants_total=total,
         dead_letters=dead_letters,
         hints=tuple(hints),
+        orders=orders,
         problems=tuple(problems),
     )
 
@@ -195,6 +218,44 @@ def _tenants(db: firestore.Client, limit: int) -> tuple[tuple[TenantRow, ...], i
     return tuple(sorted(rows, key=lambda row: row.uid)), total
 
 
+def _orders(db: firestore.Client, uids: Sequence[str]) -> tuple[OrderRow, ...]:
+    """The latest order document of each tenant (one collection query each: the view runs
+    beside a handful of demo tenants)."""
+    from google.cloud import firestore
+
+    rows = []
+    for uid in uids:
+        query = (
+            db.collection(paths.orders_collection(uid))
+            .order_by("updatedAt", direction=firestore.Query.DESCENDING)
+            .limit(1)
+        )
+        for snap in query.stream():
+            rows.append(order_row(uid, snap.to_dict() or {}))
+    return tuple(
+        sorted(rows, key=lambda r: r.stored_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+    )
+
+
+def order_row(uid: str, data: dict[str, Any]) -> OrderRow:
+    raw = data.get("order")
+    order: dict[str, Any] = raw if isinstance(raw, dict) else {}
+
+    def when(name: str) -> datetime | None:
+        value = data.get(name)
+        return value if isinstance(value, datetime) else None
+
+    return OrderRow(
+        uid=uid,
+        event=str(data.get("event") or "?"),
+        symbol=str(order.get("symbol") or "?"),
+        filled=str(order.get("filled_qty") or "0"),
+        qty=str(order.get("qty") or "?"),
+        event_at=when("eventAt"),
+        stored_at=when("updatedAt"),
+    )
+
+
 def _tenant_row(uid: str, docs: dict[str, dict[str, Any] | None]) -> TenantRow:
     def get(doc: str, name: str) -> Any:
         return (docs.get(doc) or {}).get(name)
@@ -227,6 +288,15 @@ def _tenant_row(uid: str, docs: dict[str, dict[str, Any] | None]) -> TenantRow:
 def push_bridge_detail(bridge: PushBridge) -> str:
     stats = bridge.stats
     return f"delivered {stats.delivered} · acked {stats.acked} · nacked {stats.nacked}"
+
+
+def gateway_detail(health: dict[str, Any]) -> str:
+    """A stream gateway's line: the tenants it streams, its buckets, its events per second."""
+    return (
+        f"streams {health.get('streaming', 0)} tenants · buckets {len(health.get('buckets', []))}"
+        f" · {health.get('events_per_second', 0):g} events/s · events {health.get('events', 0)}"
+        f" · connects {health.get('connection_attempts', 0)}"
+    )
 
 
 def eventarc_bridge_detail(bridge: EventarcBridge) -> str:
@@ -385,6 +455,17 @@ def _tenant_line(now: datetime, tenant: TenantRow, color: bool) -> str:
     )
 
 
+def _order_line(now: datetime, order: OrderRow, color: bool) -> str:
+    lag = "—"
+    if order.event_at is not None and order.stored_at is not None:
+        lag = f"{max((order.stored_at - order.event_at).total_seconds(), 0.0):.2f}s"
+    painted = _paint(f"{order.event:<13}", _GREEN if order.event == "fill" else None, color)
+    return (
+        f"  {_cut(order.uid, 20):<20} {painted} {_cut(order.symbol, 6):<6}"
+        f" {order.filled + '/' + order.qty:>9}  {_when(now, order.event_at):<22} {lag:>8}"
+    )
+
+
 def _dead_letter_text(now: datetime, depth: DeadLetterDepth | None) -> str:
     if depth is None:
         return "not measured yet"
@@ -437,6 +518,14 @@ def render(state: StackState, *, color: bool = False) -> str:
         lines.append("  none yet")
     lines += [
         "",
+        head("ORDERS (trade-update streams: each tenant's latest)")
+        + f"{'':<8}{'filled':>9}  {'event time':<22} {'stored':>8}",
+    ]
+    lines += [_order_line(now, order, color) for order in state.orders]
+    if not state.orders:
+        lines.append("  none yet (the demo trader places an order now and then)")
+    lines += [
+        "",
         head("DEAD LETTERS")
         + f"  {USER_SYNC_DEAD_LETTER_HOLD}: {_dead_letter_text(now, state.dead_letters)}",
     ]
@@ -468,7 +557,11 @@ def render_line(state: StackState) -> str:
         parts.append("dead letters ?")
     else:
         parts.append(f"dead letters {'≥' if depth.capped else ''}{depth.count}")
-    parts += [f"{c.name} {c.detail}" for c in state.components if "bridge" in c.name]
+    parts += [
+        f"{c.name} {c.detail}"
+        for c in state.components
+        if "bridge" in c.name or "gateway" in c.name
+    ]
     parts += [f"! {problem}" for problem in state.problems]
     return redact(" | ".join(parts))
 

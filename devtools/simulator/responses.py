@@ -200,7 +200,7 @@ def orders_reply(orders: Sequence[SimOrder], query: str) -> Reply:
         and (until is None or o.submitted_at <= until)
     ]
     selected.sort(key=lambda o: o.submitted_at, reverse=direction == "desc")
-    return Reply(200, [_order(o) for o in selected[:limit]])
+    return Reply(200, [order_body(o) for o in selected[:limit]])
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -210,16 +210,17 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _order(o: SimOrder) -> JSON:
+def order_body(o: SimOrder) -> JSON:
+    """An order as Alpaca sends it (``GET /v2/orders``, and inside a trade update)."""
     return {
         "id": o.id,
         "client_order_id": o.client_order_id,
         "created_at": _timestamp(o.submitted_at),
-        "updated_at": _timestamp(o.filled_at or o.submitted_at),
+        "updated_at": _timestamp(o.updated_at or o.filled_at or o.submitted_at),
         "submitted_at": _timestamp(o.submitted_at),
         "filled_at": None if o.filled_at is None else _timestamp(o.filled_at),
         "expired_at": None,
-        "canceled_at": None,
+        "canceled_at": None if o.canceled_at is None else _timestamp(o.canceled_at),
         "failed_at": None,
         "replaced_at": None,
         "replaced_by": None,

@@ -33,6 +33,14 @@ from devtools.simulator.responses import (
     positions_body,
     tenant_info,
 )
+from devtools.simulator.stream import STREAM_PATH, StreamHub, is_upgrade
+from devtools.simulator.stream_admin import (
+    cancel_order,
+    place_order,
+    resolver,
+    stream_admin,
+    tenant_admin,
+)
 from devtools.simulator.tenants import (
     DuplicateTenantError,
     Scenario,
@@ -40,9 +48,11 @@ from devtools.simulator.tenants import (
     TenantRegistry,
     Verdict,
 )
+from devtools.simulator.trading import OrderEngine
 
 _LOG = logging.getLogger("devtools.simulator")
 _TRADING_PATHS = frozenset({"/v2/account", "/v2/positions", "/v2/orders", "/v2/clock"})
+_ORDER_PREFIX = "/v2/orders/"
 _OAUTH_PATHS = {"/oauth/authorize": "GET", "/oauth/token": "POST"}
 _TENANT_FIELDS = frozenset({"key_id", "secret_key", "scenario", "cash", "positions", "seed"})
 _APP_FIELDS = frozenset({"client_id", "client_secret", "redirect_uris"})
@@ -113,6 +123,9 @@ class SimulatorCore:
         self.clock: ClockSetting = REGULAR
         """What ``/v2/clock`` answers; replaced whole (one reference), so no lock."""
         self.oauth = OAuthServer(self.registry)
+        self.stream = StreamHub(resolver(self.registry, self.oauth), self.stopping)
+        """The trade-update stream (``/stream``): :mod:`devtools.simulator.stream`."""
+        self.orders = OrderEngine(self.stream.publish, self.stopping)
 
     def stats_snapshot(self) -> dict[str, Any]:
         return {**self.stats.snapshot(), "tenants": len(self.registry)}
@@ -122,22 +135,27 @@ class SimulatorCore:
         for tenant in self.registry.all():
             tenant.reset_requests()
 
-    def trading(self, method: str, path: str, query: str, auth: RequestAuth) -> Reply | None:
+    def trading(
+        self, method: str, path: str, query: str, auth: RequestAuth, body: bytes = b""
+    ) -> Reply | None:
         """Serve one Trading API request; ``None`` means drop the connection (shutting down)."""
-        if path not in _TRADING_PATHS:
+        one_order = path.startswith(_ORDER_PREFIX) and len(path) > len(_ORDER_PREFIX)
+        if path not in _TRADING_PATHS and not one_order:
             self.stats.begin("unknown")
             self.stats.end(404)
             return error_reply(404)
-        self.stats.begin(f"{method} {path}")
+        self.stats.begin(f"{method} {_ORDER_PREFIX + '{id}' if one_order else path}")
         reply: Reply | None = None
         try:
-            reply = self._serve(method, path, query, auth)
+            reply = self._serve(method, path, query, auth, body)
             return reply
         finally:
             self.stats.end(None if reply is None else reply.status)
 
-    def _serve(self, method: str, path: str, query: str, auth: RequestAuth) -> Reply | None:
-        if method != "GET":
+    def _serve(
+        self, method: str, path: str, query: str, auth: RequestAuth, body: bytes
+    ) -> Reply | None:
+        if not _method_allowed(method, path):
             return error_reply(405)
         if auth.bearer is not None:
             tenant = self.oauth.tenant_for(auth.bearer)
@@ -159,12 +177,21 @@ class SimulatorCore:
                 return Reply(200, account_body(tenant, tenant.tick(), now))
             case "/v2/positions":
                 return Reply(200, positions_body(tenant.tick()))
-            case "/v2/orders":
-                return orders_reply(tenant.orders, query)
-            case _:
+            case "/v2/clock":
                 return clock_reply(self.clock, now)
+            case _:
+                return self._orders_route(method, path, query, tenant, body)
 
-    def admin(self, method: str, path: str, body: bytes) -> Reply:
+    def _orders_route(
+        self, method: str, path: str, query: str, tenant: SimTenant, body: bytes
+    ) -> Reply:
+        if method == "POST":
+            return place_order(self.orders, tenant, body, admin=False)
+        if method == "DELETE":
+            return cancel_order(self.orders, tenant, path.removeprefix(_ORDER_PREFIX))
+        return orders_reply(tenant.orders, query)
+
+    def admin(self, method: str, path: str, body: bytes) -> Reply:  # noqa: PLR0912 - a case a route
         """The ``/_sim/`` API: manage tenants and scenarios at run time, read counters."""
         match method, path.strip("/").split("/")[1:]:
             case "GET", ["stats"]:
@@ -190,6 +217,15 @@ class SimulatorCore:
                 return Reply(200, self.clock.to_dict())
             case _, ["oauth", *route]:
                 return self._oauth_admin(method, route, body)
+            case _, ["stream", *route]:
+                return stream_admin(self.stream, method, route, body)
+            case _, ["tenants", key_id, ("orders" | "fills" | "stream") as what]:
+                tenant = self.registry.get(key_id)
+                if tenant is None:
+                    return error_reply(404, "tenant not found")
+                return tenant_admin(
+                    self.stream, self.orders, tenant, method=method, what=what, body=body
+                )
             case _, (
                 ["stats"]
                 | ["reset-stats"]
@@ -287,6 +323,14 @@ class SimulatorCore:
         return Reply(200, setting.to_dict())
 
 
+def _method_allowed(method: str, path: str) -> bool:
+    if path.startswith(_ORDER_PREFIX):
+        return method == "DELETE"
+    if path == "/v2/orders":
+        return method in ("GET", "POST")
+    return method == "GET"
+
+
 def _info(tenant: SimTenant) -> Reply:
     return Reply(200, tenant_info(tenant))
 
@@ -373,6 +417,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         core = self._sim_server.core
         url = urlsplit(self.path)
+        if url.path == STREAM_PATH and self.command == "GET" and is_upgrade(self.headers):
+            self._log_route = STREAM_PATH
+            self.close_connection = True
+            # The client sends nothing after its upgrade request before the 101 answer, so
+            # nothing is left in rfile's buffer: the websocket reads the socket itself.
+            sock = self.connection
+            core.stream.serve(sock, lambda: sock.recv(65536), url.path, self.headers)
+            return
         body = self._read_body()
         if body is None:
             return
@@ -389,13 +441,14 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     reply = core.oauth.token(body, self.headers.get("Content-Type"))
             else:
-                self._log_route = url.path if url.path in _TRADING_PATHS else "(unknown path)"
+                known = url.path in _TRADING_PATHS or url.path.startswith(_ORDER_PREFIX)
+                self._log_route = url.path if known else "(unknown path)"
                 auth = RequestAuth(
                     key_id=self.headers.get("APCA-API-KEY-ID"),
                     secret=self.headers.get("APCA-API-SECRET-KEY"),
                     bearer=_bearer(self.headers.get("Authorization")),
                 )
-                reply = core.trading(self.command, url.path, url.query, auth)
+                reply = core.trading(self.command, url.path, url.query, auth, body)
         except Exception:  # noqa: BLE001 - a simulator bug must still answer, as Alpaca would
             _LOG.exception("simulator failed to handle %s %s", self.command, self._log_route)
             reply = error_reply(500)
@@ -508,6 +561,8 @@ class AlpacaSimulator:
         if server is None or thread is None:
             return
         self._core.stopping.set()
+        self._core.orders.stop()
+        self._core.stream.drop_all()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -580,6 +635,16 @@ class AlpacaSimulator:
     def clock(self) -> ClockSetting:
         return self._core.clock
 
+    @property
+    def stream(self) -> StreamHub:
+        """The trade-update stream: counters, scenarios (:mod:`devtools.simulator.stream`)."""
+        return self._core.stream
+
+    @property
+    def orders(self) -> OrderEngine:
+        """Orders and their fills (:mod:`devtools.simulator.trading`)."""
+        return self._core.orders
+
     def requests_for(self, key_id: str) -> int:
         return self.tenant(key_id).requests
 
@@ -628,3 +693,19 @@ class AlpacaSimulator:
             error = query.get("error", [str(reply.body)])[0]
             raise ValueError(f"authorize refused: {error}")
         return query["code"][0]
+
+    def access_token(self, app: OAuthApp, redirect_uri: str, *, tenant: str | None = None) -> str:
+        """The whole grant as a tenant and the app would do it: :meth:`authorize`, then the
+        code exchanged at ``POST /oauth/token``; the access token (``ValueError`` when
+        refused)."""
+        code = self.authorize(app, redirect_uri, tenant=tenant)
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        form |= {"client_id": app.client_id, "client_secret": app.client_secret}
+        reply = self._core.oauth.token(
+            urlencode(form).encode(), "application/x-www-form-urlencoded"
+        )
+        body = reply.body if isinstance(reply.body, dict) else {}
+        if reply.status != 200 or not isinstance(body.get("access_token"), str):
+            raise ValueError(f"token refused: {body.get('error', reply.status)}")
+        token: str = body["access_token"]
+        return token

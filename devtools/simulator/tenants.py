@@ -194,6 +194,8 @@ class SimOrder:
     submitted_at: datetime
     filled_at: datetime | None
     expires_at: datetime
+    updated_at: datetime | None = None
+    canceled_at: datetime | None = None
 
     @property
     def is_open(self) -> bool:
@@ -274,6 +276,44 @@ class SimTenant:
         if move == 0:  # guarantee visible movement between calls, even for cheap symbols
             move = CENT if self._walk_rng.random() < 0.5 else -CENT
         return max(price + move, CENT)
+
+    def price_of(self, symbol: str) -> Decimal:
+        """What ``symbol`` trades at for this tenant: its holding's price, else the catalog's."""
+        with self._lock:
+            for holding in self.holdings:
+                if holding.symbol == symbol:
+                    return holding.price
+        return Decimal(_CATALOG.get(symbol, (_DEFAULT_EXCHANGE, "100.00"))[1])
+
+    def record_order(self, order: SimOrder) -> None:
+        """Store ``order`` (a new one, or the next state of one already listed)."""
+        with self._lock:
+            others = tuple(o for o in self.orders if o.id != order.id)
+            self.orders = (*others, order)
+
+    def apply_fill(self, symbol: str, side: str, qty: Decimal, price: Decimal) -> Decimal:
+        """Move cash and the position for a fill of ``qty`` at ``price``; returns the
+        position's quantity after it."""
+        with self._lock:
+            held = {h.symbol: h for h in self.holdings}
+            current = held.get(symbol)
+            signed = qty if side == "buy" else -qty
+            self.cash = _cents(self.cash - signed * price)
+            if current is None:
+                exchange = _CATALOG.get(symbol, (_DEFAULT_EXCHANGE, ""))[0]
+                current = Holding(
+                    symbol, asset_id_for(symbol), exchange, Decimal(0), price, price, price
+                )
+            new_qty = current.qty + signed
+            if new_qty <= 0:
+                held.pop(symbol, None)
+            else:
+                entry = current.avg_entry_price
+                if side == "buy":
+                    entry = _cents((current.qty * entry + qty * price) / new_qty)
+                held[symbol] = replace(current, qty=new_qty, avg_entry_price=entry)
+            self.holdings = tuple(held[s] for s in sorted(held))
+            return max(new_qty, Decimal(0))
 
     def set_scenario(self, scenario: Scenario) -> None:
         """Switch behaviour at run time; a fail_then_ok scenario starts counting afresh."""

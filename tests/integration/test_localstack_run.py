@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from google.cloud import firestore, pubsub_v1
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agenttrader import paths, topology
 from agenttrader.credentials import AlpacaKeys, LocalKek, Vault
@@ -73,6 +74,8 @@ def test_make_run_syncs_the_demo_tenants_and_ctrl_c_stops_everything() -> None:
             "--no-view",
             "--tick-seconds",
             "5",
+            "--trade-seconds",
+            "2",
             "--project",
             project,
         ],
@@ -119,8 +122,17 @@ def test_make_run_syncs_the_demo_tenants_and_ctrl_c_stops_everything() -> None:
             secrets += [opened.key_id, opened.secret_key]
         assert len(secrets) == 2 * len(demo.DEMO_SPECS)
         wait_for(lambda: "| pulse " in "".join(output), timeout=15)  # a status line was printed
+        # The demo trader's fill came through a stream gateway into the tenant's orders.
+        fills = db.collection(paths.orders_collection("demo-healthy-1")).where(
+            filter=FieldFilter("event", "==", "fill")
+        )
+        wait_for(lambda: list(fills.limit(1).stream()), timeout=30)
+        # The two gateways share the buckets (who streams which tenant depends on the hash).
+        shared = r"stream gateway {} streams \d+ tenants · buckets 32"
+        wait_for(lambda: all(re.search(shared.format(n), "".join(output)) for n in (1, 2)), 20)
         children = _descendants(process.pid)
-        assert len(children) >= 5, children  # 2 emulators + 3 functions-framework processes
+        # 2 emulators + 5 functions-framework processes + 2 stream gateways (+ Auth emulator)
+        assert len(children) >= 9, children
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=40) == 0

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from agenttrader import paths
+from agenttrader import paths, roster_layout, roster_read
 from agenttrader.deps import Deps
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.events import PubsubDelivery
+from agenttrader.roster_layout import shard_of, shards_in
+from agenttrader.roster_read import Roster, merge
+from agenttrader.roster_verdict import ELIGIBLE, GONE, MEMBER, entry
 from devtools.localstack.stack import LocalStack
-from publisher import roster, roster_layout, roster_read, roster_upkeep
-from publisher.roster_layout import shard_of, shards_in
-from publisher.roster_read import Roster, merge
-from publisher.roster_verdict import ELIGIBLE, GONE, MEMBER, entry
+from publisher import roster, roster_upkeep
 from tests.pipeline_fixtures import doc, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
@@ -339,7 +339,7 @@ def test_a_verdict_that_landed_late_is_read_and_written_again(
 ) -> None:
     import time
 
-    from publisher import roster_verdict
+    from agenttrader import roster_verdict
 
     seed_user(db, "slow")
     monkeypatch.setattr(roster, "LATE_WRITE", timedelta(milliseconds=300))

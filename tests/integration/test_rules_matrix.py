@@ -163,6 +163,18 @@ TARGETS: dict[str, Target] = {
         {"signals": 0},
         {"signals": 0},
     ),
+    "order": Target(
+        "users/{uid}/orders/order-1",
+        {"event": "fill", "order": {"id": "order-1", "status": "filled"}, "updatedAt": NOW},
+        {"event": "fill", "order": {"id": "order-1", "status": "filled"}, "updatedAt": NOW},
+        {"event": "canceled"},
+    ),
+    "status_stream": Target(
+        "users/{uid}/status/stream",
+        {"state": "refused", "error_class": "AlpacaAuthError", "since": NOW},
+        {"state": "live"},
+        {"state": "live"},
+    ),
     "ops_last_pulse": Target(
         "ops/last_pulse",
         {"timestamp": NOW, "success_count": 1, "error_count": 0, "skipped_count": 2},
@@ -196,6 +208,18 @@ TARGETS: dict[str, Target] = {
         {"is_open": False},
         {"is_open": False},
     ),
+    "ops_stream_bucket": Target(
+        "ops/streams/buckets/0",
+        {"holder": "s1", "token": 1, "live": {"u1": 1}},
+        {"holder": "x"},
+        {"holder": "x"},
+    ),
+    "ops_stream_session": Target(
+        "ops/streams/sessions/{uid}",
+        {"renewedAt": NOW, "revoked": False},
+        {"revoked": False},
+        {"revoked": True},
+    ),
     "legacy_snapshot": Target(
         "alpacaAccounts/snapshot",
         {"equity": "5000", "cash": "5000"},
@@ -228,6 +252,8 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "trading_signal":         (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
     "audit_entry":            (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
     "usage_day":              (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
+    "order":                  (SELF,   SELF,   NOBODY, NOBODY, NOBODY),  # server-written
+    "status_stream":          (SELF,   SELF,   NOBODY, NOBODY, NOBODY),
     "ops_last_pulse":         (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse":              (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_pulse_shard":        (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
@@ -235,6 +261,8 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "ops_roster_shard":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_deletion":           (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "ops_market_clock":       (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
+    "ops_stream_bucket":      (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
+    "ops_stream_session":     (ADMIN,  ADMIN,  NOBODY, NOBODY, NOBODY),
     "legacy_snapshot":        (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
     "secrets_other":          (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
     "data_other":             (NOBODY, NOBODY, NOBODY, NOBODY, NOBODY),
@@ -693,6 +721,9 @@ QUERIES = {
     "own_signals-owner": Query("users/{uid}", _from("trading_signals"), OWNER, ALLOW),
     "own_signals-other": Query("users/{uid}", _from("trading_signals"), OTHER, DENY),
     "own_audit-owner": Query("users/{uid}", _from("audit"), OWNER, ALLOW),
+    "own_orders-owner": Query("users/{uid}", _from("orders"), OWNER, ALLOW),
+    "own_orders-other": Query("users/{uid}", _from("orders"), OTHER, DENY),
+    "group_orders-owner": Query("", _from("orders", True), OWNER, DENY),
     "own_secrets-owner": Query("users/{uid}", _from("secrets"), OWNER, DENY),
     "group_signals-owner": Query("", _from("trading_signals", True), OWNER, DENY),
     "group_secrets-owner": Query("", _from("secrets", True), OWNER, DENY),
@@ -705,7 +736,14 @@ QUERIES = {
 }
 
 
-QUERY_SEEDS = ("trading_signal", "audit_entry", "secrets_alpaca", "status_trading", "ops_pulse")
+QUERY_SEEDS = (
+    "trading_signal",
+    "audit_entry",
+    "order",
+    "secrets_alpaca",
+    "status_trading",
+    "ops_pulse",
+)
 """Documents each query cell's uid owns (seeded by the fixture), so every query has matches."""
 
 

@@ -1,5 +1,6 @@
-"""The private parts of google-cloud-firestore that the roster's read (``publisher/roster_read.py``,
-``get_maps``) uses.
+"""The private parts of google-cloud-firestore that the roster's read
+(``agenttrader/roster_read.py``, ``batch_get``: also the tick's read of the streams' buckets)
+uses.
 
 The roster decodes its batched read straight from protobuf through the client's own transport:
 ``_database_string``, ``_rpc_metadata``, ``_firestore_api.batch_get_documents`` and the
@@ -26,7 +27,7 @@ from google.cloud.firestore_v1.types import (
     Value,
 )
 
-from publisher import roster_read
+from agenttrader import roster_read
 
 PROJECT = "demo-internals"
 DATABASE = f"projects/{PROJECT}/databases/(default)"

@@ -16,15 +16,16 @@ from agenttrader import topology
 from infra import indexes, monitoring, resources
 from infra.apply import apply, local_problems
 from infra.model import FINGERPRINT_KEY, Plan, Result
-from infra.plan import FIREBASE, DeployConfig, build_plan, deployed
+from infra.plan import FIREBASE, PYTHON, DeployConfig, build_plan, deployed
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "acme-trading"
 REGION = "us-central1"
 NUMBER = "123456789012"
 AGENT = f"serviceAccount:service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
-SELF_IDEMPOTENT = (FIREBASE, "node")
-"""Steps without a check: they run every apply (firebase deploy, the console's build)."""
+SELF_IDEMPOTENT = (FIREBASE, "node", PYTHON)
+"""Steps without a check: they run every apply (firebase deploy, the console's build, staging
+a service's source)."""
 MUTATING_VERBS = {"create", "update", "deploy", "add-iam-policy-binding", "enable", "delete", "add"}
 VERBS = {
     "create",
@@ -43,6 +44,8 @@ def is_mutation(argv: Sequence[str]) -> bool:
         return argv[1] == "deploy"
     if argv[0] == "node":  # builds the console's page into the working tree
         return True
+    if argv[0] == PYTHON:  # stages a service's source; `next-rotation-time` only prints
+        return "source" in argv
     return any(word in MUTATING_VERBS for word in argv if not word.startswith("-"))
 
 
@@ -108,6 +111,9 @@ class FakeCloud:
         if argv[0] == "node":
             assert argv[1] == "console/web/build.mjs"
             return Result(0)
+        if argv[0] == PYTHON:
+            assert argv[1:5] == ("-m", "infra", "source", "--stage=stream-gateway")
+            return Result(0)
         monitoring_group = _monitoring_group(words)
         if monitoring_group is not None:
             return self._monitoring(monitoring_group, words, opts)
@@ -140,6 +146,8 @@ class FakeCloud:
             name = words[verb_at + 2]
         if group == ("iam", "service-accounts"):
             name = name.split("@")[0]
+        if group == ("run",) and verb == "deploy":  # a service: described as a run service
+            group = ("run", "services")
         if group == ("secrets", "versions") and verb == "describe":
             name = opts["secret"][0]  # describe latest --secret=NAME; add NAME
         key = (" ".join(group), name)
@@ -167,6 +175,8 @@ class FakeCloud:
             k, _, v = pair.partition("=")
             labels[k] = v
         resource["labels"] = labels
+        if group == ("run", "services"):
+            resource["metadata"] = {"labels": labels}
         if "description" in opts:
             resource["description"] = opts["description"][0]
         resource["flags"] = opts
@@ -376,10 +386,12 @@ def test_first_apply_creates_everything_and_second_changes_nothing(root: Path) -
     code, out = run(plan, cloud, root)
     assert code == 0, out
     # Only checks ran, plus the steps idempotent by themselves: firebase deploy skips an
-    # unchanged ruleset and unchanged Hosting files; the console's build rewrites dist/.
+    # unchanged ruleset and unchanged Hosting files; the console's build rewrites dist/; a
+    # service's source is staged again (its deploy step is skipped: same fingerprint).
     assert cloud.mutations == [s.create for s in plan.steps if s.check is None]
     assert [s.kind for s in plan.steps if s.check is None] == [
         "firestore",
+        "service-source",
         "hosting-build",
         "hosting",
     ]
@@ -504,9 +516,12 @@ def test_the_kek_is_created_with_its_first_rotation_resolved_at_apply(root: Path
     assert key["rotation-period"] == ["90d"]  # type: ignore[index]
     assert key["next-rotation-time"] == [NEXT_ROTATION]  # type: ignore[index]
     assert ("kms keyrings", "agenttrader") in cloud.resources
-    sync_user = f"serviceAccount:at-sync-user@{PROJECT}.iam.gserviceaccount.com"
+    openers = {
+        f"serviceAccount:at-{name}@{PROJECT}.iam.gserviceaccount.com"
+        for name in ("sync-user", "stream-gateway")
+    }
     decrypt = "roles/cloudkms.cryptoKeyDecrypter"
-    assert cloud.members("kms keys", "tenant-credentials", decrypt) == {sync_user}
+    assert cloud.members("kms keys", "tenant-credentials", decrypt) == openers
     assert (
         len(cloud.members("kms keys", "tenant-credentials", "roles/cloudkms.cryptoKeyEncrypter"))
         == 2

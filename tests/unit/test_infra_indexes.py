@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agenttrader import paths
+from agenttrader import paths, roster_read
 from infra import indexes
 from infra.indexes import EXEMPT_SOURCES, REQUIRED_INDEXES, covers
-from publisher import roster_read
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = (
@@ -77,12 +76,13 @@ def test_every_required_index_is_covered_in_collection_group_scope() -> None:
     ]
 
 
-def test_the_roster_maps_are_exempt_from_indexing_and_nothing_queries_them() -> None:
+def test_the_roster_and_stream_maps_are_exempt_from_indexing_and_nothing_queries_them() -> None:
     spec = indexes.render()
     exempt = [o for o in spec["fieldOverrides"] if o["indexes"] == []]
     group = paths.ROSTER_COLLECTION.rsplit("/", 1)[-1]
+    buckets = paths.STREAM_BUCKETS_COLLECTION.rsplit("/", 1)[-1]
     assert sorted((o["collectionGroup"], o["fieldPath"]) for o in exempt) == sorted(
-        (group, field) for field in roster_read.MAP_FIELDS
+        [*((group, field) for field in roster_read.MAP_FIELDS), (buckets, "live")]
     )
     # An exemption would leave a query on the field without its index.
     for index in REQUIRED_INDEXES:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agenttrader import topology
-from infra import monitoring
+from infra import monitoring, resources
 from infra.model import Fingerprinted
 from infra.plan import ALERT_CHANNEL_VAR, DeployConfig, PlanError, build_plan, deployed
 
@@ -256,9 +256,7 @@ def test_the_committed_files_are_the_rendering() -> None:
     assert on_disk == rendered, "run: python -m infra monitoring"
 
 
-@pytest.mark.parametrize(
-    "resource", monitoring.resources(deployed() | {monitoring.GATEWAY}), ids=lambda r: r.path
-)
+@pytest.mark.parametrize("resource", monitoring.resources(deployed()), ids=lambda r: r.path)
 def test_every_key_and_value_is_the_apis(resource: monitoring.Resource) -> None:
     check(resource.document, KIND_TYPES[resource.kind])
 
@@ -271,6 +269,7 @@ def test_the_spec_alerts_and_the_backlogs_are_declared() -> None:
         "tenants_failing",
         "dead_letter_backlog",
         "worker_backlog",
+        "stream_gateway_down",
     }
 
     def threshold(key: str) -> dict[str, Any]:
@@ -290,11 +289,14 @@ def test_the_spec_alerts_and_the_backlogs_are_declared() -> None:
 
 
 def test_the_gateway_policy_exists_only_with_the_gateway() -> None:
-    assert not any(p.requires for p in monitoring.policies(deployed()))
-    with_gateway = monitoring.policies(deployed() | {monitoring.GATEWAY})
+    without = monitoring.policies(deployed() - {monitoring.GATEWAY})
+    assert not any(p.requires for p in without)
+    with_gateway = monitoring.policies(deployed())
     assert [p.key for p in with_gateway if p.requires] == ["stream_gateway_down"]
-    note = [n for n in build_plan(config()).notes if "stream_gateway" in n]
-    assert note and "not deployed" in note[0]
+    assert monitoring.GATEWAY in {svc.name for svc in resources.SERVICES}
+    assert not [n for n in build_plan(config()).notes if "not deployed" in n]
+    [down] = [p for p in with_gateway if p.requires]
+    assert "container/instance_count" in json.dumps(down.render())
 
 
 def test_the_metrics_read_lines_the_code_writes() -> None:

@@ -389,6 +389,13 @@ EXPECTED_ROLES = {
     "at-admin-dead-letters": {HOLD},
     "at-admin-replay-dead-letters": {HOLD, ("roles/pubsub.publisher", "topic", "user-sync")},
     "at-admin-purge-dead-letters": {HOLD},
+    # The stream gateway (a service): Firestore, and user-sync for its trade_update and
+    # reconcile syncs; it is invoked by nobody (health probes come from Cloud Run itself).
+    "at-stream-gateway": {
+        ("roles/datastore.user", "project", ""),
+        ("roles/pubsub.publisher", "topic", "user-sync"),
+        ("roles/cloudkms.cryptoKeyDecrypter", "crypto-key", "tenant-credentials"),
+    },
     "at-push-invoker": {
         ("roles/run.invoker", "service", "publish_user_syncs"),
         ("roles/run.invoker", "service", "sync_user"),
@@ -504,6 +511,7 @@ def test_environment_comes_from_the_settings_module() -> None:
     assert "ALPACA_ALLOWED_BASE_URLS" not in env
     assert "VERTEX_AI_BASE_URL" not in env
     assert "SYNC_SCHEDULE" not in env
+    assert "RECONCILE_EVERY_TICKS" not in env
     assert env["CREDENTIALS_KEK_URI"] == (
         f"gcp-kms://projects/{PROJECT}/locations/{REGION}/keyRings/agenttrader"
         "/cryptoKeys/tenant-credentials"
@@ -514,7 +522,11 @@ def test_environment_comes_from_the_settings_module() -> None:
     for fn in resources.FUNCTIONS:
         if fn.name != "publish_user_syncs":
             assert env_of(plan, fn.name) == env
-    assert env_of(plan, "publish_user_syncs") == {**env, "SYNC_SCHEDULE": "market-hours"}
+    assert env_of(plan, "publish_user_syncs") == {
+        **env,
+        "SYNC_SCHEDULE": "market-hours",
+        "RECONCILE_EVERY_TICKS": str(defaults.reconcile_every_ticks),
+    }
 
 
 def test_publish_user_syncs_follows_market_hours_by_default_and_always_on_request() -> None:
@@ -779,6 +791,36 @@ def test_request_logs_of_successful_syncs_are_not_ingested_failed_ones_are() -> 
     assert f"{FINGERPRINT_KEY}=" in fields["description"]
 
 
+def test_the_stream_gateway_is_a_cloud_run_service_with_its_own_identity() -> None:
+    plan = make_plan(service_digests=(("stream-gateway", "c0ffee"),))
+    staged = plan.step("service-source", ".local/deploy/stream-gateway")
+    service = plan.step("service", "stream-gateway")
+    kinds = [s.kind for s in plan.steps]
+    assert kinds.index("service-source") + 1 == kinds.index("service")
+    assert staged.create[-1] == "--stage=stream-gateway" and staged.check is None
+    deploy = service.create
+    assert deploy[:4] == ("gcloud", "run", "deploy", "stream-gateway")
+    assert one(deploy, "source") == ".local/deploy/stream-gateway"
+    assert "--no-cpu-throttling" in deploy  # CPU always allocated
+    assert int(one(deploy, "min-instances")) >= 1
+    assert one(deploy, "service-account") == f"at-stream-gateway@{PROJECT}.iam.gserviceaccount.com"
+    assert "--no-allow-unauthenticated" in deploy and one(deploy, "ingress") == "internal"
+    for probe in ("startup-probe", "liveness-probe"):
+        assert one(deploy, probe).startswith("httpGet.path=/healthz,httpGet.port=8080")
+    env = dict(pair.split("=", 1) for pair in one(deploy, "set-env-vars").split(","))
+    assert env["GOOGLE_CLOUD_PROJECT"] == PROJECT and "SYNC_SCHEDULE" not in env
+    other = make_plan(service_digests=(("stream-gateway", "beef"),)).step(
+        "service", "stream-gateway"
+    )
+    assert isinstance(service.probe, Fingerprinted) and isinstance(other.probe, Fingerprinted)
+    assert service.probe.value != other.probe.value  # new source: redeployed
+    assert (
+        make_plan().step("service", "stream-gateway").probe
+        == make_plan().step("service", "stream-gateway").probe
+    )
+    assert env["CREDENTIALS_KEK_URI"].startswith("gcp-kms://")  # it opens sealed credentials
+
+
 # --- credentials: the KEK and the OAuth client secret -----------------------------------------
 
 KEY = ("gcloud", "kms", "keys")
@@ -812,16 +854,18 @@ def test_the_kek_is_a_rotated_key_in_the_deployment_region() -> None:
     assert order[0] < order[1] < min(grants) and max(grants) < first_function
 
 
-def test_only_the_worker_decrypts_and_only_the_sealers_encrypt() -> None:
+def test_only_the_openers_decrypt_and_only_the_sealers_encrypt() -> None:
     plan = make_plan()
     key = (*KEY, "add-iam-policy-binding", "tenant-credentials", *KEK_WHERE)
     member = f"serviceAccount:at-{{}}@{PROJECT}.iam.gserviceaccount.com".format
-    assert bound(plan, "roles/cloudkms.cryptoKeyDecrypter", member("sync-user"), key)
+    for opener in ("sync-user", "stream-gateway"):
+        assert bound(plan, "roles/cloudkms.cryptoKeyDecrypter", member(opener), key)
     for sealer in ("on-alpaca-secret-written", "connect-alpaca"):
         assert bound(plan, "roles/cloudkms.cryptoKeyEncrypter", member(sealer), key)
     kms = [g for g in iam.grants() if g.role.startswith("roles/cloudkms.")]
     assert {(g.principal, g.role) for g in kms} == {
         ("at-sync-user", "roles/cloudkms.cryptoKeyDecrypter"),
+        ("at-stream-gateway", "roles/cloudkms.cryptoKeyDecrypter"),
         ("at-on-alpaca-secret-written", "roles/cloudkms.cryptoKeyEncrypter"),
         ("at-connect-alpaca", "roles/cloudkms.cryptoKeyEncrypter"),
     }
@@ -831,14 +875,14 @@ def test_only_the_worker_decrypts_and_only_the_sealers_encrypt() -> None:
     assert len(principals) == len(set(principals))
 
 
-def test_a_service_kek_user_is_granted_its_role_on_the_key_only(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The stream gateway's hook: an account added to SERVICE_KEK_USERS decrypts, nothing more."""
-    monkeypatch.setattr(
-        resources, "SERVICE_KEK_USERS", (("at-stream-gateway", resources.KekUse.DECRYPT),)
-    )
-    [gateway] = [g for g in iam.grants() if g.principal == "at-stream-gateway"]
+def test_the_stream_gateway_opens_credentials_and_holds_no_other_kms_role() -> None:
+    """The gateway decrypts (to authenticate a tenant's stream) on the key alone, never seals."""
+    assert resources.STREAM_GATEWAY.kek is resources.KekUse.DECRYPT
+    [gateway] = [
+        g
+        for g in iam.grants()
+        if g.principal == "at-stream-gateway" and g.role.startswith("roles/cloudkms.")
+    ]
     assert (gateway.role, gateway.scope, gateway.resource) == (
         "roles/cloudkms.cryptoKeyDecrypter",
         iam.Scope.CRYPTO_KEY,

@@ -27,6 +27,7 @@ DEV_ONLY_DIRS = (
     "infra",
     "docs",
     "console/web",
+    "stream_gateway",
     "node_modules",
     ".venv",
     ".git",
@@ -34,7 +35,8 @@ DEV_ONLY_DIRS = (
     ".local",
 )
 """Directories never uploaded: the tools, tests, docs, the console's web page (Firebase
-Hosting; the console's callables are uploaded), and local state."""
+Hosting; the console's callables are uploaded), the stream gateway (a Cloud Run service of its
+own), and local state."""
 
 DEPLOY_FILES = {"main.py", "requirements.txt"}
 """The top-level files the Python builder reads: the entry points and the dependencies."""
@@ -341,3 +343,54 @@ def test_every_uploaded_package_is_one_main_imports(
         if path.is_relative_to(upload)
     }
     assert uploaded <= from_upload, f"uploaded, never imported: {uploaded - from_upload}"
+
+
+# The stream gateway: a service built from a staged copy of its own source.
+
+IMPORT_GATEWAY = IMPORT_MAIN.replace("import main\n", "import stream_gateway.__main__ as main\n")
+
+
+def test_a_service_stages_the_core_its_package_and_how_to_start_it(tmp_path: Path) -> None:
+    files = source.service_files("stream_gateway")
+    tops = {f.split("/", 1)[0] for f in files}
+    assert tops == {"agenttrader", "stream_gateway", "requirements.txt"}
+    assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
+    staged = source.stage("stream_gateway", tmp_path / "gateway")
+    assert set(staged) == {*files, "Procfile", ".python-version"}
+    assert (tmp_path / "gateway" / "Procfile").read_text() == "web: python -m stream_gateway\n"
+    assert "stream_gateway" not in {f.split("/", 1)[0] for f in source.upload_files()}
+
+
+def test_the_staged_gateway_imports_from_the_staged_files_alone(tmp_path: Path) -> None:
+    staged = tmp_path / "gateway"
+    source.stage("stream_gateway", staged)
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", IMPORT_GATEWAY, str(staged)],
+        cwd=staged,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules = json.loads(result.stdout)["modules"]
+    project = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    ours = {
+        name: path
+        for name, path in modules.items()
+        if isinstance(path, str) and name.partition(".")[0] in project
+    }
+    assert ours and all(
+        Path(path).resolve().is_relative_to(staged.resolve()) for path in ours.values()
+    )
+    assert {name.partition(".")[0] for name in ours} <= {"agenttrader", "stream_gateway"}
+
+
+def test_the_service_digest_follows_its_source_only(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=NOT_COPIED)
+    before = source.service_digest("stream_gateway", tree)
+    (tree / "publisher" / "tick.py").write_text("# another role changed\n")
+    assert source.service_digest("stream_gateway", tree) == before
+    (tree / "stream_gateway" / "gateway.py").write_text("# the gateway changed\n")
+    assert source.service_digest("stream_gateway", tree) != before

@@ -11,8 +11,11 @@ from devtools.localstack import demo
 from devtools.localstack.view import (
     ComponentRow,
     DeadLetterDepth,
+    OrderRow,
     StackState,
     TenantRow,
+    gateway_detail,
+    order_row,
     render,
     render_line,
     screen,
@@ -209,3 +212,39 @@ def test_env_file_round_trip_and_latest(tmp_path: Path) -> None:
     assert demo.latest_env_file(tmp_path) == path
     path.unlink()
     assert demo.latest_env_file(tmp_path) == older / demo.ENV_FILE
+
+
+def test_the_streams_show_per_gateway_and_each_fill_with_how_fast_it_was_stored() -> None:
+    health = {"streaming": 3, "buckets": list(range(32)), "events_per_second": 0.4, "events": 12}
+    detail = gateway_detail({**health, "connection_attempts": 4})
+    assert detail == "streams 3 tenants · buckets 32 · 0.4 events/s · events 12 · connects 4"
+    fill = OrderRow(
+        "demo-healthy-1", "fill", "AAPL", "3", "3", ago(2), ago(2) + timedelta(seconds=0.25)
+    )
+    text = render(
+        state(
+            components=(ComponentRow("stream gateway 1", "http://127.0.0.1:1/healthz", detail),),
+            orders=(fill,),
+        )
+    )
+    assert "streams 3 tenants" in line_of(text, "stream gateway 1")
+    line = line_of(text, "AAPL")
+    assert "demo-healthy-1" in line and "fill" in line and "3/3" in line and "0.25s" in line
+    assert "none yet" in render(state(orders=()))
+    assert "stream gateway 1 streams 3" in render_line(
+        state(components=(ComponentRow("stream gateway 1", "x", detail),))
+    )
+
+
+def test_an_order_document_becomes_a_row() -> None:
+    row = order_row(
+        "u1",
+        {
+            "event": "partial_fill",
+            "order": {"symbol": "KO", "filled_qty": "2", "qty": "5"},
+            "eventAt": ago(3),
+            "updatedAt": ago(2),
+        },
+    )
+    assert row == OrderRow("u1", "partial_fill", "KO", "2", "5", ago(3), ago(2))
+    assert order_row("u2", {"order": "not a map"}).symbol == "?"

@@ -7,12 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agenttrader import paths
-from publisher import roster, roster_layout, roster_upkeep
-from publisher.roster_layout import SHARD_CAPACITY, shard_of, shards_for, shards_in
-from publisher.roster_read import Roster, merge
-from publisher.roster_upkeep import ShardPlan, plan, survey
-from publisher.roster_verdict import (
+from agenttrader import paths, roster_layout
+from agenttrader.roster_layout import SHARD_CAPACITY, shard_of, shards_for, shards_in
+from agenttrader.roster_read import Roster, merge
+from agenttrader.roster_verdict import (
     ELIGIBLE,
     GONE,
     MEMBER,
@@ -23,6 +21,8 @@ from publisher.roster_verdict import (
     micros,
     verdict,
 )
+from publisher import roster, roster_upkeep
+from publisher.roster_upkeep import ShardPlan, plan, survey
 
 AT = datetime(2026, 11, 27, 14, 30, 0, 123456, tzinfo=UTC)
 NOW = micros(AT)

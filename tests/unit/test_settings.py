@@ -81,6 +81,7 @@ _VARIABLES: dict[str, tuple[str, str, object]] = {
         "https://paper-api.alpaca.markets",
     ),
     "keys_debounce_seconds": ("KEYS_DEBOUNCE_SECONDS", "2.5", 2.5),
+    "reconcile_every_ticks": ("RECONCILE_EVERY_TICKS", "3", 3),
 }
 
 _EMULATOR_DEFAULTS = {"firestore_emulator_host", "firebase_auth_emulator_host"}
@@ -170,6 +171,9 @@ def test_extra_urls_only_add_to_the_official_ones() -> None:
         ("FANOUT_MESSAGES_PER_REQUEST", "ten"),
         ("KEYS_DEBOUNCE_SECONDS", "0"),
         ("KEYS_DEBOUNCE_SECONDS", "later"),
+        ("RECONCILE_EVERY_TICKS", "0"),
+        ("RECONCILE_EVERY_TICKS", "-2"),
+        ("RECONCILE_EVERY_TICKS", "five"),
     ],
 )
 def test_bad_numbers_name_the_variable(name: str, raw: str) -> None:

@@ -10,8 +10,8 @@ from agenttrader.messages import Reason
 from agenttrader.snapshot import Stale
 from sync_worker.worker import STALE_RESULTS, Result, skips_for_kill_switch
 
-SWITCHED = [Reason.SCHEDULE]
-"""Reasons a kill-switch that is not on skips."""
+SWITCHED = [Reason.SCHEDULE, Reason.TRADE_UPDATE, Reason.RECONCILE]
+"""Reasons a kill-switch that is not on skips: the scheduled syncs and the stream gateway's."""
 RUN_ANYWAY = [Reason.FIRST_SYNC, Reason.MANUAL, Reason.REPLAY]
 """Reasons that sync whatever the kill-switch says (a replay counts by its original reason)."""
 

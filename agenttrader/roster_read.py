@@ -1,7 +1,7 @@
 """Reading the roster: the shard documents at one read time, merged into what a tick needs.
 
 A user's verdict is its greatest entry over every shard document (an entry may sit in a shard
-it no longer belongs in until the upkeep moves it; see :mod:`publisher.roster_layout`). The
+it no longer belongs in until the upkeep moves it; see :mod:`agenttrader.roster_layout`). The
 shards are read at the marker's read time, so the whole roster is one consistent snapshot
 however many requests it takes, and the same snapshot can be read again later (Firestore
 keeps an hour of versions): a fan-out that stopped midway resumes shard by shard over exactly
@@ -21,7 +21,9 @@ from functools import cached_property
 from itertools import chain
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from publisher.roster_verdict import ELIGIBLE, MEMBER
+from agenttrader.paths import ROSTER_DOC, roster_shard_doc
+from agenttrader.roster_layout import shards_in
+from agenttrader.roster_verdict import ELIGIBLE, MEMBER
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -116,8 +118,6 @@ def get_maps(
 
 def get_shards(db: firestore.Client, shards: int, read_time: datetime | None) -> list[Shard]:
     """Shards ``0 .. shards - 1`` as a tick keeps them (a missing one is empty)."""
-    from agenttrader.paths import roster_shard_doc
-
     names = [roster_shard_doc(k) for k in range(shards)]
     found = batch_get(db, names, read_time, _shard)
     return [found.get(name) or ({}, {}) for name in names]
@@ -206,3 +206,13 @@ def merge(shards: Sequence[Shard], read_time: datetime | None = None) -> Roster:
                 best_keys[uid] = version
     members += sum(1 for uid, index in winners.items() if held[index][uid] & MEMBER)
     return Roster(members, len(seen), read_time, held, versions, winners, best_keys)
+
+
+def read(db: firestore.Client, read_time: datetime | None = None) -> Roster | None:
+    """The roster (at ``read_time`` if given: within the last hour), or ``None`` when it was
+    never built (``ops/roster`` missing)."""
+    marker = db.document(ROSTER_DOC).get(read_time=read_time)
+    if not marker.exists:
+        return None
+    at = read_time or marker.read_time
+    return merge(get_shards(db, shards_in(marker.to_dict() or {}), at), at)
