@@ -44,6 +44,7 @@ def main() -> int:
     try:
         settings = Settings.from_env()
         config = GatewayConfig.from_env(os.environ)
+        settings.credentials_kek()  # it opens credentials: no KEK, no start (naming it)
     except ValueError as err:
         print(f"stream gateway: {err}", file=sys.stderr)
         return 2

@@ -51,3 +51,19 @@ def test_every_variable_is_read() -> None:
 def test_malformed_values_name_the_variable(name: str, raw: str) -> None:
     with pytest.raises(ValueError, match=name):
         GatewayConfig.from_env({name: raw})
+
+
+def test_the_gateway_refuses_to_start_without_its_kek(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream_gateway.__main__ import main
+
+    for name in ("FIRESTORE_EMULATOR_HOST", "CREDENTIALS_KEK_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "acme-trading")
+    assert main() == 2
+    assert "CREDENTIALS_KEK_URI" in capsys.readouterr().err
+    monkeypatch.setenv("STREAM_PING_SECONDS", "0")  # a bad setting of its own: named too
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")
+    assert main() == 2
+    assert "STREAM_PING_SECONDS" in capsys.readouterr().err
