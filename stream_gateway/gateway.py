@@ -23,7 +23,9 @@ it also asks :class:`~stream_gateway.syncs.Coalescer` whether a ``trade_update``
 now or at the end of the tenant's interval. Every listen that succeeds publishes a
 ``reconcile`` sync. A refusal of the credentials is recorded in ``users/{uid}/status/stream``
 and a ``reconcile`` sync lets the worker check the keys with Alpaca and record them as it
-records bad keys; a stream held elsewhere is recorded there too (once).
+records bad keys; a stream held elsewhere is recorded there too (once). An instance that starts
+streaming a tenant reads that record once: keys refused before (same keys version) are not
+tried again, and a state another instance left is set back to ``live`` once the stream listens.
 """
 
 from __future__ import annotations
