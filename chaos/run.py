@@ -104,7 +104,11 @@ def chaos_env(hosts: dict[str, str], project: str, simulator: AlpacaSimulator) -
 
 class Tap:
     """A subscription of the run's own on ``topic``: sees every message published from its
-    creation on, whatever the pipeline's subscriptions do with them."""
+    creation on, whatever the pipeline's subscriptions do with them. Pulled with short
+    synchronous pulls on a thread of its own, not a streaming pull: a streaming pull stalls
+    for about a minute after the emulator was paused (SIGSTOP), which held every settle."""
+
+    PULL_SECONDS = 2.0
 
     def __init__(self, project: str, topic: str, name: str) -> None:
         self._subscriber = pubsub_v1.SubscriberClient()
@@ -114,29 +118,51 @@ class Tap:
         )
         self._lock = threading.Lock()
         self._messages: dict[str, Message] = {}
-        self._future: Any = self._subscriber.subscribe(self._path, self._on_message)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tap-{name}", daemon=True)
+        self._thread.start()
 
-    def _on_message(self, message: Any) -> None:
-        with self._lock:
-            self._messages.setdefault(
-                message.message_id,
-                Message(
-                    message.message_id,
-                    bytes(message.data),
-                    dict(message.attributes),
-                    message.publish_time,
-                ),
-            )
-        message.ack()
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = self._subscriber.pull(
+                    request={"subscription": self._path, "max_messages": 500},
+                    timeout=self.PULL_SECONDS,
+                    retry=None,
+                )
+            except Exception:  # noqa: BLE001 - deadline, unavailable while paused: pull again
+                time.sleep(0.1)
+                continue
+            received = list(response.received_messages)
+            with self._lock:
+                for item in received:
+                    message = item.message
+                    self._messages.setdefault(
+                        message.message_id,
+                        Message(
+                            message.message_id,
+                            bytes(message.data),
+                            dict(message.attributes),
+                            message.publish_time,
+                        ),
+                    )
+            if received:
+                with contextlib.suppress(Exception):  # redelivered: deduplicated by id
+                    self._subscriber.acknowledge(
+                        request={
+                            "subscription": self._path,
+                            "ack_ids": [item.ack_id for item in received],
+                        },
+                        timeout=self.PULL_SECONDS,
+                    )
 
     def messages(self) -> dict[str, Message]:
         with self._lock:
             return dict(self._messages)
 
     def stop(self) -> None:
-        self._future.cancel()
-        with contextlib.suppress(Exception):  # a cancelled stream ends with an error
-            self._future.result(timeout=10)
+        self._stop.set()
+        self._thread.join(timeout=10)
         self._subscriber.close()
 
 
@@ -565,6 +591,7 @@ def run_chaos(
             hung=sum(sim.requests_for(run.key_ids[u]) for u in run.plan.with_fault(Fault.TIMEOUT)),
         )
         replay = run.heal_and_replay(env[emulators.PUBSUB.env_var])
+        run.timeline.mark("replayed")
         settled.append(run.settle(bridge, user_tap, dead_tap))
         run.timeline.mark("replay settled")
         run.wait_for_rollups()
