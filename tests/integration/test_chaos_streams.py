@@ -13,9 +13,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.timeout(300)
 def test_stream_chaos_keeps_every_invariant() -> None:
-    result = run(
-        tenants=30, instances=3, timeline=Timeline(kill_at=8.0, drop_at=30.0, end_at=36.0)
-    )
+    result = run(tenants=30, instances=3, timeline=Timeline(kill_at=8.0, drop_at=30.0, end_at=36.0))
     text, ok = report(result)
     print(text)
     assert result["killed_held"] > 0, text  # the SIGKILLed instance held tenants
