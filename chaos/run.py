@@ -105,8 +105,8 @@ def chaos_env(hosts: dict[str, str], project: str, simulator: AlpacaSimulator) -
 class Tap:
     """A subscription of the run's own on ``topic``: sees every message published from its
     creation on, whatever the pipeline's subscriptions do with them. Pulled with short
-    synchronous pulls on a thread of its own, not a streaming pull: a streaming pull stalls
-    for about a minute after the emulator was paused (SIGSTOP), which held every settle."""
+    synchronous pulls on a thread of its own, deduplicated by message id, so a paused
+    emulator (SIGSTOP) costs it at most a pull's deadline and a redelivery."""
 
     PULL_SECONDS = 2.0
 
