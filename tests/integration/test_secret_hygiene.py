@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,13 +21,13 @@ from google.cloud import firestore, pubsub_v1
 
 from agenttrader import paths, topology
 from agenttrader.deps import set_deps
-from agenttrader.logs import CloudLoggingFormatter
 from agenttrader.messages import Reason, SyncRequest
 from devtools.localstack.stack import LocalStack
 from devtools.simulator import AlpacaSimulator, Scenario
 from devtools.topology import apply_topology
 from tests.callable_fixtures import REPO_ROOT, FakeTokens, call, functions_framework_client
 from tests.database_scan import every_document
+from tests.log_capture import json_log_lines
 from tests.pipeline_fixtures import doc, pull, seed_user, wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,16 +35,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def captured_logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(CloudLoggingFormatter())
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)  # libraries' debug lines too: urllib3, grpc, werkzeug
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(previous)
+    with json_log_lines() as lines:  # libraries' debug lines too: urllib3, grpc, werkzeug
+        yield lines
 
 
 TOKEN_ENDPOINT = "/oauth/token"

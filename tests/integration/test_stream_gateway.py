@@ -322,20 +322,11 @@ FRAGMENT = 10
 def test_no_credential_in_logs_health_documents_or_messages(
     pipeline_deps: Deps, db: firestore.Client, simulator: AlpacaSimulator, project: str
 ) -> None:
-    import io
-    import logging
-
-    from agenttrader.logs import CloudLoggingFormatter
     from tests.database_scan import every_document
+    from tests.log_capture import json_log_lines
 
-    captured = io.StringIO()
-    handler = logging.StreamHandler(captured)
-    handler.setFormatter(CloudLoggingFormatter())
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)  # websockets logs its frames at DEBUG: the auth one too
-    try:
+    # DEBUG: websockets logs its frames there, the auth one too.
+    with json_log_lines() as captured:
         tenants = seed(simulator, db, 2)
         seen: list[str] = []
         with GatewayThread(pipeline_deps) as gateway:
@@ -350,9 +341,6 @@ def test_no_credential_in_logs_health_documents_or_messages(
             seen.append(json.dumps(gateway.health()))
             healthz = f"http://127.0.0.1:{gateway.config.port}/healthz"
             seen.append(requests.get(healthz, timeout=5).text)
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
     seen.append(captured.getvalue())
     # Every document but the secrets themselves (seeded in plain text here, as a client
     # writes them before the trigger seals them), every message the gateway published.

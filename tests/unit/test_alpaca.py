@@ -6,7 +6,6 @@ servers; the scenario tests run it against the Alpaca simulator.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
@@ -50,6 +49,7 @@ from agenttrader.errors import (
 from agenttrader.settings import OFFICIAL_ALPACA_BASE_URLS
 from devtools.emulators import free_port
 from devtools.simulator import REGULAR, AlpacaSimulator, ClockSetting, Scenario
+from tests.log_capture import json_log_lines
 
 KEY_ID = "PKTESTKEY0123456789A"
 SECRET = "sEcReT-value-0123456789abcdefghijklmnopq"
@@ -416,20 +416,15 @@ def test_an_oauth_client_is_guarded_like_a_keys_client(
 
 
 def test_alpaca_errors_scopes_an_oauth_token() -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.CloudLoggingFormatter())
-    logger = logging.getLogger("agenttrader.test.alpaca_errors_oauth")
-    logger.addHandler(handler)
-    logger.propagate = False
+    name = "agenttrader.test.alpaca_errors_oauth"
     token = OAuthToken(access_token="lowercase-token-without-any-pattern", base_url=PAPER)
-    try:
-        with pytest.raises(AlpacaTimeout), alpaca_errors(token):
-            logger.warning("calling with %s", token.access_token)
-            raise requests.ReadTimeout(f"timed out {token.access_token}")
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
+    with (
+        json_log_lines(logging.WARNING, name) as stream,
+        pytest.raises(AlpacaTimeout),
+        alpaca_errors(token),
+    ):
+        logging.getLogger(name).warning("calling with %s", token.access_token)
+        raise requests.ReadTimeout(f"timed out {token.access_token}")
 
     assert token.access_token not in stream.getvalue()
     assert token.access_token not in repr(token)
@@ -582,21 +577,13 @@ def test_translate_reraises_what_it_does_not_know() -> None:
 
 
 def test_alpaca_errors_translates_and_scopes_the_keys() -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.CloudLoggingFormatter())
     logger = logging.getLogger("agenttrader.test.alpaca_errors")
-    logger.addHandler(handler)
-    logger.propagate = False
     keys = _keys(secret="lower-case-secret-no-pattern")
-    try:
+    with json_log_lines(logging.WARNING, logger.name) as stream:
         with pytest.raises(AlpacaTimeout) as info, alpaca_errors(keys):
             logger.warning("about to call with %s", keys.secret_key)
             raise requests.ReadTimeout(f"timed out {keys.secret_key}")
         logger.warning("after %s", keys.secret_key)
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
 
     inside, after = stream.getvalue().splitlines()
     assert "lower-case-secret-no-pattern" not in inside
@@ -621,14 +608,9 @@ def simulator() -> Iterator[AlpacaSimulator]:
 def captured_logs(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], str]]:
     """Everything logged, ours and the libraries', DEBUG up: the raw records (caplog's plain
     formatter, no redaction) and the lines our JSON formatter writes."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.CloudLoggingFormatter())
-    root.addHandler(handler)
     caplog.set_level(logging.DEBUG)
-    yield lambda: stream.getvalue() + caplog.text
-    root.removeHandler(handler)
+    with json_log_lines() as stream:
+        yield lambda: stream.getvalue() + caplog.text
 
 
 def _sim_client(

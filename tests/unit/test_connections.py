@@ -5,7 +5,6 @@ Alpaca simulator's ``/oauth/token``, with nothing secret in an error or a log li
 from __future__ import annotations
 
 import io
-import logging
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -24,12 +23,12 @@ from accounts.alpaca_oauth import (
     failure_for,
 )
 from accounts.connections import ConnectRequest, parse_connect
-from agenttrader import logs
 from agenttrader.callable import CallableError, Status
 from agenttrader.settings import OFFICIAL_ALPACA_BASE_URLS
 from devtools.emulators import free_port
 from devtools.simulator import AlpacaSimulator
 from devtools.simulator.oauth import OAuthApp
+from tests.log_capture import json_log_lines
 
 PAPER, LIVE = OFFICIAL_ALPACA_BASE_URLS
 LOCAL = "http://127.0.0.1:8765"
@@ -174,16 +173,8 @@ def app(sim: AlpacaSimulator) -> OAuthApp:
 
 @pytest.fixture
 def logged() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.CloudLoggingFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.DEBUG)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
+    with json_log_lines() as lines:
+        yield lines
 
 
 def _client(sim: AlpacaSimulator, app: OAuthApp, secret: str | None = None) -> OAuthClient:

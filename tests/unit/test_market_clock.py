@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agenttrader import logs, market_clock
+from agenttrader import market_clock
 from agenttrader.credentials import AlpacaKeys
 from agenttrader.deps import Deps
 from agenttrader.errors import AlpacaUnavailable
@@ -32,6 +32,7 @@ from agenttrader.market_clock import (
 from agenttrader.messages import Reason, SyncRequest
 from agenttrader.paths import MARKET_CLOCK_DOC
 from agenttrader.settings import Settings, SyncSchedule
+from tests.log_capture import json_log_lines
 
 MARKET = SyncSchedule.MARKET_HOURS
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # a Tuesday, 10:00 in New York
@@ -279,16 +280,8 @@ class _FakeClient:
 
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.CloudLoggingFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
+    with json_log_lines(logging.INFO) as lines:
+        yield lines
 
 
 def test_refresh_stores_the_clock_and_nothing_of_the_tenant() -> None:
