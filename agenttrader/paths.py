@@ -45,6 +45,13 @@ def validate_uid(uid: object) -> str:
     return uid
 
 
+def valid_uid(value: object) -> str | None:
+    """``value`` if it can name a user document (:func:`validate_uid`), else ``None``."""
+    if not isinstance(value, str) or not _UID.fullmatch(value) or is_reserved_id(value):
+        return None
+    return value
+
+
 def user_doc(uid: str) -> str:
     return f"{USERS}/{validate_uid(uid)}"
 

@@ -25,7 +25,7 @@ from agenttrader.errors import RetryableError
 from agenttrader.events import DocumentChange, PubsubDelivery
 from agenttrader.firestore_io import TRANSIENT
 from agenttrader.logs import get_logger
-from agenttrader.paths import parse_user_document, validate_uid
+from agenttrader.paths import parse_user_document, valid_uid
 
 log = get_logger(__name__)
 
@@ -59,7 +59,7 @@ def for_message(delivery: PubsubDelivery) -> AbstractContextManager[None]:
     """:func:`redelivered_when_transient` for a Pub/Sub push: the message id, the delivery
     attempt and the ``uid`` attribute (when it names a user)."""
     return redelivered_when_transient(
-        uid=_valid_uid(delivery.attributes.get("uid")),
+        uid=valid_uid(delivery.attributes.get("uid")),
         message_id=delivery.message_id,
         delivery_attempt=delivery.delivery_attempt,
     )
@@ -78,8 +78,3 @@ def _warn(message: str, error_class: str, labels: dict[str, Any]) -> None:
     log.warning(message, error_class=error_class, **labels)
 
 
-def _valid_uid(value: str | None) -> str | None:
-    try:
-        return validate_uid(value) if value else None
-    except ValueError:
-        return None

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from agenttrader.deadletter import SOURCE_WORKER
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.paths import validate_uid
+from agenttrader.paths import valid_uid
 from console.hold import HoldSubscription, Lease, Received, leased
 
 SOURCE_DELIVERY_LIMIT = "delivery-limit"
@@ -140,7 +140,7 @@ def decode(message: Any) -> DeadLetter:
         message_id=str(message.message_id),
         published_at=message.publish_time,
         source=source,
-        uid=request.uid if request is not None else _uid(attributes.get("uid")),
+        uid=request.uid if request is not None else valid_uid(attributes.get("uid")),
         error_class=error_class,
         error=error,
         reason=request.reason.value if request is not None else attributes.get("reason"),
@@ -152,13 +152,6 @@ def decode(message: Any) -> DeadLetter:
 
 def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
-
-
-def _uid(value: str | None) -> str | None:
-    try:
-        return validate_uid(value) if value else None
-    except ValueError:
-        return None
 
 
 def parse_duration(text: str) -> timedelta:

@@ -272,7 +272,7 @@ def search_tenants(db: firestore.Client, text: str, *, page_size: int = PAGE_SIZ
     text = text.strip()
     users = db.collection(paths.USERS)
     batches: list[list[str]] = []
-    if _is_uid_prefix(text):
+    if paths.valid_uid(text) is not None:
         by_id = (
             users.where(filter=FieldFilter(FieldPath.document_id(), ">=", users.document(text)))
             .where(filter=FieldFilter(FieldPath.document_id(), "<", users.document(text + _HIGH)))
@@ -380,14 +380,6 @@ def _owners(refs: Sequence[Any], kind: tuple[str, str] | None) -> list[str]:
     if kind is None:
         return [ref.id for ref in refs]
     return [uid for ref in refs if (uid := paths.owner_of(ref.path, kind)) is not None]
-
-
-def _is_uid_prefix(text: str) -> bool:
-    try:
-        paths.validate_uid(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -63,11 +63,7 @@ class Grant:
 def grants() -> tuple[Grant, ...]:
     """Every binding, in the order they are applied (reads the topology at call time)."""
     out: list[Grant] = []
-    identities: list[resources.Function | resources.Service] = [
-        *resources.FUNCTIONS,
-        *resources.SERVICES,
-    ]
-    for fn in identities:
+    for fn in resources.identities():
         for role in fn.project_roles:
             out.append(Grant(fn.account_id, role, Scope.PROJECT, "", _ROLE_WHY[role]))
         for topic in fn.publishes:
@@ -170,11 +166,12 @@ _KEK_WHY = {
 def kek_grants() -> list[Grant]:
     """Who may use the credentials KEK, and for what: only its key, never the key ring or the
     project, and never both roles for one identity."""
-    users = [(fn.account_id, fn.kek) for fn in resources.FUNCTIONS if fn.kek is not None]
-    users += [(svc.account_id, svc.kek) for svc in resources.SERVICES if svc.kek is not None]
     return [
-        Grant(account, use.value, Scope.CRYPTO_KEY, resources.KEK_KEY, _KEK_WHY[use])
-        for account, use in users
+        Grant(
+            user.account_id, user.kek.value, Scope.CRYPTO_KEY, resources.KEK_KEY, _KEK_WHY[user.kek]
+        )
+        for user in resources.identities()
+        if user.kek is not None
     ]
 
 

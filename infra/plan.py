@@ -92,9 +92,7 @@ class DeployConfig:
 
 def deployed() -> frozenset[str]:
     """The functions and services this deployment holds (what monitoring may watch)."""
-    return frozenset(
-        [*(f.name for f in resources.FUNCTIONS), *(svc.name for svc in resources.SERVICES)]
-    )
+    return frozenset(user.name for user in resources.identities())
 
 
 def policy_var(policy: monitoring.AlertPolicy) -> str:
@@ -126,6 +124,7 @@ def build_plan(config: DeployConfig) -> Plan:
     settings = config.settings()
     _validate_topology(settings)
     p = _Planner(config, settings)
+    active = monitoring.policies(deployed())
     return Plan(
         project=config.project,
         region=config.region,
@@ -151,7 +150,7 @@ def build_plan(config: DeployConfig) -> Plan:
             *(
                 f"Alert policy {policy.display_name} waits for {policy.requires}, not deployed"
                 for policy in monitoring.ALERT_POLICIES
-                if policy.requires and policy.requires not in deployed()
+                if policy not in active
             ),
         ),
     )

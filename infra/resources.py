@@ -307,6 +307,13 @@ STREAM_GATEWAY = Service(
 SERVICES: tuple[Service, ...] = (STREAM_GATEWAY,)
 """Services besides the functions: always-allocated CPU, at least ``min_instances`` running."""
 
+
+def identities() -> tuple[Function | Service, ...]:
+    """Every function and service: what runs under an account of its own (read at call
+    time, so a test's replacement of either tuple is seen)."""
+    return (*FUNCTIONS, *SERVICES)
+
+
 PUSH_INVOKER = "at-push-invoker"
 """Identity of every push delivery: Pub/Sub push subscriptions and the Eventarc trigger."""
 BUILD_ACCOUNT = "at-build"

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from agenttrader import audit, paths
@@ -39,7 +38,7 @@ from agenttrader.credentials import (
 from agenttrader.errors import CredentialsTampered, PermanentError
 from agenttrader.firestore_io import add_set_fields
 from agenttrader.keys_version import stored_version
-from operations.tenants import user_ids
+from operations.tenants import batches, user_ids
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -105,31 +104,17 @@ class Report:
         }
 
 
-def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 def secrets_documents(db: firestore.Client, ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
     """``(uid, snapshot)`` of every existing ``users/{uid}/secrets/alpaca``, read in batches;
     ids that cannot be a uid are skipped."""
-    valid = (uid for uid in ids if _is_uid(uid))
-    for batch in _batches(valid, READ_BATCH):
+    valid = (uid for uid in ids if paths.valid_uid(uid) is not None)
+    for batch in batches(valid, READ_BATCH):
         refs = [db.document(paths.alpaca_secret_doc(uid)) for uid in batch]
         found = {snap.reference.path: snap for snap in db.get_all(refs)}
         for uid, ref in zip(batch, refs, strict=True):
             snapshot = found.get(ref.path)
             if snapshot is not None and snapshot.exists:
                 yield uid, snapshot
-
-
-def _is_uid(value: str) -> bool:
-    try:
-        paths.validate_uid(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _commit_guarded(db: firestore.Client, write: Callable[[Any], None]) -> bool:

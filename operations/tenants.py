@@ -52,7 +52,8 @@ def user_ids(db: firestore.Client) -> Iterator[str]:
         yield ref.id
 
 
-def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
@@ -101,12 +102,12 @@ def find_missing(
 
     def candidates() -> Iterator[str]:
         for uid in ids:
-            try:
-                yield paths.validate_uid(uid)
-            except ValueError:
+            if paths.valid_uid(uid) is None:
                 report.skipped.append(uid)
+            else:
+                yield uid
 
-    for batch in _batches(candidates(), AUTH_BATCH):
+    for batch in batches(candidates(), AUTH_BATCH):
         known = existing(batch)
         report.checked += len(batch)
         for uid in batch:
@@ -139,7 +140,7 @@ def prune(
         return report
     if not confirm(report.missing):
         return None
-    for batch in _batches(report.missing, AUTH_BATCH):
+    for batch in batches(report.missing, AUTH_BATCH):
         back = existing(batch)  # checked again: a long confirmation may have let one return
         report.spared.extend(uid for uid in batch if uid in back)
         for uid in batch:
