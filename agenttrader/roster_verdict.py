@@ -49,10 +49,12 @@ def read_micros(value: int) -> int:
     return value >> 2
 
 
+_HORIZON_MICROS = int(TOMBSTONE_HORIZON.total_seconds()) * 1_000_000
+
+
 def expired(value: int, now_micros: int) -> bool:
     """Whether ``value`` is a tombstone older than ``TOMBSTONE_HORIZON`` at ``now_micros``."""
-    horizon = int(TOMBSTONE_HORIZON.total_seconds()) * 1_000_000
-    return state_of(value) == GONE and read_micros(value) < now_micros - horizon
+    return state_of(value) == GONE and read_micros(value) < now_micros - _HORIZON_MICROS
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,8 @@ class Survey:
     """Shard → users whose entry there belongs in another shard."""
     expired: dict[int, tuple[str, ...]] = field(default_factory=dict)
     """Shard → users whose tombstone there is past the horizon, held nowhere else."""
-
-    @property
-    def moving(self) -> frozenset[str]:
-        return frozenset(uid for uids in self.misplaced.values() for uid in uids)
+    moving: frozenset[str] = frozenset()
+    """Every user of :attr:`misplaced`."""
 
     def shards_to_rewrite(self) -> list[int]:
         """Shards with moves first (they keep the others from dropping), then by number."""
@@ -71,23 +69,26 @@ def survey(held: Sequence[Mapping[str, int]], now_micros: int, entries: int) -> 
     """The work on a roster of ``len(held)`` shards holding ``entries`` users, at
     ``now_micros`` (the server's time of the read)."""
     shards = len(held)
-    misplaced = {}
-    for index, members in enumerate(held):
-        # shard_of, inlined: this runs over every user of the roster.
-        wrong = tuple(uid for uid in members if crc32(uid.encode()) % shards != index)
+    misplaced: dict[int, tuple[str, ...]] = {}
+    candidates: dict[int, list[str]] = {}
+    for index, members in enumerate(held):  # one pass over every user of the roster
+        wrong, old = [], []
+        for uid, value in members.items():
+            if crc32(uid.encode()) % shards != index:  # shard_of, inlined
+                wrong.append(uid)
+            elif expired(value, now_micros):
+                old.append(uid)
         if wrong:
-            misplaced[index] = wrong
-    moving = {uid for uids in misplaced.values() for uid in uids}
-    stale = {}
-    for index, members in enumerate(held):
-        old = tuple(
-            uid
-            for uid, value in members.items()
-            if expired(value, now_micros) and uid not in moving
-        )
+            misplaced[index] = tuple(wrong)
         if old:
-            stale[index] = old
-    return Survey(shards_for(entries, shards), misplaced, stale)
+            candidates[index] = old
+    moving = frozenset(uid for uids in misplaced.values() for uid in uids)
+    stale = {
+        index: kept
+        for index, old in candidates.items()
+        if (kept := tuple(uid for uid in old if uid not in moving))
+    }
+    return Survey(shards_for(entries, shards), misplaced, stale, moving)
 
 
 @dataclass(frozen=True)
@@ -137,16 +138,17 @@ def maintain(db: firestore.Client, roster: Roster) -> Upkeep:
     if roster.read_time is None or not roster.held:
         return done
     deadline = time.monotonic() + UPKEEP_SECONDS
-    found = survey(roster.held, micros(roster.read_time), roster.entries)
     try:
-        if found.grow_to > roster.shards:
-            if grow(db, roster.shards, found.grow_to):
-                done.grown_to = found.grow_to
+        grow_to = shards_for(roster.entries, roster.shards)  # counts only: no scan
+        if grow_to > roster.shards:
+            if grow(db, roster.shards, grow_to):
+                done.grown_to = grow_to
                 log.info(
                     "roster grown",
-                    fields={"from": roster.shards, "to": found.grow_to, "users": roster.entries},
+                    fields={"from": roster.shards, "to": grow_to, "users": roster.entries},
                 )
             return done  # entries move under the new count, from the next tick's read
+        found = survey(roster.held, micros(roster.read_time), roster.entries)
         moving = found.moving
         for index in found.shards_to_rewrite()[:SHARDS_PER_UPKEEP]:
             if time.monotonic() > deadline:

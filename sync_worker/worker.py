@@ -238,11 +238,12 @@ class SyncWorker:
     def _fetch_with(
         self, request: SyncRequest, held: HeldKeys
     ) -> tuple[dict[str, Any], TradingClient, Credentials]:
-        """One Alpaca attempt; a success proves the keys unless the message is a scheduled
-        one (only proven or script-configured users are scheduled: nothing to read)."""
+        """One Alpaca attempt; a success proves the keys unless the message went only to the
+        roster's tenants (the schedule's, the stream gateway's: :data:`KILL_SWITCH_REASONS`;
+        they are proven or script-configured already: nothing to read on that hot path)."""
         client = self._deps.alpaca.for_user(held.credentials)
         state = fetch_account_state(client, held.credentials)
-        if request.reason is not Reason.SCHEDULE and held.version is not None:
+        if request.reason not in KILL_SWITCH_REASONS and held.version is not None:
             key_proof.prove(self._deps.firestore, request.uid, held.version)
         return state, client, held.credentials
 
