@@ -53,10 +53,14 @@ class GatewayConfig:
     def from_env(cls, env: Mapping[str, str]) -> GatewayConfig:
         """``ValueError`` naming the variable for anything malformed."""
         return cls(
-            port=int(_number(env, "PORT", 8080, 1, 65535)),
+            port=int(_number(env, "PORT", cls.port, 1, 65535)),
             health_host=env.get("STREAM_HEALTH_HOST", "").strip() or cls.health_host,
-            connects_per_second=_number(env, "STREAM_CONNECTS_PER_SECOND", 100.0, 0.1, 10_000),
-            connect_burst=int(_number(env, "STREAM_CONNECT_BURST", 50, 1, 10_000)),
-            coalesce_seconds=_number(env, "STREAM_SYNC_COALESCE_SECONDS", 1.0, 0.0, 60.0),
-            ping_seconds=_number(env, "STREAM_PING_SECONDS", 30.0, 1.0, 300.0),
+            connects_per_second=_number(
+                env, "STREAM_CONNECTS_PER_SECOND", cls.connects_per_second, 0.1, 10_000
+            ),
+            connect_burst=int(_number(env, "STREAM_CONNECT_BURST", cls.connect_burst, 1, 10_000)),
+            coalesce_seconds=_number(
+                env, "STREAM_SYNC_COALESCE_SECONDS", cls.coalesce_seconds, 0.0, 60.0
+            ),
+            ping_seconds=_number(env, "STREAM_PING_SECONDS", cls.ping_seconds, 1.0, 300.0),
         )

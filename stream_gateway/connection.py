@@ -50,7 +50,6 @@ from stream_gateway.protocol import (
     TradeUpdate,
     auth_message,
     decode,
-    secrets_of,
 )
 
 log = get_logger(__name__)
@@ -195,7 +194,7 @@ class TenantStream:
             return Round(Outcome.REFUSED, error_class=err.error_class)
         except RetryableError as err:
             return Round(Outcome.FAILED, error_class=err.error_class)
-        with secret_scope(*secrets_of(loaded.credentials)):
+        with secret_scope(*loaded.credentials.secrets):
             return await self._session(loaded)
 
     async def _session(self, loaded: StreamCredentials) -> Round:

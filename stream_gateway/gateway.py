@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from google.api_core import exceptions as gexc
 
 from agenttrader import streams
-from agenttrader.credentials import Vault
 from agenttrader.errors import DependencyUnavailable
 from agenttrader.firestore_io import call
 from agenttrader.logs import get_logger
@@ -135,9 +134,8 @@ class Gateway:
         db = deps.firestore
         self._leases = LeaseStore(db)
         self._orders = OrderWriter(db)
-        self._vault: Vault | None = None
         self._credentials = CredentialStore(
-            db, deps.settings.allowed_alpaca_base_urls, self._open_vault
+            db, deps.settings.allowed_alpaca_base_urls, lambda: deps.vault
         )
         self._syncs = SyncPublisher(deps, self._sync_result)
         self._coalescer = Coalescer(self.config.coalesce_seconds)
@@ -149,6 +147,8 @@ class Gateway:
         self._valid_until = 0.0
         self.held: dict[int, Held] = {}
         self.eligible: dict[str, str | None] = {}
+        self._eligible_by_bucket: dict[int, dict[str, str | None]] = {}
+        """:attr:`eligible` grouped by bucket once per roster read (``desired`` runs often)."""
         self._streams: dict[str, _Running] = {}
         self._closing: dict[str, asyncio.Task[Outcome]] = {}
         self._refused: dict[str, str | None] = {}
@@ -205,11 +205,6 @@ class Gateway:
         burst of credential reads or order writes."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._lease_executor, functools.partial(fn, *args))
-
-    def _open_vault(self) -> Vault:
-        if self._vault is None:
-            self._vault = Vault.from_settings(self._deps.settings)
-        return self._vault
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -408,7 +403,7 @@ class Gateway:
             await asyncio.sleep(self.config.roster_debounce_seconds)
             self._roster_changed.clear()
             try:
-                self.eligible = await self._call(self._eligibility.read)
+                self.eligible, self._eligible_by_bucket = await self._call(self._read_eligible)
             except _FIRESTORE_ERRORS as err:
                 log.warning(f"could not read the roster ({type(err).__name__})")
                 continue
@@ -417,6 +412,14 @@ class Gateway:
             }
             self._wake.set()
 
+    def _read_eligible(self) -> tuple[dict[str, str | None], dict[int, dict[str, str | None]]]:
+        """Who is eligible, and the same by bucket (on a data thread: hashes every uid)."""
+        eligible = self._eligibility.read()
+        by_bucket: dict[int, dict[str, str | None]] = {}
+        for uid, version in eligible.items():
+            by_bucket.setdefault(bucket_of(uid), {})[uid] = version
+        return eligible, by_bucket
+
     def desired(self) -> dict[str, str | None]:
         """The tenants this instance should stream now, with their keys' version."""
         if self._stopping or not self.valid:
@@ -424,10 +427,9 @@ class Gateway:
         now = time.monotonic()
         return {
             uid: version
-            for uid, version in self.eligible.items()
-            if bucket_of(uid) in self.held
-            and self._refused.get(uid, _MISSING) != version
-            and self._paused.get(uid, 0.0) <= now
+            for index in self.held
+            for uid, version in self._eligible_by_bucket.get(index, {}).items()
+            if self._refused.get(uid, _MISSING) != version and self._paused.get(uid, 0.0) <= now
         }
 
     async def _converge_loop(self) -> None:

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from agenttrader.credentials import AlpacaKeys, Credentials, OAuthToken
+from agenttrader.credentials import Credentials, OAuthToken
 from agenttrader.paths import validate_order_id
 
 STREAM_PATH = "/stream"
@@ -49,13 +49,6 @@ def auth_message(credentials: Credentials) -> str:
     else:
         body = {"action": "auth", "key": credentials.key_id, "secret": credentials.secret_key}
     return json.dumps(body)
-
-
-def secrets_of(credentials: Credentials) -> tuple[str, ...]:
-    """The values to redact while these credentials are in use."""
-    if isinstance(credentials, AlpacaKeys):
-        return (credentials.key_id, credentials.secret_key)
-    return (credentials.access_token,)
 
 
 class Auth(StrEnum):

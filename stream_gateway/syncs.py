@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 from agenttrader import topology
 from agenttrader.logs import get_logger
 from agenttrader.messages import Reason, SyncRequest
+from stream_gateway.config import GatewayConfig
 
 if TYPE_CHECKING:
     from agenttrader.deps import Deps
 
 log = get_logger(__name__)
 
-COALESCE_SECONDS = 1.0
-"""At most one ``trade_update`` sync per tenant per this many seconds."""
 BATCH_LATENCY_SECONDS = 0.05
 """How long the Pub/Sub client gathers messages into one publish request. Updates trickle
 in one by one; the client starts a thread per request, so gathering for 50 ms (instead of
@@ -52,7 +51,7 @@ class _Tenant:
 class Coalescer:
     """Per tenant: when its next ``trade_update`` sync may go out (monotonic seconds)."""
 
-    def __init__(self, interval: float = COALESCE_SECONDS) -> None:
+    def __init__(self, interval: float = GatewayConfig.coalesce_seconds) -> None:
         self.interval = interval
         self._tenants: dict[str, _Tenant] = {}
 
