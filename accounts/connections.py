@@ -150,7 +150,7 @@ def connect(
     version = version_of(now)
     secret_path = paths.alpaca_secret_doc(uid)
     sealed = deps.vault.seal(token, uid, secret_path, version)
-    host = urlsplit(request.base_url).hostname
+    host = deps.alpaca.allowed_host(request.base_url)
     handled_by = f"connect_alpaca:{uuid.uuid4().hex}"
     config_ref = db.document(paths.alpaca_config_doc(uid))
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agenttrader import audit, paths, snapshot
-from agenttrader.callable.tenancy import POLICY_FIELD, Caller, TenantPolicy, is_onboarded
+from agenttrader.callable.tenancy import POLICY_FIELD, Caller, TenantPolicy
 from agenttrader.firestore_io import retry_on_conflict
 from agenttrader.logs import get_logger
+from agenttrader.roster_verdict import is_onboarded
 
 if TYPE_CHECKING:
     from google.cloud import firestore

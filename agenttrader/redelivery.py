@@ -76,5 +76,3 @@ def for_document(change: DocumentChange, event_id: str) -> AbstractContextManage
 
 def _warn(message: str, error_class: str, labels: dict[str, Any]) -> None:
     log.warning(message, error_class=error_class, **labels)
-
-

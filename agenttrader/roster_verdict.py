@@ -10,6 +10,7 @@ winning, and is dropped once older than ``TOMBSTONE_HORIZON`` (:mod:`publisher.r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,6 +71,11 @@ class Verdict:
         return ELIGIBLE if self.eligible else MEMBER if self.member else GONE
 
 
+def is_onboarded(user: Mapping[str, Any] | None) -> bool:
+    """Whether ``users/{uid}`` (``None``: missing) makes its user a tenant: onboarded."""
+    return (user or {}).get("onboarded") is True
+
+
 def verdict(
     uid: str,
     user: dict[str, Any] | None,
@@ -79,7 +85,7 @@ def verdict(
     """The verdict from ``users/{uid}``, ``config/alpaca`` and ``status/trading`` (``None``:
     missing). Eligible as docs/DESIGN.md defines it — ``configured`` and ``enabled`` both
     true — and only for an onboarded user: anyone else is no member of the roster."""
-    member = (user or {}).get("onboarded") is True
+    member = is_onboarded(user)
     configured = member and (config or {}).get("configured") is True
     enabled = (trading or {}).get("enabled") is True
     keys_version = version_of((config or {}).get("configuredAt")) if configured else None

@@ -44,7 +44,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zlib import crc32
 
 from google.cloud import firestore
 
@@ -52,7 +51,7 @@ from agenttrader import paths, topology
 from agenttrader.deps import Deps
 from agenttrader.events import PubsubDelivery
 from agenttrader.messages import Reason, SyncRequest
-from agenttrader.roster_layout import shards_for
+from agenttrader.roster_layout import shard_of, shards_for
 from agenttrader.roster_verdict import ELIGIBLE, entry, micros
 from agenttrader.settings import Settings
 from agenttrader.streams import HOLDER, LIVE, RENEWED_AT, bucket_of
@@ -86,7 +85,7 @@ def seed_roster(db: Any, n: int, threads: int) -> tuple[int, float]:
     members: list[dict[str, int]] = [{} for _ in range(shards)]
     for i in range(n):
         uid = uid_of(i)
-        members[crc32(uid.encode()) % shards][uid] = read_at
+        members[shard_of(uid, shards)][uid] = read_at
 
     def write(shard: int) -> None:
         entries = members[shard]

@@ -11,13 +11,13 @@ redelivered tick decides the same.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from agenttrader.logs import get_logger
+from agenttrader.roster_layout import hash_of
 from agenttrader.streams import read_live
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def publishes(uid: str, streaming: bool, index: int, every: int) -> bool:
     once in ``every`` ticks."""
     if not streaming or every <= 1:
         return True
-    return (index + zlib.crc32(uid.encode())) % every == 0
+    return (index + hash_of(uid)) % every == 0
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,14 @@ def select(
     every: int,
 ) -> Selection:
     """The tenants of ``eligible`` (uid → keys version) tick ``index`` publishes to."""
+    live = len(streaming.intersection(eligible)) if streaming else 0
+    if not live or every <= 1:  # everyone: no filtering
+        return Selection(dict(eligible), 0, live)
     users = {
         uid: version
         for uid, version in eligible.items()
         if publishes(uid, uid in streaming, index, every)
     }
-    live = len(streaming.intersection(eligible)) if streaming else 0
     return Selection(users, len(eligible) - len(users), live)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agenttrader.credentials import Credentials, Vault, is_sealed, parse_plaintext
+from agenttrader.credentials import Credentials, Vault, open_stored
 from agenttrader.errors import MissingKeys
 from agenttrader.firestore_io import call
 from agenttrader.paths import alpaca_secret_doc
@@ -74,8 +74,6 @@ class CredentialStore:
         doc: dict[str, Any] | None = (snap.to_dict() or {}) if snap.exists else None
         if not doc:
             raise MissingKeys("no Alpaca credentials stored")
-        credentials: Credentials = (
-            self._vault().open(doc, uid, path) if is_sealed(doc) else parse_plaintext(doc)
-        )
+        credentials = open_stored(doc, uid, path, self._vault)
         origin = check_base_url(credentials.base_url, self._allowed)
         return StreamCredentials(credentials, stream_url(origin))

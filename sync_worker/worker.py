@@ -30,7 +30,7 @@ from google.api_core import exceptions as gexc
 
 from agenttrader import audit, market_clock, pulses, topology
 from agenttrader.alpaca import fetch_account_state
-from agenttrader.credentials import Credentials, is_sealed, parse_plaintext
+from agenttrader.credentials import Credentials, open_stored
 from agenttrader.deadletter import dead_letter_attributes, publish_dead_letter
 from agenttrader.errors import (
     AgentTraderError,
@@ -287,10 +287,9 @@ class SyncWorker:
         from before sealing); cached under the message's version."""
         if secret is None:
             raise MissingKeys("no Alpaca keys stored")
-        if is_sealed(secret):
-            credentials = self._deps.vault.open(secret, request.uid, alpaca_secret_doc(request.uid))
-        else:
-            credentials = parse_plaintext(secret)
+        credentials = open_stored(
+            secret, request.uid, alpaca_secret_doc(request.uid), lambda: self._deps.vault
+        )
         held = HeldKeys(credentials, version)
         self._keys.put(request.uid, request.keys_version, held)
         return held

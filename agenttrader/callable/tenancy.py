@@ -17,12 +17,12 @@ their current settings; the rules apply the facts recorded at the tenant's lates
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agenttrader import paths
 from agenttrader.callable.errors import CallableError, Status
+from agenttrader.roster_verdict import is_onboarded
 from agenttrader.settings import ANONYMOUS_PROVIDER
 
 if TYPE_CHECKING:
@@ -108,10 +108,6 @@ def check_caller(ctx: Caller, policy: TenantPolicy) -> None:
     refusal = policy.refusal(ctx.sign_in_provider, ctx.email_verified)
     if refusal is not None:
         raise refusal
-
-
-def is_onboarded(user: Mapping[str, Any] | None) -> bool:
-    return (user or {}).get("onboarded") is True
 
 
 def require_tenant(ctx: Caller, db: firestore.Client, policy: TenantPolicy) -> None:

@@ -23,7 +23,7 @@ from agenttrader.credentials.model import (
     parse_plaintext,
 )
 from agenttrader.credentials.sealed import PLAINTEXT_FIELDS, SealedForm, is_sealed
-from agenttrader.credentials.vault import Vault, VaultStats
+from agenttrader.credentials.vault import Vault, VaultStats, open_stored
 
 __all__ = [
     "PLAINTEXT_FIELDS",
@@ -42,5 +42,6 @@ __all__ = [
     "hint_of",
     "is_sealed",
     "kek_for",
+    "open_stored",
     "parse_plaintext",
 ]

@@ -25,12 +25,13 @@ import tink
 from tink import aead
 
 from agenttrader.credentials.kek import KekCounts, MeteredKek, kek_for
-from agenttrader.credentials.model import Credentials, auth_of, hint_of
+from agenttrader.credentials.model import Credentials, auth_of, hint_of, parse_plaintext
 from agenttrader.credentials.sealed import (
     SealedForm,
     associated_data,
     decode_payload,
     encode_payload,
+    is_sealed,
 )
 from agenttrader.errors import CredentialsTampered
 from agenttrader.settings import Settings
@@ -150,3 +151,12 @@ class Vault:
     def stats(self) -> VaultStats:
         with self._lock:
             return VaultStats(self._kek.counts(), self._opens, self._remembered)
+
+
+def open_stored(
+    doc: Mapping[str, Any], uid: str, path: str, vault: Callable[[], Vault]
+) -> Credentials:
+    """The credentials a ``secrets/alpaca`` document holds: opened with ``vault()`` when sealed
+    (built only then), parsed as the client wrote them when the trigger has not sealed them
+    yet."""
+    return vault().open(doc, uid, path) if is_sealed(doc) else parse_plaintext(doc)
