@@ -296,6 +296,11 @@ def search_tenants(db: firestore.Client, text: str, *, page_size: int = PAGE_SIZ
 
 def read_tenants(db: firestore.Client, uids: Sequence[str]) -> list[Tenant]:
     """The rows of ``uids`` (in that order), from one batched read of their documents."""
+    return [classify(docs) for docs in _read_docs(db, uids, FIELD_MASK)]
+
+
+def _read_docs(db: firestore.Client, uids: Sequence[str], mask: Sequence[str]) -> list[TenantDocs]:
+    """The :data:`TENANT_DOCS` of ``uids`` (in that order), ``mask``'s fields, one batched read."""
     if not uids:
         return []
     refs = {
@@ -303,12 +308,10 @@ def read_tenants(db: firestore.Client, uids: Sequence[str]) -> list[Tenant]:
     }
     by_path = {
         snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
-        for snap in db.get_all(list(refs.values()), field_paths=list(FIELD_MASK))
+        for snap in db.get_all(list(refs.values()), field_paths=list(dict.fromkeys(mask)))
     }
     return [
-        classify(
-            TenantDocs(uid, {name: by_path.get(refs[(uid, name)].path) for name in TENANT_DOCS})
-        )
+        TenantDocs(uid, {name: by_path.get(refs[(uid, name)].path) for name in TENANT_DOCS})
         for uid in uids
     ]
 
@@ -350,8 +353,9 @@ def tenant_detail(db: firestore.Client, uid: str) -> TenantDetail | None:
     tenant exists at all."""
     from google.cloud import firestore
 
-    tenant = read_tenants(db, [uid])[0]
-    snapshot = db.document(paths.snapshot_doc(uid)).get(field_paths=list(SNAPSHOT_SUMMARY))
+    (docs,) = _read_docs(db, [uid], (*FIELD_MASK, *SNAPSHOT_SUMMARY))  # the snapshot read once
+    tenant = classify(docs)
+    snapshot = docs.docs["snapshot"]
     entries = (
         db.collection(paths.audit_collection(uid))
         .order_by("at", direction=firestore.Query.DESCENDING)
@@ -369,9 +373,10 @@ def tenant_detail(db: firestore.Client, uid: str) -> TenantDetail | None:
         for doc in entries
         for data in [doc.to_dict() or {}]
     )
-    if tenant.state is State.NOT_ONBOARDED and not snapshot.exists and not audit:
+    if tenant.state is State.NOT_ONBOARDED and snapshot is None and not audit:
         return None
-    summary = (snapshot.to_dict() or {}) if snapshot.exists else {}
+    stored = snapshot or {}
+    summary = {name: stored[name] for name in SNAPSHOT_SUMMARY if name in stored}
     return TenantDetail(tenant, summary, audit)
 
 
